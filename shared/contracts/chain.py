@@ -1,0 +1,117 @@
+"""Verification of hash chains: what an auditor runs on a history they were handed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from shared.contracts.envelope import GENESIS_HASH, hash_fields
+
+
+class BreakKind(StrEnum):
+    MODIFIED = "modified"
+    """The event's content no longer matches its own hash."""
+    MISSING = "missing"
+    """A sequence number is skipped: an event was removed."""
+    OUT_OF_ORDER = "out_of_order"
+    """Sequence numbers go backwards or repeat: events were swapped or duplicated."""
+    WRONG_PREV_HASH = "wrong_prev_hash"
+    """The event does not point at the hash of the event before it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first broken link of one application's chain."""
+
+    aggregate_id: str
+    index: int
+    """Position of the offending envelope in the sequence that was verified (0-based)."""
+    aggregate_seq: int | None
+    event_id: str | None
+    kind: BreakKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    events: int
+    applications: int
+    breaks: tuple[ChainBreak, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+def verify_chain(envelopes: Iterable[Mapping[str, Any]]) -> ChainReport:
+    """Check every application's chain in ``envelopes`` (JSON objects, in log order).
+
+    Events of different applications may interleave; within one application they
+    must run 1, 2, 3... each pointing at its predecessor's hash. The first broken
+    link of each application is reported: later links of a chain already known to
+    be broken prove nothing more.
+    """
+    by_application: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    count = 0
+    for index, envelope in enumerate(envelopes):
+        count += 1
+        key = str(envelope.get("aggregate_id"))
+        by_application.setdefault(key, []).append((index, envelope))
+    breaks = [
+        found
+        for aggregate_id, links in by_application.items()
+        if (found := _first_break(aggregate_id, links)) is not None
+    ]
+    breaks.sort(key=lambda b: b.index)
+    return ChainReport(events=count, applications=len(by_application), breaks=tuple(breaks))
+
+
+def _first_break(
+    aggregate_id: str, links: list[tuple[int, Mapping[str, Any]]]
+) -> ChainBreak | None:
+    expected_seq, expected_prev = 1, GENESIS_HASH
+    for position, (index, envelope) in enumerate(links):
+        seq = envelope.get("aggregate_seq")
+        event_id = envelope.get("event_id")
+
+        def found(kind: BreakKind, detail: str, index: int = index, seq: Any = seq) -> ChainBreak:
+            return ChainBreak(
+                aggregate_id=aggregate_id,
+                index=index,
+                aggregate_seq=seq if isinstance(seq, int) else None,
+                event_id=str(event_id) if event_id is not None else None,
+                kind=kind,
+                detail=detail,
+            )
+
+        if envelope.get("hash") != _safe_hash(envelope):
+            return found(BreakKind.MODIFIED, "content does not match its hash")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return found(BreakKind.MODIFIED, "aggregate_seq is not an integer")
+        if seq != expected_seq:
+            later = {e.get("aggregate_seq") for _, e in links[position + 1 :]}
+            if seq < expected_seq or expected_seq in later:
+                return found(
+                    BreakKind.OUT_OF_ORDER,
+                    f"seq {seq} stands where seq {expected_seq} belongs",
+                )
+            return found(
+                BreakKind.MISSING,
+                f"seq {expected_seq}..{seq - 1} missing before seq {seq}",
+            )
+        if envelope.get("prev_hash") != expected_prev:
+            return found(
+                BreakKind.WRONG_PREV_HASH,
+                f"prev_hash does not match the hash of seq {expected_seq - 1}",
+            )
+        expected_seq, expected_prev = seq + 1, str(envelope["hash"])
+    return None
+
+
+def _safe_hash(envelope: Mapping[str, Any]) -> str | None:
+    try:
+        return hash_fields(envelope)
+    except ValueError:
+        return None
