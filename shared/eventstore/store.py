@@ -94,6 +94,8 @@ _ENVELOPE_COLUMNS = (
     events.c.hash,
 )
 
+_PLAIN_FIELDS = tuple(c.name for c in _ENVELOPE_COLUMNS if c.name != "actor")
+
 _PG_INSERT_EVENT = (
     "INSERT INTO events (event_id, aggregate_id, aggregate_seq, type, schema_version,"
     " occurred_at, actor, firm_id, correlation_id, causation_id, payload, prev_hash, hash)"
@@ -194,7 +196,7 @@ class UnitOfWork:
                     events.insert(),
                     [
                         {
-                            **e.model_dump(mode="python", exclude={"actor"}),
+                            **{name: getattr(e, name) for name in _PLAIN_FIELDS},
                             "actor": e.actor.model_dump(mode="json"),
                         }
                         for e in sealed
@@ -227,6 +229,24 @@ def _is_unique_violation(error: BaseException) -> bool:
     return sqlstate == "23505"
 
 
+async def _driver_in_transaction(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under ``connection``, inside SQLAlchemy's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; a
+    statement sent straight to the driver before that would autocommit. So the
+    transaction is started here, through the adapter, before the driver is used.
+    """
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if getattr(adapted, "_transaction", None) is None:
+        start = getattr(adapted, "_start_transaction", None)
+        if start is not None:
+            await start()
+        else:  # an adapter without the hook: any statement through it begins
+            await connection.execute(sa.text("SELECT 1"))
+    return raw.driver_connection
+
+
 class EventStore:
     """A service's event log, on PostgreSQL or SQLite."""
 
@@ -246,8 +266,7 @@ class EventStore:
         async with self.engine.begin() as connection:
             driver = None
             if not self._sqlite:
-                raw = await connection.get_raw_connection()
-                driver = raw.driver_connection
+                driver = await _driver_in_transaction(connection)
             yield UnitOfWork(connection, self.clock, driver)
 
     async def append(

@@ -1,0 +1,1 @@
+"""The services: voucher, taxcredit, fund (the programmes) and oversight (read-only)."""

@@ -1,0 +1,1 @@
+"""Fund service: Investments from the public mega fund and its sub-funds."""

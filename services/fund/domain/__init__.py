@@ -1,0 +1,1 @@
+"""The fund domain: pure rules and deciders, no I/O."""

@@ -1,0 +1,1 @@
+"""The oversight domain: pure rules and deciders, no I/O."""

@@ -1,0 +1,1 @@
+"""Tax-credit service: Certification of national strategic technology, M&A and investment tax credits."""

@@ -1,0 +1,1 @@
+"""The taxcredit domain: pure rules and deciders, no I/O."""

@@ -1,0 +1,1 @@
+"""Voucher service: Startup vouchers for business-support services inside a cluster."""

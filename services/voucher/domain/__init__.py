@@ -1,0 +1,1 @@
+"""The voucher domain: pure rules and deciders, no I/O."""

@@ -1,0 +1,158 @@
+"""Bearer JWT verification and the roles of the design.
+
+HS256 with a configured secret in development; :class:`TokenVerifier` is a
+protocol so production can swap in an OIDC/JWKS verifier without touching routes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Protocol
+
+import jwt
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.contracts import Actor, Role
+from shared.problems import Problem
+
+ISSUER = "cluster-incentives"
+
+
+class Principal(BaseModel):
+    """The caller, as the verified token names them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sub: str = Field(min_length=1)
+    role: Role
+    firm_id: str | None = None
+    provider_id: str | None = None
+
+    @model_validator(mode="after")
+    def _ids_match_role(self) -> Principal:
+        if self.role is Role.SYSTEM:
+            raise ValueError("tokens cannot carry the system role")
+        if self.role is Role.FIRM and not self.firm_id:
+            raise ValueError("a firm token needs firm_id")
+        if self.role is Role.PROVIDER and not self.provider_id:
+            raise ValueError("a provider token needs provider_id")
+        return self
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(sub=self.sub, role=self.role)
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str) -> Principal: ...
+
+
+class InvalidToken(Exception):
+    pass
+
+
+class HS256Verifier:
+    """Verifies tokens signed with a shared secret."""
+
+    def __init__(self, secret: str, issuer: str = ISSUER) -> None:
+        if len(secret) < 32:
+            raise ValueError("the JWT secret must be at least 32 characters")
+        self._secret = secret
+        self._issuer = issuer
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                issuer=self._issuer,
+                options={"require": ["sub", "exp", "iss"]},
+            )
+            return Principal.model_validate(claims)
+        except (jwt.PyJWTError, ValidationError) as error:
+            raise InvalidToken(str(error).splitlines()[0]) from error
+
+    def issue(
+        self,
+        *,
+        sub: str,
+        role: Role,
+        firm_id: str | None = None,
+        provider_id: str | None = None,
+        ttl: timedelta = timedelta(hours=12),
+        now: datetime | None = None,
+    ) -> str:
+        """Sign a token for ``sub`` (development and tests; production tokens come from the IdP)."""
+        principal = Principal(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
+        issued = now or datetime.now(UTC)
+        claims = {
+            **principal.model_dump(mode="json", exclude_none=True),
+            "iss": self._issuer,
+            "iat": issued,
+            "exp": issued + ttl,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+
+def dev_secret(state_dir: Path) -> str:
+    """The development secret in ``state_dir``, created on first use (never for production)."""
+    path = state_dir / "jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        status=401,
+        title="Not authenticated",
+        detail=detail,
+        type_="unauthorized",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def authenticate(request: Request) -> Principal:
+    """The verified caller of this request (the app's verifier sits in ``app.state.verifier``)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("send a bearer token: Authorization: Bearer <token>")
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return verifier.verify(token.strip())
+    except InvalidToken as error:
+        raise _unauthorized(f"the token was refused: {error}") from error
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency that admits only callers holding one of ``roles``."""
+    allowed = frozenset(roles)
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise Problem(
+                status=403,
+                title="Forbidden",
+                detail=f"this needs the role {_names(allowed)}; the token has {principal.role}",
+                type_="forbidden",
+            )
+        return principal
+
+    return check
+
+
+def _names(roles: Iterable[Role]) -> str:
+    return " or ".join(sorted(str(r) for r in roles))

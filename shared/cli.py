@@ -1,0 +1,195 @@
+"""The ``incentives`` command: the embedded stack, dev tokens, topics and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from shared.auth import HS256Verifier
+from shared.broker import EmbeddedBroker, port_open, wait_for_broker
+from shared.contracts import Role
+from shared.settings import ServiceSettings
+from shared.topics import ensure_topics, standard_topics
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+SERVICES: dict[str, int] = {"oversight": 8000, "voucher": 8001, "taxcredit": 8002, "fund": 8003}
+"""Each service's module under ``services`` and its port on the embedded stack."""
+
+
+@app.command()
+def broker(
+    host: str = "127.0.0.1",
+    port: int = 9092,
+) -> None:
+    """Run the embedded Tansu broker in the foreground (memory only) until interrupted."""
+    embedded = EmbeddedBroker(host, port)
+    embedded.start()
+    typer.echo(f"broker listening on {embedded.bootstrap_servers} (memory storage; Ctrl-C stops)")
+    asyncio.run(ensure_topics(embedded.bootstrap_servers, standard_topics()))
+    try:
+        _wait_for_signal()
+    finally:
+        embedded.stop()
+        typer.echo("broker stopped")
+
+
+@app.command()
+def token(
+    role: Annotated[Role, typer.Option(help="firm, provider, officer, ministry or auditor")],
+    sub: Annotated[str, typer.Option(help="who the token speaks for")],
+    firm_id: Annotated[str | None, typer.Option(help="the firm's business number")] = None,
+    provider_id: Annotated[str | None, typer.Option(help="the provider's id")] = None,
+    hours: int = 12,
+) -> None:
+    """Print a bearer token that the stack started by `make run` accepts."""
+    from datetime import timedelta
+
+    settings = ServiceSettings()
+    verifier = HS256Verifier(settings.resolved_jwt_secret())
+    try:
+        typer.echo(
+            verifier.issue(
+                sub=sub,
+                role=role,
+                firm_id=firm_id,
+                provider_id=provider_id,
+                ttl=timedelta(hours=hours),
+            )
+        )
+    except ValidationError as error:
+        raise typer.BadParameter("; ".join(e["msg"] for e in error.errors())) from error
+
+
+@app.command()
+def topics() -> None:
+    """Create the topics of the design on the configured broker, if missing."""
+    settings = ServiceSettings()
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap_servers,
+            standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
+        )
+    )
+    typer.echo("created: " + (", ".join(created) if created else "nothing (all there)"))
+
+
+@app.command()
+def run(
+    broker_port: int = 9092,
+    host: str = "127.0.0.1",
+) -> None:
+    """Start the embedded broker and every service on SQLite, print their URLs, run until Ctrl-C."""
+    settings = ServiceSettings()
+    state = settings.state_dir.resolve()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    settings.resolved_jwt_secret()  # create the dev secret before services race for it
+
+    embedded: EmbeddedBroker | None = None
+    bootstrap = f"{host}:{broker_port}"
+    if port_open(host, broker_port):
+        typer.echo(f"using the broker already on {bootstrap}")
+    else:
+        embedded = EmbeddedBroker(host, broker_port, log_path=state / "logs" / "broker.log")
+        embedded.start()
+        typer.echo(f"broker      {bootstrap} (embedded Tansu, memory only)")
+    asyncio.run(wait_for_broker(bootstrap))
+    asyncio.run(ensure_topics(bootstrap, standard_topics(settings.topic_partitions)))
+
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    env = {**os.environ, "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    try:
+        for service, port in SERVICES.items():
+            log = open(state / "logs" / f"{service}.log", "ab")  # noqa: SIM115
+            processes[service] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    f"services.{service}.main:create_app",
+                    "--factory",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+        _wait_until_healthy(host, processes, state)
+        for service, port in SERVICES.items():
+            typer.echo(f"{service:<11} http://{host}:{port}  (docs: /docs)")
+        typer.echo(f"logs in {state / 'logs'}; tokens: .venv/bin/incentives token --help")
+        typer.echo("Ctrl-C stops everything")
+        _wait_for_signal(processes)
+    finally:
+        for process in processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _wait_until_healthy(
+    host: str, processes: dict[str, subprocess.Popen[bytes]], state: Path, timeout: float = 60
+) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    pending = dict(processes)
+    while pending:
+        for service, process in list(pending.items()):
+            if process.poll() is not None:
+                raise typer.Exit(
+                    _fail(f"{service} exited at start; see {state / 'logs' / service}.log")
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{host}:{SERVICES[service]}/healthz", timeout=1).is_success:
+                    del pending[service]
+        if time.monotonic() > deadline:
+            raise typer.Exit(_fail(f"not healthy in time: {', '.join(pending)}"))
+        time.sleep(0.2)
+
+
+def _fail(message: str) -> int:
+    typer.echo(message, err=True)
+    return 1
+
+
+def _wait_for_signal(processes: dict[str, subprocess.Popen[bytes]] | None = None) -> None:
+    stop = False
+
+    def handler(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop:
+        if processes and any(p.poll() is not None for p in processes.values()):
+            dead = [name for name, p in processes.items() if p.poll() is not None]
+            typer.echo(f"stopped unexpectedly: {', '.join(dead)}", err=True)
+            return
+        time.sleep(0.2)
+
+
+def main() -> None:
+    app()

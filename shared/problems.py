@@ -1,0 +1,141 @@
+"""RFC 9457 problem details for every service: one place maps errors to responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://cluster-incentives.example/problems/"
+
+log = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """An error the client can act on; raised anywhere, rendered as problem+json."""
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        type_: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type_ = type_
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": TYPE_BASE + self.type_ if self.type_ else "about:blank",
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.body(request.url.path if request else None),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "firm.founded_on", "message": ...}``, field named in dots."""
+    out = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+        out.append({"field": ".".join(location) or "body", "message": str(error.get("msg"))})
+    return out
+
+
+def install_problem_handlers(
+    app: FastAPI, mapping: Mapping[type[Exception], tuple[int, str]] | None = None
+) -> None:
+    """Render every error as problem+json; ``mapping`` turns domain errors into statuses.
+
+    ``mapping`` maps an exception class to ``(status, title)``; its ``str()`` is the detail.
+    """
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc, request)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = field_errors(exc.errors())
+        fields = ", ".join(e["field"] for e in errors)
+        problem = Problem(
+            status=422,
+            title="Invalid request",
+            detail=f"check {fields}",
+            type_="validation",
+            errors=errors,
+        )
+        return problem_response(problem, request)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        problem = Problem(
+            status=exc.status_code,
+            title=_TITLES.get(exc.status_code, "Error"),
+            detail=str(exc.detail) if exc.detail else None,
+            headers=exc.headers,
+        )
+        return problem_response(problem, request)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        problem = Problem(status=500, title="Internal error", detail="the error was logged")
+        return problem_response(problem, request)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+    for error_type, (status, title) in (mapping or {}).items():
+
+        async def on_domain(
+            request: Request, exc: Exception, status: int = status, title: str = title
+        ) -> JSONResponse:
+            type_ = getattr(exc, "code", None)
+            extensions: dict[str, Any] = dict(getattr(exc, "extensions", {}) or {})
+            problem = Problem(
+                status=status, title=title, detail=str(exc), type_=type_, **extensions
+            )
+            return problem_response(problem, request)
+
+        app.add_exception_handler(error_type, on_domain)
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    415: "Unsupported media type",
+    422: "Invalid request",
+}

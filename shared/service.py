@@ -1,0 +1,123 @@
+"""What every service process has: database, event store, relay, auth, errors, health, metrics.
+
+A service's composition root (``services/<name>/main.py``) calls
+:func:`create_service_app` and adds its own routes and consumers. Nothing
+connects before the app's lifespan starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from shared.auth import HS256Verifier, TokenVerifier
+from shared.clock import Clock, SystemClock
+from shared.eventstore import EventStore, create_engine
+from shared.problems import install_problem_handlers
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+@dataclass
+class ServiceRuntime:
+    """The live parts of one service process, built in the app's lifespan."""
+
+    settings: ServiceSettings
+    store: EventStore
+    verifier: TokenVerifier
+    registry: CollectorRegistry
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        """Run ``coro`` for the life of the process; it is cancelled at shutdown."""
+
+        async def guarded() -> None:
+            await coro
+
+        self.tasks.append(asyncio.create_task(guarded(), name=name))
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    clock: Clock | None = None,
+    on_startup: list[Hook] | None = None,
+    domain_errors: dict[type[Exception], tuple[int, str]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the conventions every service shares."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.resolved_database_url())
+        store = EventStore(engine, clock or SystemClock())
+        await store.create_schema()
+        runtime = ServiceRuntime(
+            settings=settings,
+            store=store,
+            verifier=HS256Verifier(settings.resolved_jwt_secret()),
+            registry=CollectorRegistry(),
+        )
+        app.state.runtime = runtime
+        app.state.verifier = runtime.verifier
+        try:
+            for hook in on_startup or []:
+                await hook(runtime)
+            yield
+        finally:
+            for task in runtime.tasks:
+                task.cancel()
+            for task in runtime.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await engine.dispose()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    install_problem_handlers(app, domain_errors)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok", "service": settings.service}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """The database answers and background work is running."""
+        runtime: ServiceRuntime = request.app.state.runtime
+        checks: dict[str, str] = {}
+        try:
+            async with runtime.store.engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # report, don't raise: this is a probe
+            checks["database"] = f"failing: {error.__class__.__name__}"
+        for task in runtime.tasks:
+            checks[task.get_name()] = "stopped" if task.done() else "ok"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this process."""
+        runtime: ServiceRuntime = request.app.state.runtime
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,91 @@
+"""Tokens, roles and the settings that guard production."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from shared.auth import HS256Verifier, Principal, dev_secret, require_role
+from shared.contracts import Role
+from shared.problems import install_problem_handlers
+from shared.settings import ServiceSettings
+
+SECRET = "s" * 40
+
+
+def app_with_officer_route() -> FastAPI:
+    app = FastAPI()
+    app.state.verifier = HS256Verifier(SECRET)
+    install_problem_handlers(app)
+
+    @app.get("/decide")
+    def decide(principal: Principal = Depends(require_role(Role.OFFICER))) -> dict[str, str]:
+        return {"sub": principal.sub}
+
+    return app
+
+
+def test_officer_token_is_admitted() -> None:
+    token = HS256Verifier(SECRET).issue(sub="officer-kim", role=Role.OFFICER)
+    response = TestClient(app_with_officer_route()).get(
+        "/decide", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"sub": "officer-kim"}
+
+
+def test_firm_token_on_an_officer_route_is_forbidden_as_problem_json() -> None:
+    token = HS256Verifier(SECRET).issue(sub="ceo", role=Role.FIRM, firm_id="123-45-67890")
+    response = TestClient(app_with_officer_route()).get(
+        "/decide", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "officer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        "not-a-jwt",
+        HS256Verifier("x" * 40).issue(sub="officer-kim", role=Role.OFFICER),
+        HS256Verifier(SECRET).issue(
+            sub="officer-kim",
+            role=Role.OFFICER,
+            now=datetime.now(UTC) - timedelta(days=2),
+        ),
+    ],
+    ids=["missing", "garbage", "other-secret", "expired"],
+)
+def test_bad_tokens_get_401(token: str | None) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = TestClient(app_with_officer_route()).get("/decide", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["status"] == 401
+
+
+def test_firm_token_must_name_its_firm() -> None:
+    with pytest.raises(ValidationError, match="firm_id"):
+        HS256Verifier(SECRET).issue(sub="ceo", role=Role.FIRM)
+
+
+def test_production_refuses_to_start_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCENTIVES_ENVIRONMENT", "production")
+    monkeypatch.setenv("INCENTIVES_DATABASE_URL", "postgresql+asyncpg://db/voucher")
+    monkeypatch.delenv("INCENTIVES_JWT_SECRET", raising=False)
+    with pytest.raises(ValidationError, match="INCENTIVES_JWT_SECRET"):
+        ServiceSettings()
+
+
+def test_development_secret_is_created_once_and_kept(tmp_path: Path) -> None:
+    first = dev_secret(tmp_path)
+    assert dev_secret(tmp_path) == first
+    assert len(first) >= 32
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0
