@@ -35,9 +35,7 @@ class ServiceSettings(BaseSettings):
     def _production_needs_explicit_secrets(self) -> ServiceSettings:
         if self.environment == "production":
             if self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32:
-                raise ValueError(
-                    "INCENTIVES_JWT_SECRET (32+ characters) must be set in production"
-                )
+                raise ValueError("INCENTIVES_JWT_SECRET (32+ characters) must be set in production")
             if not self.database_url:
                 raise ValueError("INCENTIVES_DATABASE_URL must be set in production")
         return self

@@ -41,9 +41,7 @@ def _write(value: Any, out: list[str]) -> None:
         out.append("false")
     elif isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
-            raise CanonicalizationError(
-                f"integer {value} is beyond 2**53-1; carry it as a string"
-            )
+            raise CanonicalizationError(f"integer {value} is beyond 2**53-1; carry it as a string")
         out.append(str(value))
     elif isinstance(value, float):
         out.append(_number(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from shared.contracts.canonical import canonical_json
+
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of an application's first event."""
@@ -111,6 +114,8 @@ class Envelope(BaseModel):
         event_id: str | None = None,
     ) -> Self:
         """Build the next link of a chain, computing its hash."""
+        if not aggregate_id or aggregate_seq < 1 or not _HASH.fullmatch(prev_hash):
+            raise ValueError("a link needs an aggregate id, a seq from 1 and a 64-hex prev_hash")
         fields: dict[str, Any] = {
             "event_id": event_id or str(uuid.uuid4()),
             "aggregate_id": aggregate_id,
@@ -126,7 +131,10 @@ class Envelope(BaseModel):
             "prev_hash": prev_hash,
         }
         fields["hash"] = hash_fields(fields)
-        return cls.model_validate(fields)
+        # every part was validated on its way in; only the two typed members need rebuilding
+        fields["occurred_at"] = occurred_at.astimezone(UTC)
+        fields["actor"] = actor
+        return cls.model_construct(**fields)
 
 
 def hash_fields(envelope: Mapping[str, Any]) -> str:

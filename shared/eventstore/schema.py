@@ -68,4 +68,3 @@ inbox = sa.Table(
     sa.Column("event_id", sa.String(36), primary_key=True),
     sa.Column("processed_at", UTCDateTime, nullable=False),
 )
-

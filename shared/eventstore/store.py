@@ -136,6 +136,22 @@ class UnitOfWork:
         self._driver = driver  # asyncpg connection on PostgreSQL, None on SQLite
         self.appended: list[Envelope] = []
 
+    async def write(
+        self, statement: sa.TextClause, parameters: dict[str, Any] | None = None
+    ) -> int:
+        """Run one of the service's own write statements (projections) here; returns rowcount.
+
+        On PostgreSQL the statement goes straight to the driver, compiled once.
+        """
+        if self._driver is not None:
+            sql, names = _compiled(statement, self.connection.dialect)
+            values = [(parameters or {})[name] for name in names]
+            status: str = await self._driver.execute(sql, *values)
+            tail = status.rsplit(" ", 1)[-1]
+            return int(tail) if tail.isdigit() else 0
+        result = await self.connection.execute(statement, parameters)
+        return int(result.rowcount)
+
     @property
     def now(self) -> datetime:
         return self._clock.now()
@@ -170,27 +186,28 @@ class UnitOfWork:
             prev_hash = envelope.hash
         try:
             if self._driver is not None:
-                await self._driver.executemany(
-                    _PG_INSERT_EVENT,
-                    [
-                        (
-                            e.event_id,
-                            e.aggregate_id,
-                            e.aggregate_seq,
-                            e.type,
-                            e.schema_version,
-                            e.occurred_at,
-                            e.actor.model_dump_json(),
-                            e.firm_id,
-                            e.correlation_id,
-                            e.causation_id,
-                            json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False),
-                            e.prev_hash,
-                            e.hash,
-                        )
-                        for e in sealed
-                    ],
-                )
+                rows = [
+                    (
+                        e.event_id,
+                        e.aggregate_id,
+                        e.aggregate_seq,
+                        e.type,
+                        e.schema_version,
+                        e.occurred_at,
+                        e.actor.model_dump_json(),
+                        e.firm_id,
+                        e.correlation_id,
+                        e.causation_id,
+                        json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False),
+                        e.prev_hash,
+                        e.hash,
+                    )
+                    for e in sealed
+                ]
+                if len(rows) == 1:
+                    await self._driver.execute(_PG_INSERT_EVENT, *rows[0])
+                else:
+                    await self._driver.executemany(_PG_INSERT_EVENT, rows)
             else:
                 await self.connection.execute(
                     events.insert(),
@@ -220,6 +237,20 @@ class UnitOfWork:
             {"consumer": consumer, "event_id": event_id, "processed_at": now},
         )
         return bool(result.rowcount == 1)
+
+
+_COMPILED: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
+
+
+def _compiled(statement: sa.TextClause, dialect: Any) -> tuple[str, tuple[str, ...]]:
+    """The driver's SQL and parameter order for a text statement, compiled once per process."""
+    key = (id(statement), dialect.name)
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        found = (str(compiled), tuple(compiled.positiontup or ()))
+        _COMPILED[key] = found
+    return found
 
 
 def _is_unique_violation(error: BaseException) -> bool:
