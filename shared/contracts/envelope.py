@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -112,7 +112,7 @@ class Envelope(BaseModel):
         causation_id: str | None,
         prev_hash: str,
         event_id: str | None = None,
-    ) -> Self:
+    ) -> Envelope:
         """Build the next link of a chain, computing its hash."""
         if not aggregate_id or aggregate_seq < 1 or not _HASH.fullmatch(prev_hash):
             raise ValueError("a link needs an aggregate id, a seq from 1 and a 64-hex prev_hash")

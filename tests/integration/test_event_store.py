@@ -77,7 +77,9 @@ async def test_projection_and_inbox_roll_back_with_a_conflicting_append(
 ) -> None:
     projection = sa.table("projection", sa.column("id"), sa.column("status"))
     async with store.engine.begin() as connection:
-        await connection.execute(sa.text("CREATE TABLE projection (id TEXT PRIMARY KEY, status TEXT)"))
+        await connection.execute(
+            sa.text("CREATE TABLE projection (id TEXT PRIMARY KEY, status TEXT)")
+        )
     await store.append("app-1", NEW_STREAM, [submitted()], context())
 
     with pytest.raises(ConcurrencyConflict):

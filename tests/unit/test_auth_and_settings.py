@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -16,6 +17,7 @@ from shared.problems import install_problem_handlers
 from shared.settings import ServiceSettings
 
 SECRET = "s" * 40
+officer = require_role(Role.OFFICER)
 
 
 def app_with_officer_route() -> FastAPI:
@@ -24,7 +26,7 @@ def app_with_officer_route() -> FastAPI:
     install_problem_handlers(app)
 
     @app.get("/decide")
-    def decide(principal: Principal = Depends(require_role(Role.OFFICER))) -> dict[str, str]:
+    def decide(principal: Annotated[Principal, Depends(officer)]) -> dict[str, str]:
         return {"sub": principal.sub}
 
     return app
