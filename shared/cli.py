@@ -88,6 +88,7 @@ def topics() -> None:
 def run(
     broker_port: int = 9092,
     host: str = "127.0.0.1",
+    port_offset: Annotated[int, typer.Option(help="added to every service port")] = 0,
 ) -> None:
     """Start the embedded broker and every service on SQLite, print their URLs, run until Ctrl-C."""
     settings = ServiceSettings()
@@ -106,10 +107,11 @@ def run(
     asyncio.run(wait_for_broker(bootstrap))
     asyncio.run(ensure_topics(bootstrap, standard_topics(settings.topic_partitions)))
 
+    ports = {service: port + port_offset for service, port in SERVICES.items()}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     env = {**os.environ, "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     try:
-        for service, port in SERVICES.items():
+        for service, port in ports.items():
             log = open(state / "logs" / f"{service}.log", "ab")  # noqa: SIM115
             processes[service] = subprocess.Popen(
                 [
@@ -129,8 +131,8 @@ def run(
                 stderr=subprocess.STDOUT,
             )
             log.close()
-        _wait_until_healthy(host, processes, state)
-        for service, port in SERVICES.items():
+        _wait_until_healthy(host, ports, processes, state)
+        for service, port in ports.items():
             typer.echo(f"{service:<11} http://{host}:{port}  (docs: /docs)")
         typer.echo(f"logs in {state / 'logs'}; tokens: .venv/bin/incentives token --help")
         typer.echo("Ctrl-C stops everything")
@@ -149,7 +151,11 @@ def run(
 
 
 def _wait_until_healthy(
-    host: str, processes: dict[str, subprocess.Popen[bytes]], state: Path, timeout: float = 60
+    host: str,
+    ports: dict[str, int],
+    processes: dict[str, subprocess.Popen[bytes]],
+    state: Path,
+    timeout: float = 60,
 ) -> None:
     import httpx
 
@@ -162,7 +168,7 @@ def _wait_until_healthy(
                     _fail(f"{service} exited at start; see {state / 'logs' / service}.log")
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{host}:{SERVICES[service]}/healthz", timeout=1).is_success:
+                if httpx.get(f"http://{host}:{ports[service]}/healthz", timeout=1).is_success:
                     del pending[service]
         if time.monotonic() > deadline:
             raise typer.Exit(_fail(f"not healthy in time: {', '.join(pending)}"))
@@ -193,3 +199,7 @@ def _wait_for_signal(processes: dict[str, subprocess.Popen[bytes]] | None = None
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""`make run`'s stack: the embedded broker and four services as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.broker import port_open
+from tests.conftest import free_port
+
+SERVICES = {"oversight": 8000, "voucher": 8001, "taxcredit": 8002, "fund": 8003}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
+    broker_port = free_port()
+    offset = free_port() - 8000  # an ephemeral port and the three after it
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "run",
+            "--broker-port",
+            str(broker_port),
+            "--port-offset",
+            str(offset),
+        ],
+        env={**os.environ, "INCENTIVES_STATE_DIR": str(tmp_path / "var")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        text = process.stdout.readline()
+        if not text:
+            break
+        printed.append(text)
+        if "Ctrl-C stops everything" in text:
+            break
+    urls = {
+        name: f"http://127.0.0.1:{port + offset}"
+        for name, port in SERVICES.items()
+        if any(f"http://127.0.0.1:{port + offset}" in text for text in printed)
+    }
+    try:
+        yield urls, broker_port
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode is not None
+    assert not port_open("127.0.0.1", broker_port), "the broker outlived `incentives run`"
+    for url in urls.values():
+        assert not port_open("127.0.0.1", int(url.rsplit(":", 1)[1])), f"{url} still answers"
+
+
+def test_run_prints_every_service_url_and_each_answers(
+    stack: tuple[dict[str, str], int],
+) -> None:
+    urls, broker_port = stack
+    assert set(urls) == set(SERVICES)
+    assert port_open("127.0.0.1", broker_port)
+    for name, url in urls.items():
+        health = httpx.get(f"{url}/healthz", timeout=5)
+        assert health.json() == {"status": "ok", "service": name}
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert httpx.get(f"{url}/openapi.json", timeout=5).json()["info"]["title"]
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
