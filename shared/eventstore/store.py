@@ -101,6 +101,21 @@ _PG_INSERT_EVENT = (
     " occurred_at, actor, firm_id, correlation_id, causation_id, payload, prev_hash, hash)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb, $12, $13)"
 )
+_PG_READ_STREAM = (
+    "SELECT event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at, actor,"
+    " firm_id, correlation_id, causation_id, payload, prev_hash, hash FROM events"
+    " WHERE aggregate_id = $1 ORDER BY aggregate_seq"
+)
+
+
+def _stream_query(aggregate_id: str) -> sa.Select[Any]:
+    return (
+        sa.select(*_ENVELOPE_COLUMNS)
+        .where(events.c.aggregate_id == aggregate_id)
+        .order_by(events.c.aggregate_seq)
+    )
+
+
 _PG_INSERT_INBOX = (
     "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)"
     " ON CONFLICT DO NOTHING"
@@ -108,21 +123,22 @@ _PG_INSERT_INBOX = (
 
 
 def _envelope_of(row: Any) -> dict[str, Any]:
-    actor, payload = row.actor, row.payload
+    """The envelope's JSON object from a row (a SQLAlchemy mapping or an asyncpg record)."""
+    actor, payload = row["actor"], row["payload"]
     return {
-        "event_id": row.event_id,
-        "aggregate_id": row.aggregate_id,
-        "aggregate_seq": row.aggregate_seq,
-        "type": row.type,
-        "schema_version": row.schema_version,
-        "occurred_at": format_timestamp(row.occurred_at),
+        "event_id": row["event_id"],
+        "aggregate_id": row["aggregate_id"],
+        "aggregate_seq": row["aggregate_seq"],
+        "type": row["type"],
+        "schema_version": row["schema_version"],
+        "occurred_at": format_timestamp(row["occurred_at"]),
         "actor": json.loads(actor) if isinstance(actor, str) else actor,
-        "firm_id": row.firm_id,
-        "correlation_id": row.correlation_id,
-        "causation_id": row.causation_id,
+        "firm_id": row["firm_id"],
+        "correlation_id": row["correlation_id"],
+        "causation_id": row["causation_id"],
         "payload": json.loads(payload) if isinstance(payload, str) else payload,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
+        "prev_hash": row["prev_hash"],
+        "hash": row["hash"],
     }
 
 
@@ -226,6 +242,15 @@ class UnitOfWork:
         self.appended.extend(sealed)
         return sealed
 
+    async def read_stream(self, aggregate_id: str) -> list[Envelope]:
+        """One application's events, oldest first, as this transaction sees them."""
+        if self._driver is not None:
+            rows = await self._driver.fetch(_PG_READ_STREAM, aggregate_id)
+        else:
+            result = await self.connection.execute(_stream_query(aggregate_id))
+            rows = [row._mapping for row in result]
+        return [Envelope.model_validate(_envelope_of(row)) for row in rows]
+
     async def record_inbox(self, consumer: str, event_id: str) -> bool:
         """Claim ``event_id`` for ``consumer``; ``False`` means it was already processed."""
         now = self._clock.now()
@@ -314,12 +339,8 @@ class EventStore:
     async def read_stream(self, aggregate_id: str) -> list[Envelope]:
         """One application's events, oldest first."""
         async with self.engine.connect() as connection:
-            result = await connection.execute(
-                sa.select(*_ENVELOPE_COLUMNS)
-                .where(events.c.aggregate_id == aggregate_id)
-                .order_by(events.c.aggregate_seq)
-            )
-            return [Envelope.model_validate(_envelope_of(row)) for row in result]
+            result = await connection.execute(_stream_query(aggregate_id))
+            return [Envelope.model_validate(_envelope_of(row._mapping)) for row in result]
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events of every application after global position ``after``, in position order."""
@@ -330,7 +351,10 @@ class EventStore:
                 .order_by(events.c.position)
                 .limit(limit)
             )
-            return [StoredEvent(row.position, row.published, _envelope_of(row)) for row in result]
+            return [
+                StoredEvent(row.position, row.published, _envelope_of(row._mapping))
+                for row in result
+            ]
 
     async def unpublished(self, limit: int) -> list[StoredEvent]:
         """The oldest events the relay has not yet seen acknowledged, in position order."""
@@ -341,7 +365,7 @@ class EventStore:
                 .order_by(events.c.position)
                 .limit(limit)
             )
-            return [StoredEvent(row.position, False, _envelope_of(row)) for row in result]
+            return [StoredEvent(row.position, False, _envelope_of(row._mapping)) for row in result]
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         if not positions:

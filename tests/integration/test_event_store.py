@@ -49,6 +49,8 @@ async def test_appended_events_read_back_identical_and_chained(store: EventStore
     assert stored[1].prev_hash == stored[0].hash
     assert stored[0].occurred_at.tzinfo is not None
     assert verify_chain(e.to_json_dict() for e in stored).ok
+    async with store.transaction() as uow:
+        assert await uow.read_stream("app-1") == stored
 
 
 async def test_money_round_trips_as_exact_integer_won(store: EventStore) -> None:
