@@ -121,6 +121,8 @@ def install_problem_handlers(
         ) -> JSONResponse:
             type_ = getattr(exc, "code", None)
             extensions: dict[str, Any] = dict(getattr(exc, "extensions", {}) or {})
+            if "field" in extensions:  # a rule about one field: name it as validation does
+                extensions["errors"] = [{"field": extensions.pop("field"), "message": str(exc)}]
             problem = Problem(
                 status=status, title=title, detail=str(exc), type_=type_, **extensions
             )

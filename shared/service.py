@@ -35,12 +35,19 @@ Hook = Callable[["ServiceRuntime"], Awaitable[None]]
 class ServiceRuntime:
     """The live parts of one service process, built in the app's lifespan."""
 
+    app: FastAPI
     settings: ServiceSettings
     store: EventStore
     verifier: TokenVerifier
     registry: CollectorRegistry
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def wake_relay(self) -> None:
+        """Tell the relay new events were committed, so it need not wait for its next poll."""
+        relay = self.extras.get("relay")
+        if relay is not None:
+            relay.notify()
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         """Run ``coro`` for the life of the process; it is cancelled at shutdown."""
@@ -68,6 +75,7 @@ def create_service_app(
         store = EventStore(engine, clock or SystemClock())
         await store.create_schema()
         runtime = ServiceRuntime(
+            app=app,
             settings=settings,
             store=store,
             verifier=HS256Verifier(settings.resolved_jwt_secret()),

@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = 8
     jwt_secret: SecretStr | None = None
     relay_batch_size: int = 1000
+    catalogue_path: Path | None = None
+    """A programme catalogue (JSON) to load instead of the service's default one."""
 
     @model_validator(mode="after")
     def _production_needs_explicit_secrets(self) -> ServiceSettings:

@@ -157,7 +157,9 @@ class UnitOfWork:
     ) -> int:
         """Run one of the service's own write statements (projections) here; returns rowcount.
 
-        On PostgreSQL the statement goes straight to the driver, compiled once.
+        On PostgreSQL the statement goes straight to the driver, compiled once, and the
+        parameters reach asyncpg as they are: no SQLAlchemy type processing, so pass
+        values asyncpg understands (int, str, date, aware datetime), not dicts for JSON.
         """
         if self._driver is not None:
             sql, names = _compiled(statement, self.connection.dialect)

@@ -1,0 +1,373 @@
+"""Read models kept in step with the log, in the same transaction as the events."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.voucher.adapters.tables import (
+    applications,
+    ledger_entries,
+    programme_budgets,
+    providers,
+    redemptions,
+)
+from services.voucher.domain.model import Application, Redemption
+from shared.eventstore import UnitOfWork
+
+
+def application_resource(app: Application) -> dict[str, Any]:
+    """The application as the API shows it."""
+    voucher = app.voucher
+    return {
+        "id": app.id,
+        "status": str(app.status),
+        "programme_id": app.programme_id,
+        "firm_id": app.firm_id,
+        "firm": app.firm.to_json(),
+        "service_category": app.service_category,
+        "purpose": app.purpose,
+        "requested_amount": app.requested_amount,
+        "approved_amount": app.approved_amount,
+        "approvals": [
+            {"officer": a.officer, "amount": a.amount, "reason": a.reason, "at": _iso(a.at)}
+            for a in app.approvals
+        ],
+        "rejection_reasons": [
+            {"code": r.code, "message": r.message} for r in app.rejection_reasons
+        ],
+        "voucher": None
+        if voucher is None
+        else {
+            "id": voucher.id,
+            "amount": voucher.amount,
+            "balance": voucher.balance,
+            "expires_on": voucher.expires_on.isoformat(),
+        },
+        "returned_amount": app.returned_amount,
+        "version": app.version,
+        "created_at": _iso(app.created_at),
+        "updated_at": _iso(app.updated_at),
+    }
+
+
+def redemption_resource(r: Redemption, voucher_id: str) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "voucher_id": voucher_id,
+        "provider_id": r.provider_id,
+        "invoice_number": r.invoice_number,
+        "amount": r.amount,
+        "service_category": r.service_category,
+        "status": r.status,
+        "payout_id": r.payout_id,
+        "requested_at": _iso(r.requested_at),
+        "paid_at": _iso(r.paid_at) if r.paid_at else None,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def save_application(uow: UnitOfWork, app: Application) -> None:
+    values = {
+        "programme_id": app.programme_id,
+        "firm_id": app.firm_id,
+        "status": str(app.status),
+        "approved_amount": app.approved_amount,
+        "returned_amount": app.returned_amount,
+        "voucher_id": app.voucher.id if app.voucher else None,
+        "voucher_expires_on": app.voucher.expires_on if app.voucher else None,
+        "version": app.version,
+        "document": application_resource(app),
+        "updated_at": app.updated_at,
+    }
+    if app.version == 1:
+        await uow.connection.execute(
+            applications.insert().values(id=app.id, created_at=app.created_at, **values)
+        )
+    else:
+        await uow.connection.execute(
+            applications.update().where(applications.c.id == app.id).values(**values)
+        )
+
+
+async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redemption) -> None:
+    assert app.voucher is not None
+    values = {
+        "voucher_id": app.voucher.id,
+        "application_id": app.id,
+        "provider_id": redemption.provider_id,
+        "invoice_number": redemption.invoice_number,
+        "amount": redemption.amount,
+        "service_category": redemption.service_category,
+        "status": redemption.status,
+        "payout_id": redemption.payout_id,
+        "requested_at": redemption.requested_at,
+        "paid_at": redemption.paid_at,
+    }
+    if redemption.status == "requested":
+        await uow.connection.execute(redemptions.insert().values(id=redemption.id, **values))
+    else:
+        await uow.connection.execute(
+            redemptions.update().where(redemptions.c.id == redemption.id).values(**values)
+        )
+
+
+async def firm_holdings(uow: UnitOfWork, firm_id: str, programme_id: str, exclude: str) -> int:
+    """Won the firm holds in the programme from its other approved vouchers (less returns)."""
+    held = (
+        await uow.connection.execute(
+            sa.select(
+                sa.func.coalesce(
+                    sa.func.sum(applications.c.approved_amount - applications.c.returned_amount), 0
+                )
+            ).where(
+                applications.c.firm_id == firm_id,
+                applications.c.programme_id == programme_id,
+                applications.c.id != exclude,
+                applications.c.status.in_(("approved", "issued", "closed", "expired")),
+            )
+        )
+    ).scalar_one()
+    return int(held)
+
+
+async def other_open_application(
+    uow: UnitOfWork, firm_id: str, programme_id: str, exclude: str
+) -> str | None:
+    found = (
+        await uow.connection.execute(
+            sa.select(applications.c.id)
+            .where(
+                applications.c.firm_id == firm_id,
+                applications.c.programme_id == programme_id,
+                applications.c.id != exclude,
+                applications.c.status.in_(("verified", "approved", "issued")),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return str(found) if found is not None else None
+
+
+async def hold_budget(uow: UnitOfWork, programme_id: str, amount: int) -> bool:
+    """Take ``amount`` from the programme's available budget; ``False`` if it cannot hold it."""
+    result = await uow.connection.execute(
+        programme_budgets.update()
+        .where(
+            programme_budgets.c.programme_id == programme_id,
+            programme_budgets.c.budget_available >= amount,
+        )
+        .values(budget_available=programme_budgets.c.budget_available - amount)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def release_budget(uow: UnitOfWork, programme_id: str, amount: int) -> None:
+    await uow.connection.execute(
+        programme_budgets.update()
+        .where(programme_budgets.c.programme_id == programme_id)
+        .values(budget_available=programme_budgets.c.budget_available + amount)
+    )
+
+
+async def ensure_budgets(connection: AsyncConnection, totals: dict[str, int]) -> None:
+    existing = set(
+        (await connection.execute(sa.select(programme_budgets.c.programme_id))).scalars()
+    )
+    for programme_id, total in totals.items():
+        if programme_id not in existing:
+            await connection.execute(
+                programme_budgets.insert().values(
+                    programme_id=programme_id, budget_total=total, budget_available=total
+                )
+            )
+
+
+async def budgets(connection: AsyncConnection) -> dict[str, tuple[int, int]]:
+    rows = await connection.execute(sa.select(programme_budgets))
+    return {r.programme_id: (r.budget_total, r.budget_available) for r in rows}
+
+
+async def save_provider(
+    uow: UnitOfWork, provider_id: str, name: str, categories: list[str], by: str
+) -> None:
+    await uow.connection.execute(
+        providers.insert().values(
+            id=provider_id,
+            name=name,
+            service_categories=categories,
+            registered_by=by,
+            registered_at=uow.now,
+        )
+    )
+
+
+async def provider_categories(uow: UnitOfWork, provider_id: str) -> frozenset[str] | None:
+    row = (
+        await uow.connection.execute(
+            sa.select(providers.c.service_categories).where(providers.c.id == provider_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    categories = row.service_categories
+    if isinstance(categories, str):
+        categories = json.loads(categories)
+    return frozenset(categories)
+
+
+async def list_providers(connection: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await connection.execute(sa.select(providers).order_by(providers.c.id))
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "service_categories": list(r.service_categories),
+            "registered_at": _iso(r.registered_at),
+        }
+        for r in rows
+    ]
+
+
+async def application_for_voucher(connection: AsyncConnection, voucher_id: str) -> str | None:
+    found = (
+        await connection.execute(
+            sa.select(applications.c.id).where(applications.c.voucher_id == voucher_id)
+        )
+    ).scalar_one_or_none()
+    return str(found) if found is not None else None
+
+
+async def record_ledger_entry(
+    uow: UnitOfWork,
+    *,
+    payout_id: str,
+    debit_account: str,
+    credit_account: str,
+    amount: int,
+    redemption_id: str,
+) -> bool:
+    """One entry per payout id; ``False`` if the payout was already booked."""
+    exists = (
+        await uow.connection.execute(
+            sa.select(ledger_entries.c.payout_id).where(ledger_entries.c.payout_id == payout_id)
+        )
+    ).first()
+    if exists is not None:
+        return False
+    await uow.connection.execute(
+        ledger_entries.insert().values(
+            payout_id=payout_id,
+            debit_account=debit_account,
+            credit_account=credit_account,
+            amount=amount,
+            redemption_id=redemption_id,
+            recorded_at=uow.now,
+        )
+    )
+    return True
+
+
+async def get_document(connection: AsyncConnection, application_id: str) -> dict[str, Any] | None:
+    row = (
+        await connection.execute(
+            sa.select(applications.c.document).where(applications.c.id == application_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    document = row.document
+    return json.loads(document) if isinstance(document, str) else dict(document)
+
+
+def encode_cursor(created_at: datetime, application_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), application_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    created_at, application_id = json.loads(base64.urlsafe_b64decode(padded))
+    return datetime.fromisoformat(created_at), str(application_id)
+
+
+async def list_documents(
+    connection: AsyncConnection,
+    *,
+    firm_id: str | None,
+    status: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    query = sa.select(applications.c.document, applications.c.created_at, applications.c.id)
+    if firm_id is not None:
+        query = query.where(applications.c.firm_id == firm_id)
+    if status is not None:
+        query = query.where(applications.c.status == status)
+    if after is not None:
+        query = query.where(
+            sa.tuple_(applications.c.created_at, applications.c.id) > sa.tuple_(*after)
+        )
+    rows = (
+        await connection.execute(
+            query.order_by(applications.c.created_at, applications.c.id).limit(limit + 1)
+        )
+    ).all()
+    page = rows[:limit]
+    documents = [
+        json.loads(r.document) if isinstance(r.document, str) else r.document for r in page
+    ]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return documents, next_cursor
+
+
+async def redemptions_of(connection: AsyncConnection, voucher_id: str) -> list[dict[str, Any]]:
+    rows = await connection.execute(
+        sa.select(redemptions)
+        .where(redemptions.c.voucher_id == voucher_id)
+        .order_by(redemptions.c.requested_at, redemptions.c.id)
+    )
+    return [
+        {
+            "id": r.id,
+            "voucher_id": r.voucher_id,
+            "provider_id": r.provider_id,
+            "invoice_number": r.invoice_number,
+            "amount": r.amount,
+            "service_category": r.service_category,
+            "status": r.status,
+            "payout_id": r.payout_id,
+            "requested_at": _iso(r.requested_at),
+            "paid_at": _iso(r.paid_at) if r.paid_at else None,
+        }
+        for r in rows
+    ]
+
+
+async def invoice_taken(uow: UnitOfWork, provider_id: str, invoice_number: str) -> bool:
+    found = (
+        await uow.connection.execute(
+            sa.select(redemptions.c.id).where(
+                redemptions.c.provider_id == provider_id,
+                redemptions.c.invoice_number == invoice_number,
+            )
+        )
+    ).first()
+    return found is not None
+
+
+async def due_for_expiry(connection: AsyncConnection, today: Any) -> list[str]:
+    rows = await connection.execute(
+        sa.select(applications.c.id).where(
+            applications.c.status == "issued", applications.c.voucher_expires_on < today
+        )
+    )
+    return [str(r.id) for r in rows]

@@ -1,0 +1,448 @@
+"""Commands and the decider: ``decide(command, state) -> events``, pure, no I/O.
+
+Facts a rule needs from outside the application (the programme, today's date,
+what the firm already holds, the provider's registered categories) travel in the
+command, so the decider can be run by the service, the tests and the auditors alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from functools import singledispatch
+from typing import Any
+
+from services.voucher.domain.errors import (
+    BudgetExhausted,
+    CategoryNotAllowed,
+    DuplicateInvoice,
+    InvalidTransition,
+    OverBalance,
+    SameOfficer,
+    VoucherNotRedeemable,
+)
+from services.voucher.domain.model import Application, E, Firm, Reason, Status
+from services.voucher.domain.programmes import Programme, StrategicIndustry
+from shared.contracts import NewEvent
+
+BUSINESS_NUMBER = re.compile(r"\d{3}-\d{2}-\d{5}")
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitApplication:
+    programme_id: str
+    firm: Firm
+    service_category: str
+    requested_amount: int
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyApplication:
+    programme: Programme | None
+    today: date
+    held_in_programme: int
+    """What the firm already holds in the programme from other applications, in won."""
+    other_open_application: str | None
+    """The id of another open, verified application of the firm in the programme, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApplication:
+    officer: str
+    decision: str  # approve | reject
+    reason: str
+    programme: Programme
+    approved_amount: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawApplication:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssueVoucher:
+    voucher_id: str
+    programme: Programme
+    today: date
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRedemption:
+    redemption_id: str
+    provider_id: str
+    provider_categories: frozenset[str]
+    invoice_number: str
+    amount: int
+    service_category: str
+    programme: Programme
+    today: date
+
+
+@dataclass(frozen=True, slots=True)
+class PayRedemption:
+    redemption_id: str
+    payout_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireVoucher:
+    today: date
+
+
+# --- the decider --------------------------------------------------------------------------
+
+
+@singledispatch
+def decide(command: Any, state: Application | None) -> list[NewEvent]:
+    raise TypeError(f"no decider for {type(command).__name__}")
+
+
+@decide.register
+def _submit(command: SubmitApplication, state: Application | None) -> list[NewEvent]:
+    if state is not None:
+        raise InvalidTransition("this application was already submitted")
+    return [
+        NewEvent(
+            type=E.SUBMITTED,
+            payload={
+                "programme_id": command.programme_id,
+                "firm": command.firm.to_json(),
+                "service_category": command.service_category,
+                "requested_amount": command.requested_amount,
+                "purpose": command.purpose,
+            },
+        )
+    ]
+
+
+@decide.register
+def _verify(command: VerifyApplication, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.SUBMITTED, "verify")
+    reasons = verification_failures(application, command)
+    if reasons:
+        return [_rejected(reasons, stage="verification")]
+    return [NewEvent(type=E.VERIFIED, payload={"checks": list(CHECKS)})]
+
+
+CHECKS = (
+    "programme_exists",
+    "firm_id_format",
+    "firm_id_matches_token",
+    "startup_age",
+    "cluster",
+    "industry",
+    "service_category",
+    "amount_within_firm_limit",
+    "single_open_application",
+)
+
+
+def verification_failures(application: Application, command: VerifyApplication) -> list[Reason]:
+    """Every rule the application breaks, in the order an officer would read them."""
+    firm = application.firm
+    reasons: list[Reason] = []
+    programme = command.programme
+    if not BUSINESS_NUMBER.fullmatch(firm.firm_id):
+        reasons.append(
+            Reason(
+                "firm_id_malformed",
+                f"business registration number {firm.firm_id!r} is not NNN-NN-NNNNN",
+            )
+        )
+    if firm.firm_id != application.firm_id:
+        reasons.append(
+            Reason(
+                "firm_id_mismatch",
+                f"the application names firm {firm.firm_id} but was filed by firm "
+                f"{application.firm_id}",
+            )
+        )
+    if programme is None:
+        reasons.append(
+            Reason("programme_unknown", f"there is no programme {application.programme_id!r}")
+        )
+        return reasons
+    oldest = _years_before(command.today, programme.max_startup_age_years)
+    if firm.founded_on < oldest:
+        reasons.append(
+            Reason(
+                "startup_too_old",
+                f"founded on {firm.founded_on}; the programme takes firms founded on or "
+                f"after {oldest} ({programme.max_startup_age_years} years)",
+            )
+        )
+    if firm.founded_on > command.today:
+        reasons.append(Reason("founded_in_future", f"founded on {firm.founded_on}, after today"))
+    if firm.cluster not in programme.clusters:
+        reasons.append(
+            Reason(
+                "cluster_not_in_programme",
+                f"cluster {firm.cluster!r} is not one of {', '.join(programme.clusters)}",
+            )
+        )
+    if firm.industry not in programme.industries:
+        known = firm.industry in set(StrategicIndustry)
+        reasons.append(
+            Reason(
+                "industry_not_in_programme",
+                f"industry {firm.industry!r} is "
+                + ("not in this programme" if known else "not a national strategic technology"),
+            )
+        )
+    if application.service_category not in programme.service_categories:
+        reasons.append(
+            Reason(
+                "service_category_not_in_programme",
+                f"service category {application.service_category!r} is not one of "
+                f"{', '.join(programme.service_categories)}",
+            )
+        )
+    room = programme.max_amount_per_firm - command.held_in_programme
+    if application.requested_amount > room:
+        reasons.append(
+            Reason(
+                "amount_over_firm_limit",
+                f"requested {application.requested_amount} won; the firm may receive "
+                f"{programme.max_amount_per_firm} won in this programme and already holds "
+                f"{command.held_in_programme} won, leaving {max(room, 0)} won",
+            )
+        )
+    if command.other_open_application is not None:
+        reasons.append(
+            Reason(
+                "duplicate_open_application",
+                f"the firm already has open application {command.other_open_application} "
+                "in this programme",
+            )
+        )
+    return reasons
+
+
+@decide.register
+def _decide(command: DecideApplication, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.VERIFIED, command.decision)
+    if command.officer == application.submitted_by:
+        raise SameOfficer("the submitter of an application cannot decide it")
+    if command.decision == "reject":
+        return [
+            _rejected(
+                [Reason("officer_rejected", command.reason or "rejected by an officer")],
+                stage="decision",
+                officer=command.officer,
+            )
+        ]
+    amount = _approval_amount(application, command)
+    approval = {"officer": command.officer, "amount": amount, "reason": command.reason}
+    needs_two = amount > command.programme.four_eyes_threshold
+    if needs_two and not application.approvals:
+        return [NewEvent(type=E.APPROVAL_RECORDED, payload=approval)]
+    if any(a.officer == command.officer for a in application.approvals):
+        raise SameOfficer(
+            f"officer {command.officer} already approved; above "
+            f"{command.programme.four_eyes_threshold} won a second officer must approve"
+        )
+    return [NewEvent(type=E.APPROVED, payload={**approval, "approved_amount": amount})]
+
+
+def _approval_amount(application: Application, command: DecideApplication) -> int:
+    if application.approvals:
+        first = application.approvals[0].amount
+        if command.approved_amount is not None and command.approved_amount != first:
+            raise InvalidTransition(
+                f"the first approval was for {first} won; the second must approve the same amount"
+            )
+        return first
+    amount = command.approved_amount or application.requested_amount
+    if not 0 < amount <= application.requested_amount:
+        raise InvalidTransition(
+            f"approved_amount must be between 1 and the requested {application.requested_amount}"
+        )
+    return amount
+
+
+@decide.register
+def _withdraw(command: WithdrawApplication, state: Application | None) -> list[NewEvent]:
+    application = _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
+    del application
+    return [NewEvent(type=E.WITHDRAWN, payload={"reason": command.reason})]
+
+
+@decide.register
+def _issue(command: IssueVoucher, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.APPROVED, "issue a voucher for")
+    assert application.approved_amount is not None
+    expires_on = command.today + timedelta(days=command.programme.voucher_validity_days)
+    return [
+        NewEvent(
+            type=E.ISSUED,
+            payload={
+                "voucher_id": command.voucher_id,
+                "amount": application.approved_amount,
+                "expires_on": expires_on.isoformat(),
+            },
+        )
+    ]
+
+
+@decide.register
+def _redeem(command: RequestRedemption, state: Application | None) -> list[NewEvent]:
+    application = _require_redeemable(state, command.today)
+    voucher = application.voucher
+    assert voucher is not None
+    if command.amount <= 0:
+        raise OverBalance("a redemption must be for a positive amount", field="amount")
+    if command.amount > voucher.balance:
+        raise OverBalance(
+            f"the voucher has {voucher.balance} won left; {command.amount} won was asked",
+            field="amount",
+            balance=voucher.balance,
+        )
+    if command.service_category not in command.provider_categories:
+        raise CategoryNotAllowed(
+            f"provider {command.provider_id} is not registered for {command.service_category!r}",
+            field="service_category",
+        )
+    if command.service_category not in command.programme.service_categories:
+        raise CategoryNotAllowed(
+            f"the programme does not pay for {command.service_category!r} services",
+            field="service_category",
+        )
+    if any(
+        r.provider_id == command.provider_id and r.invoice_number == command.invoice_number
+        for r in application.redemptions
+    ):
+        raise DuplicateInvoice(f"invoice {command.invoice_number} was already submitted")
+    return [
+        NewEvent(
+            type=E.REDEMPTION_REQUESTED,
+            payload={
+                "redemption_id": command.redemption_id,
+                "voucher_id": voucher.id,
+                "provider_id": command.provider_id,
+                "invoice_number": command.invoice_number,
+                "amount": command.amount,
+                "service_category": command.service_category,
+            },
+        )
+    ]
+
+
+@decide.register
+def _pay(command: PayRedemption, state: Application | None) -> list[NewEvent]:
+    if state is None or state.voucher is None:
+        raise InvalidTransition("there is no voucher to pay from")
+    redemption = state.redemption(command.redemption_id)
+    if redemption is None:
+        raise InvalidTransition(f"no redemption {command.redemption_id} on this voucher")
+    if redemption.status == "paid":
+        return []  # paid already: paying again must change nothing
+    events = [
+        NewEvent(
+            type=E.REDEMPTION_PAID,
+            payload={
+                "redemption_id": redemption.id,
+                "voucher_id": state.voucher.id,
+                "payout_id": command.payout_id,
+                "provider_id": redemption.provider_id,
+                "amount": redemption.amount,
+            },
+        )
+    ]
+    spent = state.voucher.balance == 0 and len(state.pending_redemptions) == 1
+    if spent and state.status is Status.ISSUED:
+        events.append(NewEvent(type=E.CLOSED, payload={"voucher_id": state.voucher.id}))
+    return events
+
+
+@decide.register
+def _expire(command: ExpireVoucher, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.ISSUED, "expire")
+    voucher = application.voucher
+    assert voucher is not None
+    if command.today <= voucher.expires_on:
+        raise InvalidTransition(f"the voucher is valid until {voucher.expires_on}")
+    return [
+        NewEvent(
+            type=E.EXPIRED,
+            payload={"voucher_id": voucher.id, "returned_amount": voucher.balance},
+        )
+    ]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _require(
+    state: Application | None, allowed: Status | tuple[Status, ...], action: str
+) -> Application:
+    if state is None:
+        raise InvalidTransition(f"cannot {action} an application that does not exist")
+    statuses = allowed if isinstance(allowed, tuple) else (allowed,)
+    if state.status not in statuses:
+        raise InvalidTransition(
+            f"cannot {action} an application that is {state.status}",
+            current_status=str(state.status),
+        )
+    return state
+
+
+def _require_redeemable(state: Application | None, today: date) -> Application:
+    if state is None or state.voucher is None:
+        raise VoucherNotRedeemable("there is no such voucher")
+    if state.status is not Status.ISSUED:
+        raise VoucherNotRedeemable(
+            f"the voucher is {state.status}", current_status=str(state.status)
+        )
+    if today > state.voucher.expires_on:
+        raise VoucherNotRedeemable(
+            f"the voucher expired on {state.voucher.expires_on}", current_status="expired"
+        )
+    return state
+
+
+def _rejected(reasons: list[Reason], *, stage: str, officer: str | None = None) -> NewEvent:
+    payload: dict[str, Any] = {
+        "stage": stage,
+        "reasons": [{"code": r.code, "message": r.message} for r in reasons],
+    }
+    if officer is not None:
+        payload["officer"] = officer
+    return NewEvent(type=E.REJECTED, payload=payload)
+
+
+def _years_before(today: date, years: int) -> date:
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:  # 29 February
+        return today.replace(year=today.year - years, day=28)
+
+
+KST = timezone(timedelta(hours=9), "KST")
+
+
+def today_in_korea(now: datetime) -> date:
+    """The calendar date in Korea (UTC+9, no daylight saving), where programme dates are kept."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(KST).date()
+
+
+__all__ = [
+    "BudgetExhausted",
+    "DecideApplication",
+    "ExpireVoucher",
+    "IssueVoucher",
+    "PayRedemption",
+    "RequestRedemption",
+    "SubmitApplication",
+    "VerifyApplication",
+    "WithdrawApplication",
+    "decide",
+    "verification_failures",
+]

@@ -1,0 +1,359 @@
+"""Use cases of the voucher service: load the application, decide, append, project, in one transaction.
+
+HTTP routes and Kafka consumers both end up here; neither holds a rule of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.voucher.adapters import projection
+from services.voucher.adapters.payouts import PayoutGateway, PayoutOrder, payout_id_for
+from services.voucher.domain.decider import (
+    DecideApplication,
+    ExpireVoucher,
+    IssueVoucher,
+    PayRedemption,
+    RequestRedemption,
+    SubmitApplication,
+    VerifyApplication,
+    WithdrawApplication,
+    decide,
+    today_in_korea,
+)
+from services.voucher.domain.errors import (
+    BudgetExhausted,
+    DuplicateInvoice,
+    InvalidTransition,
+    NotFound,
+    Unprocessable,
+)
+from services.voucher.domain.model import Application, E, Status, evolve, fold
+from services.voucher.domain.programmes import Programme
+from shared.clock import Clock
+from shared.contracts import Actor, Envelope, NewEvent, Role
+from shared.eventstore import (
+    ConcurrencyConflict,
+    EventContext,
+    EventStore,
+    StreamVersion,
+    UnitOfWork,
+)
+
+VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
+PAYOUT_STAGE = Actor(sub="voucher-payout", role=Role.SYSTEM)
+EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An application after a command, and the events the command appended."""
+
+    application: Application
+    events: list[Envelope]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class VoucherService:
+    def __init__(
+        self,
+        store: EventStore,
+        programmes: dict[str, Programme],
+        payouts: PayoutGateway,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.programmes = programmes
+        self.payouts = payouts
+        self.clock = clock
+
+    # --- the shared path of every command ---------------------------------------------
+
+    async def execute(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        command: Any,
+        context: EventContext,
+        *,
+        allow_new: bool = False,
+    ) -> Outcome:
+        """Decide ``command`` against the application's log and record the outcome in ``uow``."""
+        history = await uow.read_stream(application_id)
+        state = fold(history)
+        if state is None and not allow_new:
+            raise NotFound(f"there is no application {application_id}")
+        new_events = decide(command, state)
+        appended = await uow.append(
+            application_id,
+            StreamVersion.after(history),
+            new_events,
+            _with_owner(context, state),
+        )
+        for event in appended:
+            state = evolve(state, event)
+        if state is None:  # nothing was decided for an application that does not exist
+            raise NotFound(f"there is no application {application_id}")
+        if appended:
+            await projection.save_application(uow, state)
+        return Outcome(state, appended)
+
+    async def in_transaction(
+        self, work: Callable[[UnitOfWork], Awaitable[T]], attempts: int = 5
+    ) -> T:
+        """Run ``work`` in its own transaction, again from scratch if another writer got there first."""
+        for attempt in range(attempts):
+            try:
+                async with self.store.transaction() as uow:
+                    return await work(uow)
+            except ConcurrencyConflict:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def programme(self, programme_id: str) -> Programme:
+        found = self.programmes.get(programme_id)
+        if found is None:
+            raise NotFound(f"there is no programme {programme_id}")
+        return found
+
+    # --- commands from people ----------------------------------------------------------
+
+    async def submit(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        command: SubmitApplication,
+        context: EventContext,
+    ) -> Outcome:
+        if command.programme_id not in self.programmes:
+            raise Unprocessable(
+                f"there is no programme {command.programme_id!r}", field="programme_id"
+            )
+        return await self.execute(uow, application_id, command, context, allow_new=True)
+
+    async def decide_application(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        *,
+        decision: str,
+        reason: str,
+        approved_amount: int | None,
+        context: EventContext,
+    ) -> Outcome:
+        state = fold(await uow.read_stream(application_id))
+        if state is None:
+            raise NotFound(f"there is no application {application_id}")
+        command = DecideApplication(
+            officer=context.actor.sub,
+            decision=decision,
+            reason=reason,
+            programme=self.programme(state.programme_id),
+            approved_amount=approved_amount,
+        )
+        outcome = await self.execute(uow, application_id, command, context)
+        if any(e.type == E.APPROVED for e in outcome.events):
+            amount = outcome.application.approved_amount or 0
+            if not await projection.hold_budget(uow, state.programme_id, amount):
+                raise BudgetExhausted(
+                    f"the programme budget cannot hold {amount} won; nothing was approved",
+                    amount=amount,
+                )
+        return outcome
+
+    async def withdraw(
+        self, uow: UnitOfWork, application_id: str, reason: str, context: EventContext
+    ) -> Outcome:
+        return await self.execute(uow, application_id, WithdrawApplication(reason), context)
+
+    async def request_redemption(
+        self,
+        uow: UnitOfWork,
+        voucher_id: str,
+        *,
+        provider_id: str,
+        invoice_number: str,
+        amount: int,
+        service_category: str,
+        context: EventContext,
+    ) -> tuple[Outcome, str]:
+        application_id = await projection.application_for_voucher(uow.connection, voucher_id)
+        if application_id is None:
+            raise NotFound(f"there is no voucher {voucher_id}")
+        categories = await projection.provider_categories(uow, provider_id)
+        if categories is None:
+            raise Unprocessable(f"provider {provider_id} is not registered", field="provider_id")
+        if await projection.invoice_taken(uow, provider_id, invoice_number):
+            raise DuplicateInvoice(
+                f"invoice {invoice_number} from {provider_id} was already submitted"
+            )
+        state = fold(await uow.read_stream(application_id))
+        assert state is not None
+        redemption_id = new_id("rdm")
+        command = RequestRedemption(
+            redemption_id=redemption_id,
+            provider_id=provider_id,
+            provider_categories=categories,
+            invoice_number=invoice_number,
+            amount=amount,
+            service_category=service_category,
+            programme=self.programme(state.programme_id),
+            today=today_in_korea(self.clock.now()),
+        )
+        outcome = await self.execute(uow, application_id, command, context)
+        redemption = outcome.application.redemption(redemption_id)
+        assert redemption is not None
+        await projection.save_redemption(uow, outcome.application, redemption)
+        return outcome, redemption_id
+
+    async def register_provider(
+        self,
+        uow: UnitOfWork,
+        provider_id: str,
+        name: str,
+        categories: list[str],
+        context: EventContext,
+    ) -> None:
+        """Providers are reference data, but their registration is evidence too: it is an event."""
+        try:
+            await uow.append(
+                f"provider:{provider_id}",
+                StreamVersion(),
+                [
+                    NewEvent(
+                        type="voucher.provider.registered",
+                        payload={
+                            "provider_id": provider_id,
+                            "name": name,
+                            "service_categories": categories,
+                        },
+                    )
+                ],
+                context,
+            )
+        except ConcurrencyConflict as error:
+            raise DuplicateProvider(f"provider {provider_id} is already registered") from error
+        await projection.save_provider(uow, provider_id, name, categories, context.actor.sub)
+
+    # --- policies: what the service does on its own ------------------------------------
+
+    async def when_application_submitted_verify(self, uow: UnitOfWork, event: Envelope) -> None:
+        history = await uow.read_stream(event.aggregate_id)
+        state = fold(history)
+        if state is None or state.status is not Status.SUBMITTED:
+            return  # already verified, withdrawn meanwhile, or not ours
+        command = VerifyApplication(
+            programme=self.programmes.get(state.programme_id),
+            today=today_in_korea(self.clock.now()),
+            held_in_programme=await projection.firm_holdings(
+                uow, state.firm_id, state.programme_id, exclude=state.id
+            ),
+            other_open_application=await projection.other_open_application(
+                uow, state.firm_id, state.programme_id, exclude=state.id
+            ),
+        )
+        await self.execute(uow, state.id, command, _caused_by(event, VERIFIER))
+
+    async def when_application_approved_issue_voucher(
+        self, uow: UnitOfWork, event: Envelope
+    ) -> None:
+        state = fold(await uow.read_stream(event.aggregate_id))
+        if state is None or state.status is not Status.APPROVED:
+            return
+        command = IssueVoucher(
+            voucher_id=new_id("vch"),
+            programme=self.programme(state.programme_id),
+            today=today_in_korea(self.clock.now()),
+        )
+        await self.execute(uow, state.id, command, _caused_by(event, PAYOUT_STAGE))
+
+    async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
+        state = fold(await uow.read_stream(event.aggregate_id))
+        redemption_id = str(event.payload["redemption_id"])
+        redemption = state.redemption(redemption_id) if state else None
+        if state is None or redemption is None or redemption.status == "paid":
+            return
+        assert state.voucher is not None
+        receipt = await self.payouts.pay(
+            uow,
+            PayoutOrder(
+                payout_id=payout_id_for(redemption_id),
+                redemption_id=redemption_id,
+                voucher_id=state.voucher.id,
+                programme_id=state.programme_id,
+                provider_id=redemption.provider_id,
+                amount=redemption.amount,
+            ),
+        )
+        outcome = await self.execute(
+            uow,
+            state.id,
+            PayRedemption(redemption_id=redemption_id, payout_id=receipt.payout_id),
+            _caused_by(event, PAYOUT_STAGE),
+        )
+        paid = outcome.application.redemption(redemption_id)
+        assert paid is not None
+        await projection.save_redemption(uow, outcome.application, paid)
+
+    async def expire_due_vouchers(self) -> int:
+        """Expire every issued voucher past its date; the unspent rest goes back to the budget."""
+        today = today_in_korea(self.clock.now())
+        async with self.store.engine.connect() as connection:
+            due = await projection.due_for_expiry(connection, today)
+        expired = 0
+        for application_id in due:
+
+            async def expire(uow: UnitOfWork, application_id: str = application_id) -> bool:
+                try:
+                    outcome = await self.execute(
+                        uow,
+                        application_id,
+                        ExpireVoucher(today=today),
+                        EventContext(actor=EXPIRY, correlation_id=new_id("expiry")),
+                    )
+                except InvalidTransition:
+                    return False  # closed or expired meanwhile
+                returned = outcome.application.returned_amount
+                if returned:
+                    await projection.release_budget(uow, outcome.application.programme_id, returned)
+                return True
+
+            expired += await self.in_transaction(expire)
+        return expired
+
+
+class DuplicateProvider(InvalidTransition):
+    code = "duplicate_provider"
+
+
+def _caused_by(event: Envelope, actor: Actor) -> EventContext:
+    return EventContext(
+        actor=actor,
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
+        firm_id=event.firm_id,
+    )
+
+
+def _with_owner(context: EventContext, state: Application | None) -> EventContext:
+    """Every event of an application carries its owner's firm id, whoever caused it."""
+    if state is None or context.firm_id == state.firm_id:
+        return context
+    return EventContext(
+        actor=context.actor,
+        correlation_id=context.correlation_id,
+        causation_id=context.causation_id,
+        firm_id=state.firm_id,
+    )
+
+
+__all__ = ["DuplicateProvider", "Outcome", "VoucherService"]

@@ -1,0 +1,97 @@
+"""A voucher service app in-process, on a fresh database, with a clock the test controls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.voucher.main import create_app
+from services.voucher.service_layer import VoucherService
+from shared.auth import HS256Verifier
+from shared.clock import FixedClock
+from shared.contracts import Role
+from shared.settings import ServiceSettings
+
+SECRET = "test-secret-" + "x" * 32
+FIRM_ID = "123-45-67890"
+OTHER_FIRM_ID = "987-65-43210"
+
+
+@dataclass
+class VoucherHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+    clock: FixedClock
+    tokens: HS256Verifier
+
+    @property
+    def service(self) -> VoucherService:
+        service: VoucherService = self.app.state.voucher
+        return service
+
+    def auth(
+        self, role: Role, sub: str, *, firm_id: str | None = None, provider_id: str | None = None
+    ) -> dict[str, str]:
+        token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    def firm(self, firm_id: str = FIRM_ID, sub: str = "ceo") -> dict[str, str]:
+        return self.auth(Role.FIRM, sub, firm_id=firm_id)
+
+    def officer(self, sub: str = "officer-kim") -> dict[str, str]:
+        return self.auth(Role.OFFICER, sub)
+
+    def auth_auditor(self) -> dict[str, str]:
+        return self.auth(Role.AUDITOR, "auditor-lee")
+
+    def provider(self, provider_id: str = "prov-hanbit-law") -> dict[str, str]:
+        return self.auth(Role.PROVIDER, f"clerk@{provider_id}", provider_id=provider_id)
+
+
+def application_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "programme_id": "cluster-startup-support-2026",
+        "firm": {
+            "firm_id": FIRM_ID,
+            "name": "Hanbit Bio",
+            "founded_on": "2023-03-02",
+            "size": "sme",
+            "cluster": "osong-bio",
+            "industry": "advanced_bio",
+        },
+        "service_category": "legal",
+        "requested_amount": 8_000_000,
+        "purpose": "patent filing for a cell-culture purification process",
+    }
+    for key, value in overrides.items():
+        if key in body["firm"]:
+            body["firm"][key] = value
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.fixture
+async def voucher(database_url: str, tmp_path: Path) -> AsyncIterator[VoucherHarness]:
+    settings = ServiceSettings(
+        service="voucher",
+        database_url=database_url,
+        jwt_secret=SECRET,
+        state_dir=tmp_path,
+    )
+    clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
+            yield VoucherHarness(app, client, clock, HS256Verifier(SECRET))
+
+
+Submit = Callable[..., Any]

@@ -1,0 +1,185 @@
+"""Filing, reading and withdrawing voucher applications over HTTP (PostgreSQL and SQLite)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import rfc8785
+
+from shared.contracts import verify_chain
+from tests.integration.voucher.conftest import (
+    FIRM_ID,
+    OTHER_FIRM_ID,
+    VoucherHarness,
+    application_body,
+)
+
+
+async def submit(voucher: VoucherHarness, key: str = "key-1", **overrides: object) -> dict:
+    response = await voucher.client.post(
+        "/v1/applications",
+        json=application_body(**overrides),
+        headers={**voucher.firm(), "Idempotency-Key": key},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_firm_files_an_application_and_sees_it_submitted(voucher: VoucherHarness) -> None:
+    created = await submit(voucher)
+    assert created["status"] == "submitted"
+    assert created["firm_id"] == FIRM_ID
+    assert created["requested_amount"] == 8_000_000
+    assert created["approved_amount"] is None
+    assert created["approvals"] == [] and created["rejection_reasons"] == []
+    assert created["voucher"] is None
+    assert created["version"] == 1
+    fetched = await voucher.client.get(f"/v1/applications/{created['id']}", headers=voucher.firm())
+    assert fetched.json() == created
+
+
+async def test_same_idempotency_key_and_body_returns_the_original(voucher: VoucherHarness) -> None:
+    first = await submit(voucher, key="same")
+    again = await submit(voucher, key="same")
+    assert again == first
+    listed = await voucher.client.get("/v1/applications", headers=voucher.firm())
+    assert [a["id"] for a in listed.json()["items"]] == [first["id"]]
+
+
+async def test_same_idempotency_key_with_another_body_is_409(voucher: VoucherHarness) -> None:
+    await submit(voucher, key="same")
+    response = await voucher.client.post(
+        "/v1/applications",
+        json=application_body(requested_amount=9_000_000),
+        headers={**voucher.firm(), "Idempotency-Key": "same"},
+    )
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    listed = await voucher.client.get("/v1/applications", headers=voucher.firm())
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_missing_idempotency_key_is_refused(voucher: VoucherHarness) -> None:
+    response = await voucher.client.post(
+        "/v1/applications", json=application_body(), headers=voucher.firm()
+    )
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["detail"]
+
+
+async def test_bad_input_names_the_field_and_writes_nothing(voucher: VoucherHarness) -> None:
+    cases = {
+        "requested_amount": application_body(requested_amount=-5),
+        "firm.founded_on": application_body(founded_on="last spring"),
+        "firm.size": application_body(size="huge"),
+        "purpose": {k: v for k, v in application_body().items() if k != "purpose"},
+    }
+    for n, (field, body) in enumerate(cases.items()):
+        response = await voucher.client.post(
+            "/v1/applications", json=body, headers={**voucher.firm(), "Idempotency-Key": f"k{n}"}
+        )
+        assert response.status_code == 422, field
+        assert response.headers["content-type"] == "application/problem+json"
+        assert field in [e["field"] for e in response.json()["errors"]]
+    unknown = await voucher.client.post(
+        "/v1/applications",
+        json=application_body(programme_id="no-such-programme"),
+        headers={**voucher.firm(), "Idempotency-Key": "unknown-programme"},
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "programme_id"
+    everything = await voucher.service.store.read_all()
+    assert [e.envelope["type"] for e in everything] == ["voucher.provider.registered"] * 3
+
+
+async def test_another_firms_application_is_404(voucher: VoucherHarness) -> None:
+    created = await submit(voucher)
+    other = voucher.firm(firm_id=OTHER_FIRM_ID, sub="rival")
+    for path in ("", "/events"):
+        response = await voucher.client.get(
+            f"/v1/applications/{created['id']}{path}", headers=other
+        )
+        assert response.status_code == 404
+    listed = await voucher.client.get("/v1/applications", headers=other)
+    assert listed.json()["items"] == []
+    officer = await voucher.client.get("/v1/applications", headers=voucher.officer())
+    assert [a["id"] for a in officer.json()["items"]] == [created["id"]]
+
+
+async def test_events_endpoint_serves_a_chain_anyone_can_verify(voucher: VoucherHarness) -> None:
+    created = await submit(voucher)
+    response = await voucher.client.get(
+        f"/v1/applications/{created['id']}/events", headers=voucher.auth_auditor()
+    )
+    chain = response.json()
+    assert [e["type"] for e in chain] == ["voucher.application.submitted"]
+    assert chain[0]["actor"] == {"sub": "ceo", "role": "firm"}
+    assert chain[0]["prev_hash"] == "0" * 64
+    body = {k: v for k, v in chain[0].items() if k != "hash"}
+    assert hashlib.sha256(rfc8785.dumps(body)).hexdigest() == chain[0]["hash"]
+    assert verify_chain(chain).ok
+
+
+async def test_firm_withdraws_before_approval(voucher: VoucherHarness) -> None:
+    created = await submit(voucher)
+    response = await voucher.client.post(
+        f"/v1/applications/{created['id']}/withdrawal",
+        json={"reason": "found another provider"},
+        headers=voucher.firm(),
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "withdrawn"
+    again = await voucher.client.post(
+        f"/v1/applications/{created['id']}/withdrawal", json={}, headers=voucher.firm()
+    )
+    assert again.status_code == 409
+
+
+async def test_list_pages_with_a_cursor_and_filters_by_status(voucher: VoucherHarness) -> None:
+    ids = []
+    for n in range(5):
+        ids.append((await submit(voucher, key=f"k{n}"))["id"])
+        voucher.clock.advance(__import__("datetime").timedelta(seconds=1))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (
+            await voucher.client.get("/v1/applications", params=params, headers=voucher.officer())
+        ).json()
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    await voucher.client.post(
+        f"/v1/applications/{ids[0]}/withdrawal", json={}, headers=voucher.firm()
+    )
+    withdrawn = await voucher.client.get(
+        "/v1/applications", params={"status": "withdrawn"}, headers=voucher.officer()
+    )
+    assert [a["id"] for a in withdrawn.json()["items"]] == [ids[0]]
+
+
+async def test_programmes_list_their_rules_and_budget(voucher: VoucherHarness) -> None:
+    response = await voucher.client.get("/v1/programmes", headers=voucher.firm())
+    programme = next(p for p in response.json() if p["id"] == "cluster-startup-support-2026")
+    assert programme["budget_available"] == programme["budget_total"] == 5_000_000_000
+    assert "advanced_bio" in programme["industries"]
+    assert programme["four_eyes_threshold"] == 10_000_000
+
+
+async def test_officer_registers_a_provider_others_cannot(voucher: VoucherHarness) -> None:
+    body = {
+        "id": "prov-daejeon-ip",
+        "name": "Daejeon IP",
+        "service_categories": ["intellectual_property"],
+    }
+    refused = await voucher.client.post("/v1/providers", json=body, headers=voucher.firm())
+    assert refused.status_code == 403
+    created = await voucher.client.post("/v1/providers", json=body, headers=voucher.officer())
+    assert created.status_code == 201
+    duplicate = await voucher.client.post("/v1/providers", json=body, headers=voucher.officer())
+    assert duplicate.status_code == 409
+    listed = await voucher.client.get("/v1/providers", headers=voucher.provider())
+    assert "prov-daejeon-ip" in [p["id"] for p in listed.json()]
