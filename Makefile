@@ -23,8 +23,8 @@ test: install lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check shared services tests bench
-	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/ruff check shared services tests bench examples
+	$(BIN)/ruff format --check shared services tests bench examples
 	$(BIN)/mypy shared services
 	$(BIN)/lint-imports
 

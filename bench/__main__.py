@@ -1,0 +1,45 @@
+"""`make bench`: throughput and latency, each printed beside a reference measured in the same run.
+
+Not a test: nothing here asserts a time. Run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import append
+
+SECTIONS = {"append": append.run}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", help=f"some of: {', '.join(SECTIONS)}")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    chosen = args.sections or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    print(
+        f"cluster-incentives bench, {platform.python_implementation()} {platform.python_version()}"
+    )
+    results: dict[str, Any] = {}
+    for name in chosen:
+        started = time.perf_counter()
+        results[name] = asyncio.run(SECTIONS[name]())
+        print(f"  ({name}: {time.perf_counter() - started:.1f} s)\n")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
