@@ -142,6 +142,76 @@ def _envelope_of(row: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One event as the relay sends it: key = application id, value = the envelope's JSON."""
+
+    position: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, event: StoredEvent) -> OutboxMessage:
+        envelope = event.envelope
+        return cls(
+            position=event.position,
+            key=envelope["aggregate_id"].encode(),
+            value=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
+            headers=_headers(
+                envelope["type"],
+                envelope["event_id"],
+                envelope["correlation_id"],
+                envelope["schema_version"],
+            ),
+        )
+
+
+def _headers(
+    type_: str, event_id: str, correlation_id: str, schema_version: int
+) -> list[tuple[str, bytes]]:
+    return [
+        ("type", type_.encode()),
+        ("event_id", event_id.encode()),
+        ("correlation_id", correlation_id.encode()),
+        ("schema_version", str(schema_version).encode()),
+    ]
+
+
+_PG_PENDING = (
+    "SELECT position, event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at,"
+    " actor::text AS actor, firm_id, correlation_id, causation_id, payload::text AS payload,"
+    " prev_hash, hash FROM events WHERE NOT published ORDER BY position LIMIT $1"
+)
+
+
+def _message_from_row(row: Any) -> OutboxMessage:
+    dumps = json.dumps
+    value = (
+        f'{{"event_id":{dumps(row["event_id"])},'
+        f'"aggregate_id":{dumps(row["aggregate_id"], ensure_ascii=False)},'
+        f'"aggregate_seq":{row["aggregate_seq"]},'
+        f'"type":{dumps(row["type"])},'
+        f'"schema_version":{row["schema_version"]},'
+        f'"occurred_at":"{format_timestamp(row["occurred_at"])}",'
+        f'"actor":{row["actor"]},'
+        f'"firm_id":{dumps(row["firm_id"], ensure_ascii=False)},'
+        f'"correlation_id":{dumps(row["correlation_id"], ensure_ascii=False)},'
+        f'"causation_id":{dumps(row["causation_id"], ensure_ascii=False)},'
+        f'"payload":{row["payload"]},'
+        f'"prev_hash":"{row["prev_hash"]}",'
+        f'"hash":"{row["hash"]}"}}'
+    )
+    return OutboxMessage(
+        position=row["position"],
+        key=row["aggregate_id"].encode(),
+        value=value.encode(),
+        headers=_headers(
+            row["type"], row["event_id"], row["correlation_id"], row["schema_version"]
+        ),
+    )
+
+
 class UnitOfWork:
     """One database transaction: appended events, projection updates and inbox rows commit together."""
 
@@ -368,6 +438,20 @@ class EventStore:
                 .limit(limit)
             )
             return [StoredEvent(row.position, False, _envelope_of(row._mapping)) for row in result]
+
+    async def pending_messages(self, limit: int) -> list[OutboxMessage]:
+        """The oldest unpublished events as ready-made Kafka messages, in position order.
+
+        On PostgreSQL the JSON documents are spliced in as the database returns them
+        (no parse and re-serialise): the value is the same JSON object, only its
+        whitespace may differ from the served form, which JCS hashing ignores.
+        """
+        if self._sqlite:
+            return [OutboxMessage.of(event) for event in await self.unpublished(limit)]
+        async with self.transaction() as uow:
+            assert uow._driver is not None
+            rows = await uow._driver.fetch(_PG_PENDING, limit)
+        return [_message_from_row(row) for row in rows]
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         if not positions:
