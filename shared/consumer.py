@@ -2,39 +2,65 @@
 
 Each event is applied at most once per consumer: its ``event_id`` goes into the
 inbox in the same database transaction as the handler's effects, and the Kafka
-offset is committed only after that transaction committed (manual acks, never
-auto-commit or ack-first). A batch shares one transaction; if it fails, its
-messages are retried one by one so a single bad one cannot hold up the rest.
-A message that cannot be processed goes to ``incentives.dlq`` with the reason and
-its original bytes, and the consumer moves on.
+offset is committed only after that transaction committed (``AckPolicy.MANUAL``,
+auto-commit off: never ack-first). A batch shares one transaction; if it fails,
+its messages are retried one by one, each in a transaction of its own, so a
+single bad one cannot hold up the rest. A message that cannot be processed goes
+to ``incentives.dlq`` with its original bytes and key, and headers saying why;
+then the consumer moves on. If the dead letter cannot be published, or the
+database does not answer, nothing is committed and the batch is redelivered.
+
+Handlers must do their effects through the unit of work they are given (a
+batch that falls back runs them again, in fresh transactions)::
+
+    consumer = IdempotentConsumer("voucher-verifier", store, max_attempts=3)
+
+    @consumer.handles("voucher.application.submitted")
+    async def verify(uow: UnitOfWork, event: Envelope) -> None: ...
+
+    consumer.subscribe(broker, "voucher.events")  # broker: KafkaBroker(..., acks="all")
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 
 from shared.contracts import Envelope, hash_fields
-from shared.eventstore import EventStore, UnitOfWork
+from shared.eventstore import EventStore, UnitOfWork, inbox
 from shared.topics import DLQ_TOPIC
+
+if TYPE_CHECKING:
+    from faststream.kafka.subscriber.usecase import LogicSubscriber
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
+"""``async def handler(uow, envelope)``: effects through ``uow``, in the inbox's transaction."""
 DeadLetterSink = Callable[["DeadLetter"], Awaitable[None]]
+"""Publishes one dead letter; returns only once the broker acknowledged it (or raises)."""
+
+_EVENT_ID_LENGTH: int = getattr(inbox.c.event_id.type, "length", None) or 36
+_CONSUMER_LENGTH: int = getattr(inbox.c.consumer.type, "length", None) or 100
 
 
 class PoisonKind(StrEnum):
+    """The ``error_kind`` header of a dead letter."""
+
     INVALID = "invalid"
     """Not JSON, or not an event envelope."""
     TAMPERED = "tampered"
@@ -42,7 +68,11 @@ class PoisonKind(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     """No handler for the event type, and the consumer does not ignore unknown types."""
     HANDLER_FAILED = "handler_failed"
-    """The handler kept raising."""
+    """The handler kept raising (any exception, domain rejections included)."""
+
+
+class ConsumerUnavailable(RuntimeError):
+    """The database or the DLQ is not answering: nothing is committed, the batch comes again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +88,7 @@ class Delivery:
 
     @classmethod
     def of(cls, record: Any) -> Delivery:
+        """From an aiokafka ``ConsumerRecord``."""
         return cls(
             topic=record.topic,
             partition=record.partition,
@@ -70,6 +101,8 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A message the consumer gave up on, and why."""
+
     delivery: Delivery
     consumer: str
     kind: PoisonKind
@@ -77,6 +110,7 @@ class DeadLetter:
     event_id: str | None = None
 
     def headers(self) -> dict[str, str]:
+        """The DLQ record's headers: reason, error_kind, consumer, source coordinates, event_id."""
         headers = {
             "reason": self.reason[:1000],
             "error_kind": str(self.kind),
@@ -92,10 +126,30 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchReport:
+    """What one call of :meth:`IdempotentConsumer.process` did."""
+
     applied: int = 0
     duplicates: int = 0
     ignored: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    transactions: int = 0
+    fell_back: bool = False
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Running totals of one consumer, for metrics and tests."""
+
+    batches: int = 0
+    messages: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    fallbacks: int = 0
+    redeliveries: int = 0
+    """Batches given back unacknowledged (database or DLQ unavailable)."""
+    largest_batch: int = 0
 
 
 class _Poison(Exception):
@@ -108,8 +162,9 @@ class _Poison(Exception):
 def consumer_options(max_records: int = 500, session_timeout_ms: int = 6000) -> dict[str, Any]:
     """The aiokafka settings every consumer of ours needs (see ARCHITECTURE.md, Tansu limits).
 
-    A new group member waits about the session timeout (at most 3 s) on Tansu before
-    it is assigned partitions; tests shorten it to join in about a second.
+    These are the ones ``broker.subscriber`` accepts; it sets ``enable_auto_commit``
+    itself from the ack policy. A new group member waits about the session timeout
+    (at most 3 s) on Tansu before it is assigned partitions; tests shorten it.
     """
     return {
         "auto_offset_reset": "earliest",
@@ -120,29 +175,51 @@ def consumer_options(max_records: int = 500, session_timeout_ms: int = 6000) -> 
     }
 
 
+def consumer_settings(max_records: int = 500, session_timeout_ms: int = 6000) -> dict[str, Any]:
+    """Keyword arguments for a plain ``aiokafka.AIOKafkaConsumer`` that commits by hand."""
+    return {
+        **consumer_options(max_records, session_timeout_ms),
+        "enable_auto_commit": False,
+    }
+
+
 class IdempotentConsumer:
-    """A named consumer (also its Kafka group id) with one handler per event type."""
+    """A named consumer (also its Kafka group id) with one handler per event type.
+
+    ``ignore_unknown=True`` skips events no handler is registered for (a consumer of
+    a topic that carries many types); otherwise they go to the DLQ. A handler gets
+    ``max_attempts`` tries, each its own transaction, before its message goes to
+    the DLQ as ``handler_failed``.
+    """
 
     def __init__(
         self,
         name: str,
         store: EventStore,
         *,
+        dlq_topic: str = DLQ_TOPIC,
         dead_letters: DeadLetterSink | None = None,
         max_attempts: int = 3,
         ignore_unknown: bool = False,
         retry_delay: float = 0.05,
     ) -> None:
+        if not name or len(name) > _CONSUMER_LENGTH:
+            raise ValueError(f"a consumer name has 1 to {_CONSUMER_LENGTH} characters")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.name = name
         self.store = store
+        self.dlq_topic = dlq_topic
         self.max_attempts = max_attempts
         self.ignore_unknown = ignore_unknown
         self.retry_delay = retry_delay
+        self.stats = ConsumerStats()
         self._dead_letters = dead_letters
         self._handlers: dict[str, Handler] = {}
 
     @property
     def event_types(self) -> frozenset[str]:
+        """The event types this consumer has handlers for."""
         return frozenset(self._handlers)
 
     def handles(self, *event_types: str) -> Callable[[Handler], Handler]:
@@ -161,40 +238,80 @@ class IdempotentConsumer:
         self,
         broker: KafkaBroker,
         *topics: str,
+        batch: bool = True,
         max_records: int = 500,
-        batch_timeout_ms: int = 50,
+        batch_timeout_ms: int = 25,
         backoff: float = 0.5,
+        max_backoff: float = 5.0,
         session_timeout_ms: int = 6000,
-    ) -> None:
-        """Consume ``topics`` on ``broker`` in batches, committing offsets after the database."""
-        if self._dead_letters is None:
-            self._dead_letters = broker_dead_letters(broker)
+    ) -> LogicSubscriber[Any]:
+        """Consume ``topics`` on ``broker``; offsets are committed after the database.
 
-        @broker.subscriber(  # type: ignore[untyped-decorator]  # faststream's overloads
+        ``batch=True`` hands up to ``max_records`` messages to one transaction;
+        ``batch=False`` processes (and commits) one message at a time. Without a
+        ``dead_letters`` sink, dead letters go to ``dlq_topic`` through ``broker``,
+        which must then be built with ``acks="all"``. Returns the FastStream subscriber.
+        """
+        if not topics:
+            raise ValueError("subscribe to at least one topic")
+        if self._dead_letters is None:
+            self._dead_letters = broker_dead_letters(broker, self.dlq_topic)
+        options = consumer_options(max_records, session_timeout_ms)
+        subscriber: LogicSubscriber[Any] = broker.subscriber(
             *topics,
-            batch=True,
+            batch=batch,
             group_id=self.name,
             ack_policy=AckPolicy.MANUAL,
-            max_records=max_records,
+            no_reply=True,
+            max_records=max_records if batch else None,
             batch_timeout_ms=batch_timeout_ms,
-            title=f"{self.name}",
+            auto_offset_reset=options["auto_offset_reset"],
+            fetch_max_wait_ms=options["fetch_max_wait_ms"],
+            max_poll_records=options["max_poll_records"],
+            session_timeout_ms=options["session_timeout_ms"],
+            heartbeat_interval_ms=options["heartbeat_interval_ms"],
+            parser=_tolerant_parser,
+            decoder=_undecoded,
+            title=self.name,
             description=f"Idempotent consumer {self.name} (inbox + DLQ)",
-            **consumer_options(max_records, session_timeout_ms),
         )
-        async def on_batch(message: KafkaMessage) -> None:
+        failures = 0
+
+        async def on_message(message: KafkaMessage) -> None:
+            nonlocal failures
             raw = message.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
+            records = raw if isinstance(raw, tuple | list) else (raw,)
             try:
-                await self.process([Delivery.of(r) for r in records])
-            except Exception:
-                log.exception("%s could not process a batch; it will be redelivered", self.name)
-                await message.nack()  # rewind: nothing past this batch is committed
-                await asyncio.sleep(backoff)
+                await self.process([Delivery.of(record) for record in records])
+            except Exception as error:
+                failures += 1
+                delay = min(backoff * 2 ** (failures - 1), max_backoff)
+                self.stats.redeliveries += 1
+                log.warning(
+                    "%s could not finish %d message(s), redelivering in %.1fs: %r",
+                    self.name,
+                    len(records),
+                    delay,
+                    error,
+                )
+                _rewind(message, records)  # nothing from this batch is committed
+                await asyncio.sleep(delay)
                 return
-            await message.ack()
+            failures = 0
+            try:
+                await message.ack()  # commit the offsets: the database has committed
+            except Exception as error:  # a rebalance: the next owner finds them in the inbox
+                log.warning("%s could not commit offsets: %r", self.name, error)
+
+        subscriber(on_message)
+        return subscriber
 
     async def process(self, deliveries: Sequence[Delivery]) -> BatchReport:
-        """Apply a batch; dead letters are published before this returns, or it raises."""
+        """Apply a batch; dead letters are published before this returns, or it raises.
+
+        Raises :class:`ConsumerUnavailable` when the database or the DLQ does not
+        answer; the caller must then not commit the batch's offsets.
+        """
         report = BatchReport()
         good: list[tuple[Envelope, Delivery]] = []
         for delivery in deliveries:
@@ -208,8 +325,11 @@ class IdempotentConsumer:
                 continue
             good.append((envelope, delivery))
 
-        if good:
+        if len(good) == 1:
+            await self._one(*good[0], report)
+        elif good:
             try:
+                report.transactions += 1
                 async with self.store.transaction() as uow:
                     for envelope, _ in good:
                         if await uow.record_inbox(self.name, envelope.event_id):
@@ -220,17 +340,20 @@ class IdempotentConsumer:
             except Exception as error:
                 log.info("%s: batch of %d failed (%r); one by one", self.name, len(good), error)
                 report.applied = report.duplicates = 0
+                report.fell_back = True
                 for envelope, delivery in good:
                     await self._one(envelope, delivery, report)
 
         for letter in report.dead_letters:
             await self._send(letter)
+        self._count(len(deliveries), report)
         return report
 
     async def _one(self, envelope: Envelope, delivery: Delivery, report: BatchReport) -> None:
         last: Exception | None = None
-        for attempt in range(self.max_attempts):
+        for attempt in range(1, self.max_attempts + 1):
             try:
+                report.transactions += 1
                 async with self.store.transaction() as uow:
                     if not await uow.record_inbox(self.name, envelope.event_id):
                         report.duplicates += 1
@@ -240,17 +363,32 @@ class IdempotentConsumer:
                 return
             except Exception as error:
                 last = error
-                await asyncio.sleep(self.retry_delay * (attempt + 1))
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.retry_delay * attempt)
+        assert last is not None
+        if _is_transient(last) or not await self._database_answers():
+            raise ConsumerUnavailable(
+                f"{self.name} cannot reach its database ({last!r}); {envelope.event_id} comes again"
+            ) from last
         log.warning("%s gives up on %s: %r", self.name, envelope.event_id, last)
         report.dead_letters.append(
             DeadLetter(
                 delivery,
                 self.name,
                 PoisonKind.HANDLER_FAILED,
-                f"{envelope.type} failed {self.max_attempts} times: {last!r}",
+                f"{envelope.type} handler failed {self.max_attempts} times: "
+                f"{type(last).__name__}: {last}",
                 envelope.event_id,
             )
         )
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.store.engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     def _parse(self, delivery: Delivery) -> Envelope | None:
         try:
@@ -260,7 +398,7 @@ class IdempotentConsumer:
         if not isinstance(document, dict):
             raise _Poison(PoisonKind.INVALID, "not an event envelope: not a JSON object")
         event_id = document.get("event_id")
-        event_id = event_id if isinstance(event_id, str) else None
+        event_id = event_id if isinstance(event_id, str) and event_id else None
         try:
             envelope = Envelope.model_validate(document)
         except ValidationError as error:
@@ -270,12 +408,27 @@ class IdempotentConsumer:
             raise _Poison(
                 PoisonKind.INVALID, f"not an event envelope: {problems}", event_id
             ) from error
+        if not envelope.event_id or len(envelope.event_id) > _EVENT_ID_LENGTH:
+            raise _Poison(
+                PoisonKind.INVALID, f"event_id must have 1 to {_EVENT_ID_LENGTH} characters"
+            )
         try:
             expected = hash_fields(document)
         except ValueError as error:
             raise _Poison(PoisonKind.INVALID, f"not canonicalisable: {error}", event_id) from error
         if expected != envelope.hash:
-            raise _Poison(PoisonKind.TAMPERED, "content does not match its hash", envelope.event_id)
+            raise _Poison(
+                PoisonKind.TAMPERED,
+                f"content does not match its hash (claims {envelope.hash[:12]}…,"
+                f" content hashes to {expected[:12]}…)",
+                envelope.event_id,
+            )
+        if envelope.compute_hash() != envelope.hash:
+            raise _Poison(
+                PoisonKind.INVALID,
+                "envelope is not in its published form (e.g. occurred_at not UTC with Z)",
+                envelope.event_id,
+            )
         if envelope.type not in self._handlers:
             if self.ignore_unknown:
                 return None
@@ -293,18 +446,46 @@ class IdempotentConsumer:
         if self._dead_letters is None:
             raise RuntimeError(f"{self.name} has nowhere to send dead letters")
         log.warning(
-            "%s: dead letter from %s[%d]@%d: %s",
+            "%s: dead letter (%s) from %s[%d]@%d: %s",
             self.name,
+            letter.kind,
             letter.delivery.topic,
             letter.delivery.partition,
             letter.delivery.offset,
             letter.reason,
         )
-        await self._dead_letters(letter)
+        try:
+            await self._dead_letters(letter)
+        except Exception as error:
+            raise ConsumerUnavailable(
+                f"{self.name} cannot publish a dead letter: {error!r}"
+            ) from error
+
+    def _count(self, size: int, report: BatchReport) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += size
+        stats.applied += report.applied
+        stats.duplicates += report.duplicates
+        stats.ignored += report.ignored
+        stats.dead_lettered += len(report.dead_letters)
+        stats.fallbacks += report.fell_back
+        stats.largest_batch = max(stats.largest_batch, size)
 
 
 def broker_dead_letters(broker: KafkaBroker, topic: str = DLQ_TOPIC) -> DeadLetterSink:
-    """Publish dead letters on ``broker`` (acks as the broker's producer is configured)."""
+    """Publish dead letters on ``broker``, waiting for the broker's acknowledgement.
+
+    The broker's producer must be built with ``acks="all"`` (and, on Tansu,
+    ``enable_idempotence=False``): a dead letter is the only copy once its offset
+    is committed.
+    """
+    acks = getattr(broker, "_connection_kwargs", {}).get("acks", "all")
+    if acks not in ("all", -1):
+        raise ValueError(
+            "dead letters need acks='all': build the broker as "
+            "KafkaBroker(..., acks='all', enable_idempotence=False)"
+        )
 
     async def send(letter: DeadLetter) -> None:
         await broker.publish(
@@ -315,3 +496,66 @@ def broker_dead_letters(broker: KafkaBroker, topic: str = DLQ_TOPIC) -> DeadLett
         )
 
     return send
+
+
+def _rewind(message: KafkaMessage, records: Sequence[Any]) -> None:
+    """Seek each partition back to its earliest record in ``records``: they come again."""
+    earliest: dict[TopicPartition, int] = {}
+    for record in records:
+        partition = TopicPartition(record.topic, record.partition)
+        offset = earliest.get(partition)
+        if offset is None or record.offset < offset:
+            earliest[partition] = record.offset
+    for partition, offset in earliest.items():
+        message.consumer.seek(partition=partition, offset=offset)
+
+
+async def _tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's parser, retried without the headers it cannot decode (non-UTF-8, null)."""
+    try:
+        return await original(message)
+    except Exception:
+        if isinstance(message, tuple | list):
+            return await original(type(message)(_decodable_headers(r) for r in message))
+        return await original(_decodable_headers(message))
+
+
+def _decodable_headers(record: Any) -> Any:
+    kept = []
+    for key, value in record.headers or ():
+        if isinstance(value, bytes):
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                continue
+            kept.append((key, value))
+    return dataclasses.replace(record, headers=tuple(kept))
+
+
+async def _undecoded(message: Any) -> Any:
+    """Leave bodies as bytes: the consumer parses and validates them itself."""
+    return message.body
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A lost connection or an overloaded or shutting-down server, not the message's fault."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError | sa_exc.DisconnectionError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(("08", "53", "57P")):
+            return True
+        if "database is locked" in str(current):
+            return True
+        for cause in (current.__cause__, getattr(current, "orig", None)):
+            if isinstance(cause, BaseException):
+                pending.append(cause)
+    return False

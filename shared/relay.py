@@ -59,28 +59,30 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Publish until ``stop`` is set (or the task is cancelled), riding out broker outages."""
         stop = stop or asyncio.Event()
-        async with self._exclusive(stop):
-            if stop.is_set():
-                return
-            backoff = 0.1
-            while not stop.is_set():
-                try:
-                    if self._producer is None:
-                        self._producer = await self._start_producer()
-                    published = await self.publish_pending()
-                    backoff = 0.1
-                except Exception as error:  # broker or database away: back off, never die
-                    log.warning(
-                        "relay to %s failing, retry in %.1fs: %r", self.topic, backoff, error
-                    )
-                    await self._stop_producer()
-                    await _sleep_or(stop, backoff)
-                    backoff = min(backoff * 2, self.max_backoff)
-                    continue
-                if published < self.batch_size:
-                    self._wake.clear()
-                    await _sleep_or(stop, self.poll_interval, self._wake)
+        try:
+            async with self._exclusive(stop):
+                if not stop.is_set():
+                    await self._loop(stop)
+        finally:
             await self._stop_producer()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                if self._producer is None:
+                    self._producer = await self._start_producer()
+                published = await self.publish_pending()
+                backoff = 0.1
+            except Exception as error:  # broker or database away: back off, never die
+                log.warning("relay to %s failing, retry in %.1fs: %r", self.topic, backoff, error)
+                await self._stop_producer()
+                await _sleep_or(stop, backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if published < self.batch_size:
+                self._wake.clear()
+                await _sleep_or(stop, self.poll_interval, self._wake)
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished events; returns how many were acknowledged."""

@@ -18,13 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared.auth import HS256Verifier, TokenVerifier
 from shared.clock import Clock, SystemClock
 from shared.eventstore import EventStore, create_engine
 from shared.problems import install_problem_handlers
+from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.topics import ensure_topics, events_topic, standard_topics
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,17 @@ class ServiceRuntime:
     store: EventStore
     verifier: TokenVerifier
     registry: CollectorRegistry
+    broker: KafkaBroker
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        """A topic's name on this deployment (tests give each run a prefix of its own)."""
+        return self.settings.topic_prefix + name
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic(events_topic(self.settings.service))
 
     def wake_relay(self) -> None:
         """Tell the relay new events were committed, so it need not wait for its next poll."""
@@ -65,6 +77,7 @@ def create_service_app(
     description: str,
     clock: Clock | None = None,
     on_startup: list[Hook] | None = None,
+    publishes: bool = True,
     domain_errors: dict[type[Exception], tuple[int, str]] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the conventions every service shares."""
@@ -80,14 +93,36 @@ def create_service_app(
             store=store,
             verifier=HS256Verifier(settings.resolved_jwt_secret()),
             registry=CollectorRegistry(),
+            broker=KafkaBroker(
+                settings.kafka_bootstrap_servers,
+                acks="all",
+                enable_idempotence=False,
+                client_id=f"incentives-{settings.service}",
+            ),
         )
         app.state.runtime = runtime
         app.state.verifier = runtime.verifier
         try:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
+            )
             for hook in on_startup or []:
                 await hook(runtime)
+            if publishes:
+                relay = OutboxRelay(
+                    store,
+                    settings.kafka_bootstrap_servers,
+                    runtime.events_topic,
+                    batch_size=settings.relay_batch_size,
+                )
+                runtime.extras["relay"] = relay
+                runtime.spawn(relay.run(), name="relay")
+            await runtime.broker.start()
             yield
         finally:
+            with contextlib.suppress(Exception):
+                await runtime.broker.stop()
             for task in runtime.tasks:
                 task.cancel()
             for task in runtime.tasks:
@@ -116,6 +151,7 @@ def create_service_app(
             checks["database"] = f"failing: {error.__class__.__name__}"
         for task in runtime.tasks:
             checks[task.get_name()] = "stopped" if task.done() else "ok"
+        checks["broker"] = "ok" if await runtime.broker.ping(timeout=2) else "unreachable"
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks},

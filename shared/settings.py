@@ -30,6 +30,7 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = 8
     jwt_secret: SecretStr | None = None
     relay_batch_size: int = 1000
+    kafka_session_timeout_ms: int = 6000
     catalogue_path: Path | None = None
     """A programme catalogue (JSON) to load instead of the service's default one."""
 

@@ -16,6 +16,7 @@ from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.errors import Conflict, NotFound, Unprocessable
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import router
+from services.voucher.entrypoints.consumers import expire_vouchers_periodically, subscribe_stages
 from services.voucher.service_layer import DuplicateProvider, VoucherService
 from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
@@ -53,6 +54,8 @@ def create_app(
         service = VoucherService(runtime.store, programmes, payouts or LedgerPayouts(), the_clock)
         runtime.app.state.voucher = service
         await _seed_providers(service, document.get("providers", []))
+        subscribe_stages(runtime, service)
+        runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
 
     app = create_service_app(
         settings,

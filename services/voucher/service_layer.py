@@ -87,6 +87,9 @@ class VoucherService:
         allow_new: bool = False,
     ) -> Outcome:
         """Decide ``command`` against the application's log and record the outcome in ``uow``."""
+        if not allow_new:
+            # commands on one application queue here instead of failing on the version check
+            await projection.lock_application(uow, application_id)
         history = await uow.read_stream(application_id)
         state = fold(history)
         if state is None and not allow_new:

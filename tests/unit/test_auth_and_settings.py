@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from shared.auth import HS256Verifier, Principal, dev_secret, require_role
@@ -32,20 +33,25 @@ def app_with_officer_route() -> FastAPI:
     return app
 
 
+def get(path: str, headers: dict[str, str]) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app_with_officer_route())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path, headers=headers)
+
+    return asyncio.run(call())
+
+
 def test_officer_token_is_admitted() -> None:
     token = HS256Verifier(SECRET).issue(sub="officer-kim", role=Role.OFFICER)
-    response = TestClient(app_with_officer_route()).get(
-        "/decide", headers={"Authorization": f"Bearer {token}"}
-    )
+    response = get("/decide", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert response.json() == {"sub": "officer-kim"}
 
 
 def test_firm_token_on_an_officer_route_is_forbidden_as_problem_json() -> None:
     token = HS256Verifier(SECRET).issue(sub="ceo", role=Role.FIRM, firm_id="123-45-67890")
-    response = TestClient(app_with_officer_route()).get(
-        "/decide", headers={"Authorization": f"Bearer {token}"}
-    )
+    response = get("/decide", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
     assert "officer" in response.json()["detail"]
@@ -67,7 +73,7 @@ def test_firm_token_on_an_officer_route_is_forbidden_as_problem_json() -> None:
 )
 def test_bad_tokens_get_401(token: str | None) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = TestClient(app_with_officer_route()).get("/decide", headers=headers)
+    response = get("/decide", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json()["status"] == 401

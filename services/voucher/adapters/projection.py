@@ -98,6 +98,16 @@ async def save_application(uow: UnitOfWork, app: Application) -> None:
         )
 
 
+async def lock_application(uow: UnitOfWork, application_id: str) -> None:
+    """Hold the application's row until the transaction ends (PostgreSQL; SQLite writers queue anyway)."""
+    if uow.connection.dialect.name == "postgresql":
+        await uow.connection.execute(
+            sa.select(applications.c.id)
+            .where(applications.c.id == application_id)
+            .with_for_update()
+        )
+
+
 async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redemption) -> None:
     assert app.voucher is not None
     values = {

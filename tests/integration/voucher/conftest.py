@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,14 +79,29 @@ def application_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-async def voucher(database_url: str, tmp_path: Path) -> AsyncIterator[VoucherHarness]:
-    settings = ServiceSettings(
+def voucher_settings(
+    database_url: str, kafka_bootstrap: str, prefix: str, state_dir: Path
+) -> ServiceSettings:
+    return ServiceSettings(
         service="voucher",
         database_url=database_url,
         jwt_secret=SECRET,
-        state_dir=tmp_path,
+        state_dir=state_dir,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=prefix,
+        topic_partitions=2,
+        kafka_session_timeout_ms=1000,
     )
+
+
+@pytest.fixture
+async def voucher(
+    database_url: str,
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> AsyncIterator[VoucherHarness]:
+    settings = voucher_settings(database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path)
     clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
@@ -94,4 +110,18 @@ async def voucher(database_url: str, tmp_path: Path) -> AsyncIterator[VoucherHar
             yield VoucherHarness(app, client, clock, HS256Verifier(SECRET))
 
 
-Submit = Callable[..., Any]
+async def wait_for_status(
+    harness: VoucherHarness, application_id: str, status: str, within: float = 20
+) -> dict[str, Any]:
+    """Poll the application until the asynchronous stages bring it to ``status``."""
+    deadline = asyncio.get_running_loop().time() + within
+    body: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        response = await harness.client.get(
+            f"/v1/applications/{application_id}", headers=harness.officer()
+        )
+        body = response.json()
+        if body.get("status") == status:
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{application_id} is {body.get('status')}, not {status}: {body}")

@@ -1,0 +1,105 @@
+"""The voucher service as its own process, on PostgreSQL and the real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.auth import HS256Verifier
+from shared.contracts import Role
+
+SECRET = "e2e-secret-" + "y" * 32
+
+
+@dataclass
+class VoucherProcess:
+    database_url: str
+    bootstrap: str
+    topic_prefix: str
+    port: int
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    tokens: HS256Verifier = field(default_factory=lambda: HS256Verifier(SECRET))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        env = {
+            **os.environ,
+            "INCENTIVES_SERVICE": "voucher",
+            "INCENTIVES_DATABASE_URL": self.database_url,
+            "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "INCENTIVES_TOPIC_PREFIX": self.topic_prefix,
+            "INCENTIVES_JWT_SECRET": SECRET,
+            "INCENTIVES_STATE_DIR": str(self.state_dir),
+            "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
+            "INCENTIVES_TOPIC_PARTITIONS": "2",
+        }
+        log = open(self.state_dir / "voucher.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "services.voucher.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"voucher exited at start:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"voucher not ready in time:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """Die at once, as a crash would: no shutdown hooks run."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.state_dir / "voucher.log"
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
+
+    def headers(
+        self, role: Role, sub: str, *, firm_id: str | None = None, provider_id: str | None = None
+    ) -> dict[str, str]:
+        token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
+        return {"Authorization": f"Bearer {token}"}

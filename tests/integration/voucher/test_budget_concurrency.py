@@ -1,0 +1,97 @@
+"""The programme budget can never be overspent, however many officers approve at once."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from services.voucher.adapters.tables import programme_budgets
+from services.voucher.main import create_app, default_catalogue
+from shared.auth import HS256Verifier
+from shared.clock import FixedClock
+from tests.integration.voucher.conftest import (
+    SECRET,
+    VoucherHarness,
+    application_body,
+    voucher_settings,
+    wait_for_status,
+)
+
+AMOUNT = 1_000_000
+PROGRAMME = "cluster-startup-support-2026"
+
+
+@pytest.fixture
+async def small_budget(
+    postgres_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> AsyncIterator[VoucherHarness]:
+    catalogue = copy.deepcopy(default_catalogue())
+    programme = next(p for p in catalogue["programmes"] if p["id"] == PROGRAMME)
+    programme["budget_total"] = 20 * AMOUNT
+    settings = voucher_settings(postgres_url, kafka_bootstrap, unique_name("t") + ".", tmp_path)
+    clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
+    app = create_app(settings, clock=clock, catalogue=catalogue)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
+            yield VoucherHarness(app, client, clock, HS256Verifier(SECRET))
+
+
+async def verified_application(harness: VoucherHarness, n: int) -> str:
+    firm_id = f"{100 + n:03d}-45-{10000 + n:05d}"
+    response = await harness.client.post(
+        "/v1/applications",
+        json=application_body(firm_id=firm_id, requested_amount=AMOUNT),
+        headers={**harness.firm(firm_id=firm_id), "Idempotency-Key": f"k{n}"},
+    )
+    assert response.status_code == 201, response.text
+    application_id: str = response.json()["id"]
+    await wait_for_status(harness, application_id, "verified")
+    return application_id
+
+
+async def test_fifty_concurrent_approvals_against_a_budget_of_twenty_approve_exactly_twenty(
+    small_budget: VoucherHarness,
+) -> None:
+    ids = [await verified_application(small_budget, n) for n in range(50)]
+    officer = small_budget.officer()
+
+    async def approve(application_id: str) -> httpx.Response:
+        return await small_budget.client.post(
+            f"/v1/applications/{application_id}/decisions",
+            json={"decision": "approve", "reason": "eligible"},
+            headers=officer,
+        )
+
+    responses = await asyncio.gather(*(approve(i) for i in ids))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 20 + [409] * 30
+    assert {r.json()["type"].rsplit("/", 1)[1] for r in responses if r.status_code == 409} == {
+        "budget_exhausted"
+    }
+    async with small_budget.service.store.engine.connect() as connection:
+        available = (
+            await connection.execute(
+                sa.select(programme_budgets.c.budget_available).where(
+                    programme_budgets.c.programme_id == PROGRAMME
+                )
+            )
+        ).scalar_one()
+    assert available == 0
+    approved_events = [
+        e
+        for e in await small_budget.service.store.read_all(limit=10_000)
+        if e.envelope["type"] == "voucher.application.approved"
+    ]
+    assert len(approved_events) == 20
+    listed = await small_budget.client.get(
+        "/v1/applications", params={"status": "verified", "limit": 200}, headers=officer
+    )
+    assert len(listed.json()["items"]) == 30  # refused approvals left nothing behind
