@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import append
+from bench import append, relay
 
-SECTIONS = {"append": append.run}
+SECTIONS = {"append": append.run, "relay": relay.run}
 
 
 def main() -> int:

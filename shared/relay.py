@@ -15,10 +15,11 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore import EventStore, is_sqlite
 
@@ -26,7 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
-    """Publishes a service's event log to ``topic``; run one per service process."""
+    """Publishes a service's event log to ``topic``; run one per service process.
+
+    Nothing connects until :meth:`run` or :meth:`publish_pending` is awaited.
+    Plain attributes for metrics: ``published_total``, ``last_batch_seconds``
+    (read, send, acknowledge and mark of the last batch), ``failures`` (failed
+    attempts since start) and ``holds_lock``.
+    """
 
     def __init__(
         self,
@@ -36,18 +43,25 @@ class OutboxRelay:
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.05,
+        min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        lock_retry_interval: float = 0.5,
         linger_ms: int = 2,
+        producer_options: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.lock_retry_interval = lock_retry_interval
         self.linger_ms = linger_ms
+        self.producer_options = dict(producer_options or {})
         self.published_total = 0
         self.last_batch_seconds = 0.0
+        self.failures = 0
         self.holds_lock = False
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -57,57 +71,69 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Publish until ``stop`` is set (or the task is cancelled), riding out broker outages."""
+        """Publish until ``stop`` is set (or the task is cancelled), riding out broker outages.
+
+        Waits first for the database's relay lock, so a second relay stands by
+        until the first one stops or its process dies.
+        """
         stop = stop or asyncio.Event()
         try:
             async with self._exclusive(stop):
                 if not stop.is_set():
                     await self._loop(stop)
         finally:
-            await self._stop_producer()
+            await self.close()
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        backoff = self.min_backoff
         while not stop.is_set():
+            # cleared before reading, so a notify() during the batch is not lost
+            self._wake.clear()
             try:
-                if self._producer is None:
-                    self._producer = await self._start_producer()
                 published = await self.publish_pending()
-                backoff = 0.1
+                backoff = self.min_backoff
             except Exception as error:  # broker or database away: back off, never die
+                self.failures += 1
                 log.warning("relay to %s failing, retry in %.1fs: %r", self.topic, backoff, error)
-                await self._stop_producer()
+                await self.close()
                 await _sleep_or(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             if published < self.batch_size:
-                self._wake.clear()
                 await _sleep_or(stop, self.poll_interval, self._wake)
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished events; returns how many were acknowledged."""
+        """Publish one batch of unpublished events; returns how many were acknowledged.
+
+        Marks published only the acknowledged prefix of the batch, in position
+        order; if any send failed, the rest is re-sent in order next time and the
+        failure is raised.
+        """
         pending = await self.store.pending_messages(self.batch_size)
         if not pending:
             return 0
         started = time.perf_counter()
-        producer = self._producer or await self._start_producer()
         if self._producer is None:
-            self._producer = producer
-        futures = []
-        for message in pending:
-            futures.append(
-                await producer.send(
-                    self.topic, message.value, key=message.key, headers=message.headers
-                )
-            )
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        acknowledged = []
+            self._producer = await self._start_producer()
+        producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
-        for event, result in zip(pending, results, strict=True):
+        try:
+            for message in pending:
+                futures.append(
+                    await producer.send(
+                        self.topic, message.value, key=message.key, headers=message.headers
+                    )
+                )
+        except Exception as error:  # the rest of the batch was never queued
+            failure = error
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        acknowledged: list[int] = []
+        for message, result in zip(pending, results, strict=False):
             if isinstance(result, BaseException):
                 failure = result
                 break  # never mark past a failure: the rest is re-sent in order next time
-            acknowledged.append(event.position)
+            acknowledged.append(message.position)
         await self.store.mark_published(acknowledged)
         self.published_total += len(acknowledged)
         self.last_batch_seconds = time.perf_counter() - started
@@ -116,19 +142,36 @@ class OutboxRelay:
         return len(acknowledged)
 
     async def republish(self) -> int:
-        """Queue the whole log again, for a broker that lost its data; returns the event count."""
+        """Queue the whole log again, for a broker that lost its data; returns the event count.
+
+        A running relay picks it up at once; without one, drain it with
+        :meth:`publish_pending`.
+        """
         count = await self.store.mark_all_unpublished()
         self.notify()
         return count
 
+    async def close(self) -> None:
+        """Flush and stop the producer, if one is running (``run`` does this itself)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    _stop_producer = close  # the name bench/relay.py calls
+
     async def _start_producer(self) -> AIOKafkaProducer:
+        options: dict[str, Any] = {
+            "max_batch_size": 256 * 1024,
+            "request_timeout_ms": 10_000,
+            **self.producer_options,
+        }
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             acks="all",
             enable_idempotence=False,  # Tansu refuses idempotent producers; consumers dedupe
             linger_ms=self.linger_ms,
-            max_batch_size=256 * 1024,
-            request_timeout_ms=10_000,
+            **options,
         )
         try:
             await producer.start()
@@ -137,12 +180,6 @@ class OutboxRelay:
                 await producer.stop()
             raise
         return producer
-
-    async def _stop_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, stop: asyncio.Event) -> AsyncIterator[None]:
@@ -157,26 +194,58 @@ class OutboxRelay:
     @contextlib.asynccontextmanager
     async def _advisory_lock(self, stop: asyncio.Event) -> AsyncIterator[None]:
         key = _lock_key(self.topic)
-        async with self.store.engine.connect() as connection:
-            while not stop.is_set():
-                got = (
-                    await connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
-                ).scalar_one()
+        connection = await self._acquire_advisory_lock(key, stop)
+        if connection is None:
+            yield
+            return
+        self.holds_lock = True
+        try:
+            yield
+        finally:
+            self.holds_lock = False
+            # closing the session would release the lock too; unlock so the pool gets it clean
+            with contextlib.suppress(Exception):
+                await connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 await connection.commit()
-                if got:
-                    break
-                await _sleep_or(stop, 0.5)
-            self.holds_lock = not stop.is_set()
-            try:
-                yield
-            finally:
-                if self.holds_lock:
-                    self.holds_lock = False
-                    with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _acquire_advisory_lock(
+        self, key: int, stop: asyncio.Event
+    ) -> AsyncConnection | None:
+        """A connection holding the session-level lock ``key``, or None if stopped first."""
+        connection: AsyncConnection | None = None
+        backoff = self.min_backoff
+        try:
+            while not stop.is_set():
+                try:
+                    if connection is None:
+                        connection = await self.store.engine.connect()
+                    got = (
                         await connection.execute(
-                            sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+                            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
                         )
-                        await connection.commit()
+                    ).scalar_one()
+                    await connection.commit()
+                    if got:
+                        acquired, connection = connection, None
+                        return acquired
+                    backoff = self.min_backoff
+                    await _sleep_or(stop, self.lock_retry_interval)
+                except Exception as error:  # database away: back off, never die
+                    self.failures += 1
+                    log.warning("relay lock for %s failing: %r", self.topic, error)
+                    if connection is not None:
+                        with contextlib.suppress(Exception):
+                            await connection.close()
+                        connection = None
+                    await _sleep_or(stop, backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+            return None
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
     @contextlib.asynccontextmanager
     async def _file_lock(self, stop: asyncio.Event) -> AsyncIterator[None]:
@@ -189,12 +258,12 @@ class OutboxRelay:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    await _sleep_or(stop, 0.5)
+                    await _sleep_or(stop, self.lock_retry_interval)
             self.holds_lock = not stop.is_set()
             yield
         finally:
             self.holds_lock = False
-            handle.close()  # closing releases the lock
+            handle.close()  # closing releases the lock, as does the process dying
 
 
 def _lock_key(topic: str) -> int:

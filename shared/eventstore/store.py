@@ -181,7 +181,8 @@ def _headers(
 _PG_PENDING = (
     "SELECT position, event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at,"
     " actor::text AS actor, firm_id, correlation_id, causation_id, payload::text AS payload,"
-    " prev_hash, hash FROM events WHERE NOT published ORDER BY position LIMIT $1"
+    " prev_hash, hash FROM events WHERE NOT published AND position > $1"
+    " ORDER BY position LIMIT $2"
 )
 
 
@@ -428,18 +429,18 @@ class EventStore:
                 for row in result
             ]
 
-    async def unpublished(self, limit: int) -> list[StoredEvent]:
+    async def unpublished(self, limit: int, after: int = 0) -> list[StoredEvent]:
         """The oldest events the relay has not yet seen acknowledged, in position order."""
         async with self.engine.connect() as connection:
             result = await connection.execute(
                 sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
-                .where(events.c.published.is_(False))
+                .where(events.c.published.is_(False), events.c.position > after)
                 .order_by(events.c.position)
                 .limit(limit)
             )
             return [StoredEvent(row.position, False, _envelope_of(row._mapping)) for row in result]
 
-    async def pending_messages(self, limit: int) -> list[OutboxMessage]:
+    async def pending_messages(self, limit: int, after: int = 0) -> list[OutboxMessage]:
         """The oldest unpublished events as ready-made Kafka messages, in position order.
 
         On PostgreSQL the JSON documents are spliced in as the database returns them
@@ -447,10 +448,10 @@ class EventStore:
         whitespace may differ from the served form, which JCS hashing ignores.
         """
         if self._sqlite:
-            return [OutboxMessage.of(event) for event in await self.unpublished(limit)]
+            return [OutboxMessage.of(event) for event in await self.unpublished(limit, after)]
         async with self.transaction() as uow:
             assert uow._driver is not None
-            rows = await uow._driver.fetch(_PG_PENDING, limit)
+            rows = await uow._driver.fetch(_PG_PENDING, after, limit)
         return [_message_from_row(row) for row in rows]
 
     async def mark_published(self, positions: Sequence[int]) -> None:
