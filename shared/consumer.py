@@ -147,6 +147,8 @@ class ConsumerStats:
     ignored: int = 0
     dead_lettered: int = 0
     fallbacks: int = 0
+    transactions: int = 0
+    """Database transactions tried, the rolled-back ones included."""
     redeliveries: int = 0
     """Batches given back unacknowledged (database or DLQ unavailable)."""
     largest_batch: int = 0
@@ -189,7 +191,9 @@ class IdempotentConsumer:
     ``ignore_unknown=True`` skips events no handler is registered for (a consumer of
     a topic that carries many types); otherwise they go to the DLQ. A handler gets
     ``max_attempts`` tries, each its own transaction, before its message goes to
-    the DLQ as ``handler_failed``.
+    the DLQ as ``handler_failed``; unless the failure is a lost connection or the
+    database does not answer: then nothing is dead-lettered or committed, and the
+    batch comes again after a backoff.
     """
 
     def __init__(
@@ -254,8 +258,7 @@ class IdempotentConsumer:
         """
         if not topics:
             raise ValueError("subscribe to at least one topic")
-        if self._dead_letters is None:
-            self._dead_letters = broker_dead_letters(broker, self.dlq_topic)
+        sink = self._dead_letters or broker_dead_letters(broker, self.dlq_topic)
         options = consumer_options(max_records, session_timeout_ms)
         subscriber: LogicSubscriber[Any] = broker.subscriber(
             *topics,
@@ -282,7 +285,7 @@ class IdempotentConsumer:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple | list) else (raw,)
             try:
-                await self.process([Delivery.of(record) for record in records])
+                await self.process([Delivery.of(record) for record in records], sink)
             except Exception as error:
                 failures += 1
                 delay = min(backoff * 2 ** (failures - 1), max_backoff)
@@ -294,7 +297,10 @@ class IdempotentConsumer:
                     delay,
                     error,
                 )
-                _rewind(message, records)  # nothing from this batch is committed
+                try:
+                    _rewind(message, records)  # nothing from this batch is committed
+                except Exception as rewind_error:  # partitions revoked meanwhile
+                    log.warning("%s could not rewind: %r", self.name, rewind_error)
                 await asyncio.sleep(delay)
                 return
             failures = 0
@@ -306,11 +312,14 @@ class IdempotentConsumer:
         subscriber(on_message)
         return subscriber
 
-    async def process(self, deliveries: Sequence[Delivery]) -> BatchReport:
+    async def process(
+        self, deliveries: Sequence[Delivery], dead_letters: DeadLetterSink | None = None
+    ) -> BatchReport:
         """Apply a batch; dead letters are published before this returns, or it raises.
 
-        Raises :class:`ConsumerUnavailable` when the database or the DLQ does not
-        answer; the caller must then not commit the batch's offsets.
+        ``dead_letters`` overrides the consumer's sink. Raises :class:`ConsumerUnavailable`
+        when the database or the DLQ does not answer; the caller must then not commit
+        the batch's offsets.
         """
         report = BatchReport()
         good: list[tuple[Envelope, Delivery]] = []
@@ -345,7 +354,7 @@ class IdempotentConsumer:
                     await self._one(envelope, delivery, report)
 
         for letter in report.dead_letters:
-            await self._send(letter)
+            await self._send(letter, dead_letters or self._dead_letters)
         self._count(len(deliveries), report)
         return report
 
@@ -442,8 +451,8 @@ class IdempotentConsumer:
     def _dead(self, delivery: Delivery, poison: _Poison) -> DeadLetter:
         return DeadLetter(delivery, self.name, poison.kind, str(poison), poison.event_id)
 
-    async def _send(self, letter: DeadLetter) -> None:
-        if self._dead_letters is None:
+    async def _send(self, letter: DeadLetter, sink: DeadLetterSink | None) -> None:
+        if sink is None:
             raise RuntimeError(f"{self.name} has nowhere to send dead letters")
         log.warning(
             "%s: dead letter (%s) from %s[%d]@%d: %s",
@@ -455,7 +464,7 @@ class IdempotentConsumer:
             letter.reason,
         )
         try:
-            await self._dead_letters(letter)
+            await sink(letter)
         except Exception as error:
             raise ConsumerUnavailable(
                 f"{self.name} cannot publish a dead letter: {error!r}"
@@ -470,6 +479,7 @@ class IdempotentConsumer:
         stats.ignored += report.ignored
         stats.dead_lettered += len(report.dead_letters)
         stats.fallbacks += report.fell_back
+        stats.transactions += report.transactions
         stats.largest_batch = max(stats.largest_batch, size)
 
 
