@@ -26,7 +26,7 @@ from services.voucher.domain.model import Application, E, Firm, Reason, Status
 from services.voucher.domain.programmes import Programme, StrategicIndustry
 from shared.contracts import NewEvent
 
-BUSINESS_NUMBER = re.compile(r"\d{3}-\d{2}-\d{5}")
+BUSINESS_NUMBER = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{5}")  # ASCII digits only
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -258,7 +258,9 @@ def _approval_amount(application: Application, command: DecideApplication) -> in
                 f"the first approval was for {first} won; the second must approve the same amount"
             )
         return first
-    amount = command.approved_amount or application.requested_amount
+    amount = (
+        application.requested_amount if command.approved_amount is None else command.approved_amount
+    )
     if not 0 < amount <= application.requested_amount:
         raise InvalidTransition(
             f"approved_amount must be between 1 and the requested {application.requested_amount}"
@@ -295,6 +297,11 @@ def _redeem(command: RequestRedemption, state: Application | None) -> list[NewEv
     application = _require_redeemable(state, command.today)
     voucher = application.voucher
     assert voucher is not None
+    if any(
+        r.provider_id == command.provider_id and r.invoice_number == command.invoice_number
+        for r in application.redemptions
+    ):
+        raise DuplicateInvoice(f"invoice {command.invoice_number} was already submitted")
     if command.amount <= 0:
         raise OverBalance("a redemption must be for a positive amount", field="amount")
     if command.amount > voucher.balance:
@@ -313,11 +320,6 @@ def _redeem(command: RequestRedemption, state: Application | None) -> list[NewEv
             f"the programme does not pay for {command.service_category!r} services",
             field="service_category",
         )
-    if any(
-        r.provider_id == command.provider_id and r.invoice_number == command.invoice_number
-        for r in application.redemptions
-    ):
-        raise DuplicateInvoice(f"invoice {command.invoice_number} was already submitted")
     return [
         NewEvent(
             type=E.REDEMPTION_REQUESTED,

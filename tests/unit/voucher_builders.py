@@ -1,0 +1,267 @@
+"""Builders for voucher decider tests: commands with sensible defaults, and a hash-chained stream.
+
+``VoucherStream`` plays "given events / when command / then events": each command is
+decided against the current state, the new events are sealed onto the application's
+chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evolve``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import services.voucher.catalogue as catalogue_package
+from services.voucher.domain.decider import (
+    DecideApplication,
+    ExpireVoucher,
+    IssueVoucher,
+    PayRedemption,
+    RequestRedemption,
+    SubmitApplication,
+    VerifyApplication,
+    WithdrawApplication,
+    decide,
+)
+from services.voucher.domain.model import Application, Firm, evolve, fold
+from services.voucher.domain.programmes import Programme, load_catalogue
+from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+
+# --- the default catalogue (read once; every test after that is pure) ------------------
+
+_CATALOGUE_DOC: dict[str, Any] = json.loads(
+    (Path(catalogue_package.__file__).parent / "default.json").read_text(encoding="utf-8")
+)
+PROGRAMMES: dict[str, Programme] = load_catalogue(_CATALOGUE_DOC)
+PROVIDER_CATEGORIES: dict[str, frozenset[str]] = {
+    p["id"]: frozenset(p["service_categories"]) for p in _CATALOGUE_DOC["providers"]
+}
+
+STARTUP = PROGRAMMES["cluster-startup-support-2026"]
+"""7 years, 30,000,000 won per firm, four eyes above 10,000,000 won, valid 365 days."""
+BIO = PROGRAMMES["bio-kendall-voucher-2026"]
+
+LAW_FIRM = "prov-hanbit-law"  # legal, intellectual_property
+ACCOUNTANT = "prov-samil-accounting"  # accounting, tax
+
+# --- people ---------------------------------------------------------------------------
+
+FIRM_ID = "123-45-67890"
+FIRM_USER = Actor(sub="firm-user-1", role=Role.FIRM)
+OFFICER_KIM = "officer-kim"
+OFFICER_LEE = "officer-lee"
+OFFICER_PARK = "officer-park"
+VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
+PAYOUT_STAGE = Actor(sub="voucher-payout", role=Role.SYSTEM)
+EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
+
+# --- the calendar -----------------------------------------------------------------------
+
+TODAY = date(2026, 3, 2)
+T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+
+# --- command builders -------------------------------------------------------------------
+
+
+def a_firm(**overrides: Any) -> Firm:
+    defaults: dict[str, Any] = {
+        "firm_id": FIRM_ID,
+        "name": "Osong Cell Therapeutics",
+        "founded_on": date(2023, 5, 1),
+        "size": "sme",
+        "cluster": "osong-bio",
+        "industry": "advanced_bio",
+    }
+    return Firm(**{**defaults, **overrides})
+
+
+def submit(
+    *,
+    amount: int = 8_000_000,
+    programme_id: str = STARTUP.id,
+    service_category: str = "legal",
+    firm: Firm | None = None,
+    **firm_overrides: Any,
+) -> SubmitApplication:
+    return SubmitApplication(
+        programme_id=programme_id,
+        firm=firm or a_firm(**firm_overrides),
+        service_category=service_category,
+        requested_amount=amount,
+        purpose="patent filings and licence agreements for a cell-culture process",
+    )
+
+
+def verify(
+    *,
+    programme: Programme | None = STARTUP,
+    today: date = TODAY,
+    held: int = 0,
+    other_open: str | None = None,
+) -> VerifyApplication:
+    return VerifyApplication(
+        programme=programme,
+        today=today,
+        held_in_programme=held,
+        other_open_application=other_open,
+    )
+
+
+def approve(
+    officer: str = OFFICER_KIM,
+    *,
+    amount: int | None = None,
+    programme: Programme = STARTUP,
+    reason: str = "meets the programme rules",
+) -> DecideApplication:
+    return DecideApplication(
+        officer=officer,
+        decision="approve",
+        reason=reason,
+        programme=programme,
+        approved_amount=amount,
+    )
+
+
+def reject(
+    officer: str = OFFICER_KIM, *, reason: str = "purpose is not a business-support service"
+) -> DecideApplication:
+    return DecideApplication(officer=officer, decision="reject", reason=reason, programme=STARTUP)
+
+
+def withdraw(reason: str = "we found private funding") -> WithdrawApplication:
+    return WithdrawApplication(reason=reason)
+
+
+def issue(
+    voucher_id: str = "vch-1", *, today: date = TODAY, programme: Programme = STARTUP
+) -> IssueVoucher:
+    return IssueVoucher(voucher_id=voucher_id, programme=programme, today=today)
+
+
+def redeem(
+    amount: int,
+    *,
+    invoice: str = "INV-1",
+    redemption_id: str | None = None,
+    provider: str = LAW_FIRM,
+    category: str = "legal",
+    categories: frozenset[str] | None = None,
+    today: date = TODAY,
+    programme: Programme = STARTUP,
+) -> RequestRedemption:
+    return RequestRedemption(
+        redemption_id=redemption_id or f"rdm-{provider}-{invoice}",
+        provider_id=provider,
+        provider_categories=(
+            categories if categories is not None else PROVIDER_CATEGORIES[provider]
+        ),
+        invoice_number=invoice,
+        amount=amount,
+        service_category=category,
+        programme=programme,
+        today=today,
+    )
+
+
+def pay(redemption_id: str, payout_id: str | None = None) -> PayRedemption:
+    return PayRedemption(redemption_id=redemption_id, payout_id=payout_id or f"pay-{redemption_id}")
+
+
+def expire(today: date) -> ExpireVoucher:
+    return ExpireVoucher(today=today)
+
+
+# --- the stream -------------------------------------------------------------------------
+
+
+def actor_for(command: Any) -> Actor:
+    """Who sends each kind of command in the running service."""
+    match command:
+        case SubmitApplication() | WithdrawApplication():
+            return FIRM_USER
+        case VerifyApplication():
+            return VERIFIER
+        case DecideApplication(officer=officer):
+            return Actor(sub=officer, role=Role.OFFICER)
+        case RequestRedemption(provider_id=provider_id):
+            return Actor(sub=provider_id, role=Role.PROVIDER)
+        case IssueVoucher() | PayRedemption():
+            return PAYOUT_STAGE
+        case ExpireVoucher():
+            return EXPIRY
+    raise TypeError(f"no actor for {type(command).__name__}")
+
+
+@dataclass
+class VoucherStream:
+    """One application's log, built by deciding commands against its own fold."""
+
+    application_id: str = "app-1"
+    token_firm_id: str = FIRM_ID
+    """The ``firm_id`` of the submitter's token, carried by every event of the application."""
+    envelopes: list[Envelope] = field(default_factory=list)
+    state: Application | None = None
+    clock: datetime = T0
+
+    def when(self, command: Any, *, by: Actor | None = None) -> list[NewEvent]:
+        """Decide ``command`` against the current state, append what it decides, return it."""
+        new_events = decide(command, self.state)
+        actor = by or actor_for(command)
+        for event in new_events:
+            self.clock += timedelta(minutes=1)
+            envelope = Envelope.seal(
+                aggregate_id=self.application_id,
+                aggregate_seq=len(self.envelopes) + 1,
+                event=event,
+                occurred_at=self.clock,
+                actor=actor,
+                firm_id=self.token_firm_id,
+                correlation_id=f"corr-{self.application_id}",
+                causation_id=self.envelopes[-1].event_id if self.envelopes else None,
+                prev_hash=self.envelopes[-1].hash if self.envelopes else GENESIS_HASH,
+            )
+            self.envelopes.append(envelope)
+            self.state = evolve(self.state, envelope)
+        return new_events
+
+    def given(self, *commands: Any) -> VoucherStream:
+        for command in commands:
+            self.when(command)
+        return self
+
+    @property
+    def app(self) -> Application:
+        assert self.state is not None, "nothing was submitted"
+        return self.state
+
+    def replayed(self) -> Application | None:
+        return fold(self.envelopes)
+
+
+def types(events: list[NewEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+# --- common starting points ---------------------------------------------------------------
+
+
+def submitted(amount: int = 8_000_000, **submit_overrides: Any) -> VoucherStream:
+    return VoucherStream().given(submit(amount=amount, **submit_overrides))
+
+
+def verified(amount: int = 8_000_000, **submit_overrides: Any) -> VoucherStream:
+    return submitted(amount, **submit_overrides).given(verify())
+
+
+def approved(amount: int = 8_000_000) -> VoucherStream:
+    stream = verified(amount)
+    if amount > STARTUP.four_eyes_threshold:
+        return stream.given(approve(OFFICER_KIM), approve(OFFICER_LEE))
+    return stream.given(approve(OFFICER_KIM))
+
+
+def issued(amount: int = 8_000_000, *, today: date = TODAY) -> VoucherStream:
+    return approved(amount).given(issue(today=today))
