@@ -14,16 +14,18 @@ import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import IO, Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import IO, Any, TypeVar
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.eventstore import EventStore, is_sqlite
+from shared.eventstore import EventStore, OutboxMessage, events, is_sqlite
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class OutboxRelay:
@@ -87,10 +89,10 @@ class OutboxRelay:
     async def _loop(self, stop: asyncio.Event) -> None:
         backoff = self.min_backoff
         while not stop.is_set():
-            # cleared before reading, so a notify() during the batch is not lost
+            # cleared before reading, so a notify() during the drain is not lost
             self._wake.clear()
             try:
-                published = await self.publish_pending()
+                await self.drain(stop)
                 backoff = self.min_backoff
             except Exception as error:  # broker or database away: back off, never die
                 self.failures += 1
@@ -99,27 +101,85 @@ class OutboxRelay:
                 await _sleep_or(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            if published < self.batch_size:
-                await _sleep_or(stop, self.poll_interval, self._wake)
+            await _sleep_or(stop, self.poll_interval, self._wake)
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished events; returns how many were acknowledged.
 
         Marks published only the acknowledged prefix of the batch, in position
         order; if any send failed, the rest is re-sent in order next time and the
-        failure is raised.
+        failure is raised. Takes no relay lock: for tests, benchmarks and tools.
         """
-        pending = await self.store.pending_messages(self.batch_size)
-        if not pending:
+        batch = await _finish(self.store.pending_messages(self.batch_size))
+        if not batch:
             return 0
         started = time.perf_counter()
+        acknowledged, failure = await self._send(batch)
+        await self._mark(acknowledged)
+        self.last_batch_seconds = time.perf_counter() - started
+        if failure is not None:
+            raise failure
+        return len(acknowledged)
+
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Publish until nothing is pending (or ``stop`` is set); returns how many were marked.
+
+        Pipelined: while one batch is sent, the next is read and the previous one
+        marked. Still one batch on the wire at a time, so a retry cannot reorder an
+        application's events. Takes no relay lock; :meth:`run` holds it around this.
+        """
+        stop = stop or asyncio.Event()
+        marked_before = self.published_total
+        marking: asyncio.Task[None] | None = None
+        reading: asyncio.Task[list[OutboxMessage]] | None = None
+        batch = await _finish(self.store.pending_messages(self.batch_size))
+        try:
+            while batch and not stop.is_set():
+                started = time.perf_counter()
+                reading = asyncio.create_task(
+                    _finish(self.store.pending_messages(self.batch_size, after=batch[-1].position))
+                )
+                acknowledged, failure = await self._send(batch)
+                if marking is not None:
+                    await marking
+                    marking = None
+                if failure is not None:
+                    await self._mark(acknowledged)
+                    raise failure
+                marking = asyncio.create_task(self._mark(acknowledged))
+                following = await reading
+                reading = None
+                if following and await self._passed_over(following[0].position, acknowledged):
+                    # a transaction committed late below the read cursor: its events must go
+                    # before anything newer of the same application, so read from the start
+                    await marking
+                    marking = None
+                    following = await _finish(self.store.pending_messages(self.batch_size))
+                batch = following
+                self.last_batch_seconds = time.perf_counter() - started
+            if marking is not None:
+                await marking
+                marking = None
+        finally:
+            if reading is not None:
+                await _settle(reading)
+            if marking is not None:
+                # the batch was acknowledged: record it if we can, else it is simply re-sent
+                await _settle(marking)
+        return self.published_total - marked_before
+
+    async def _send(self, batch: list[OutboxMessage]) -> tuple[list[int], BaseException | None]:
+        """Send ``batch`` and wait for every acknowledgement.
+
+        Returns the positions of the acknowledged prefix and the first failure, if any.
+        """
         if self._producer is None:
             self._producer = await self._start_producer()
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
         failure: BaseException | None = None
         try:
-            for message in pending:
+            for message in batch:
                 futures.append(
                     await producer.send(
                         self.topic, message.value, key=message.key, headers=message.headers
@@ -129,25 +189,38 @@ class OutboxRelay:
             failure = error
         results = await asyncio.gather(*futures, return_exceptions=True)
         acknowledged: list[int] = []
-        for message, result in zip(pending, results, strict=False):
+        for message, result in zip(batch, results, strict=False):
             if isinstance(result, BaseException):
                 failure = result
                 break  # never mark past a failure: the rest is re-sent in order next time
             acknowledged.append(message.position)
-        await self.store.mark_published(acknowledged)
-        self.published_total += len(acknowledged)
-        self.last_batch_seconds = time.perf_counter() - started
-        if failure is not None:
-            raise failure
-        return len(acknowledged)
+        return acknowledged, failure
+
+    async def _mark(self, positions: list[int]) -> None:
+        async def mark() -> None:
+            await self.store.mark_published(positions)
+            self.published_total += len(positions)
+
+        await _finish(mark())
+
+    async def _passed_over(self, below: int, in_flight: list[int]) -> bool:
+        """Whether an unpublished event other than ``in_flight`` sits below position ``below``."""
+        query = (
+            sa.select(events.c.position)
+            .where(events.c.published.is_(False), events.c.position < below)
+            .order_by(events.c.position)
+            .limit(len(in_flight) + 1)
+        )
+        async with self.store.engine.connect() as connection:
+            found = (await connection.execute(query)).scalars().all()
+        return not set(found) <= set(in_flight)
 
     async def republish(self) -> int:
         """Queue the whole log again, for a broker that lost its data; returns the event count.
 
-        A running relay picks it up at once; without one, drain it with
-        :meth:`publish_pending`.
+        A running relay picks it up at once; without one, send it with :meth:`drain`.
         """
-        count = await self.store.mark_all_unpublished()
+        count = await _finish(self.store.mark_all_unpublished())
         self.notify()
         return count
 
@@ -203,16 +276,9 @@ class OutboxRelay:
             yield
         finally:
             self.holds_lock = False
-            # closing the session would release the lock too; unlock so the pool gets it clean
-            with contextlib.suppress(Exception):
-                await connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                await connection.commit()
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await _end_session(connection)
 
-    async def _acquire_advisory_lock(
-        self, key: int, stop: asyncio.Event
-    ) -> AsyncConnection | None:
+    async def _acquire_advisory_lock(self, key: int, stop: asyncio.Event) -> AsyncConnection | None:
         """A connection holding the session-level lock ``key``, or None if stopped first."""
         connection: AsyncConnection | None = None
         backoff = self.min_backoff
@@ -236,16 +302,14 @@ class OutboxRelay:
                     self.failures += 1
                     log.warning("relay lock for %s failing: %r", self.topic, error)
                     if connection is not None:
-                        with contextlib.suppress(Exception):
-                            await connection.close()
+                        await _end_session(connection)
                         connection = None
                     await _sleep_or(stop, backoff)
                     backoff = min(backoff * 2, self.max_backoff)
             return None
         finally:
             if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                await _end_session(connection)
 
     @contextlib.asynccontextmanager
     async def _file_lock(self, stop: asyncio.Event) -> AsyncIterator[None]:
@@ -266,9 +330,43 @@ class OutboxRelay:
             handle.close()  # closing releases the lock, as does the process dying
 
 
+async def _end_session(connection: AsyncConnection) -> None:
+    """Close the database session itself, releasing any advisory lock it holds.
+
+    A connection merely returned to the pool is reset with a rollback, which keeps
+    session-level advisory locks: the next relay would wait for a lock no one uses.
+    """
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()
+
+
 def _lock_key(topic: str) -> int:
     digest = hashlib.sha256(f"outbox-relay:{topic}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _finish(operation: Coroutine[Any, Any, T], grace: float = 10.0) -> T:
+    """Run a database call to its end even if the caller is cancelled meanwhile, then re-raise.
+
+    A transaction abandoned half-way can leave its pooled connection inside a
+    transaction the pool does not know of; a relay stopping mid-batch must not do that.
+    A database that does not answer in ``grace`` seconds does not hold the stop up.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task], timeout=grace)
+        raise
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to end, ignoring how it ended (a cancellation of ours still propagates)."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as lost
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -13,6 +13,7 @@ when the database is PostgreSQL (asyncpg): the Core layer costs about half of a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -393,10 +394,17 @@ class EventStore:
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A unit of work; it commits when the block ends and rolls back if it raises."""
         async with self.engine.begin() as connection:
-            driver = None
-            if not self._sqlite:
-                driver = await _driver_in_transaction(connection)
-            yield UnitOfWork(connection, self.clock, driver)
+            try:
+                driver = None
+                if not self._sqlite:
+                    driver = await _driver_in_transaction(connection)
+                yield UnitOfWork(connection, self.clock, driver)
+            except asyncio.CancelledError:
+                # Cancelled mid-statement (even mid-BEGIN), the server may hold a transaction
+                # SQLAlchemy does not know of; a pooled connection would carry it into the next
+                # unit of work, whose commits would then vanish. Throw the connection away.
+                await connection.invalidate()
+                raise
 
     async def append(
         self,

@@ -1,0 +1,591 @@
+"""The outbox relay against the real broker, on PostgreSQL and SQLite.
+
+Each test publishes to a topic of its own, created explicitly with 4 partitions,
+and reads it back with a plain aiokafka consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from shared.clock import SystemClock
+from shared.contracts import Actor, NewEvent, Role, hash_fields, verify_chain
+from shared.eventstore import (
+    NEW_STREAM,
+    EventContext,
+    EventStore,
+    StreamVersion,
+    create_engine,
+    is_sqlite,
+)
+from shared.relay import OutboxRelay
+from shared.topics import TopicSpec, ensure_topics
+
+PARTITIONS = 4
+ACTOR = Actor(sub="officer-1", role=Role.OFFICER)
+
+applied = sa.Table(
+    "applied",
+    sa.MetaData(),
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=True),
+    # deliberately not unique: only the inbox may stop a duplicate effect
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("aggregate_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+INSERT_APPLIED = sa.text(
+    "INSERT INTO applied (event_id, aggregate_id, seq) VALUES (:event_id, :aggregate_id, :seq)"
+)
+
+
+def context(application: str) -> EventContext:
+    return EventContext(actor=ACTOR, correlation_id=f"corr-{application}", firm_id="123-45-67890")
+
+
+def noted(n: int) -> NewEvent:
+    return NewEvent(
+        type="voucher.application.noted", payload={"n": n, "amount": 1_500_000, "note": "특허"}
+    )
+
+
+@pytest.fixture
+async def topic(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> str:
+    name = unique_name("voucher.events")
+    await ensure_topics(kafka_bootstrap, [TopicSpec(name, PARTITIONS)])
+    return name
+
+
+@contextlib.asynccontextmanager
+async def reading(
+    bootstrap: str, topic: str, group_id: str | None = None
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer assigned every partition of ``topic`` from the start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def read_records(
+    bootstrap: str, topic: str, count: int, within: float = 15
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """At least ``count`` records of ``topic`` (all partitions); then a short wait for extras."""
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    async with reading(bootstrap, topic) as consumer:
+        deadline = time.monotonic() + within
+        while len(found) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                found.extend(records)
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            found.extend(records)
+    return found
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]],
+    within: float = 15,
+    state: Callable[[], str] = lambda: "",
+) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met in {within}s {state()}")
+
+
+async def unpublished_count(store: EventStore) -> int:
+    return len(await store.unpublished(100_000))
+
+
+def by_key(records: list[ConsumerRecord[bytes, bytes]]) -> dict[bytes, list[dict[str, Any]]]:
+    """The envelopes received per key, in offset order (one key lives on one partition)."""
+    grouped: dict[bytes, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        assert record.key is not None and record.value is not None
+        grouped.setdefault(record.key, []).append(json.loads(record.value))
+    return grouped
+
+
+async def test_appended_events_reach_the_topic_in_order_keyed_by_application(
+    store: EventStore, kafka_bootstrap: str, topic: str
+) -> None:
+    versions = {app: NEW_STREAM for app in ("app-1", "app-2", "지원-3")}
+    for round_ in range(4):
+        async with store.transaction() as uow:
+            for app, version in versions.items():
+                sealed = await uow.append(
+                    app, version, [noted(round_), noted(round_)], context(app)
+                )
+                versions[app] = StreamVersion.after(sealed)
+    served = {e.envelope["event_id"]: e for e in await store.read_all()}
+    assert len(served) == 24 and not any(e.published for e in served.values())
+
+    relay = OutboxRelay(store, kafka_bootstrap, topic)
+    try:
+        assert await relay.publish_pending() == 24
+        assert await relay.publish_pending() == 0
+    finally:
+        await relay.close()
+
+    assert all(e.published for e in await store.read_all())
+    assert relay.published_total == 24 and relay.last_batch_seconds > 0
+    records = await read_records(kafka_bootstrap, topic, 24)
+    assert len(records) == 24
+    for record in records:
+        envelope = json.loads(record.value or b"")
+        stored = served[envelope["event_id"]]
+        assert record.key == envelope["aggregate_id"].encode()
+        assert envelope == stored.envelope
+        assert hash_fields(envelope) == envelope["hash"]
+        assert dict(record.headers) == {
+            "type": b"voucher.application.noted",
+            "event_id": envelope["event_id"].encode(),
+            "correlation_id": envelope["correlation_id"].encode(),
+            "schema_version": b"1",
+        }
+        if is_sqlite(store.engine):
+            # the exact bytes the store's JSON would give (PostgreSQL splices its jsonb text)
+            assert (
+                record.value
+                == json.dumps(stored.envelope, separators=(",", ":"), ensure_ascii=False).encode()
+            )
+    received = by_key(records)
+    assert set(received) == {app.encode() for app in versions}
+    for envelopes in received.values():
+        assert [e["aggregate_seq"] for e in envelopes] == list(range(1, 9))
+    positions = {e.envelope["event_id"]: e.position for e in served.values()}
+    for envelopes in received.values():
+        order = [positions[e["event_id"]] for e in envelopes]
+        assert order == sorted(order)
+
+
+# ---------------------------------------------------------------- the big one
+
+APPLICATIONS, PER_APPLICATION, CHUNK = 200, 25, 5
+TOTAL = APPLICATIONS * PER_APPLICATION
+
+
+@pytest.fixture
+async def consumer_store(
+    store: EventStore,
+    postgres_databases: Callable[[], Awaitable[str]],
+    tmp_path: Any,
+) -> AsyncIterator[EventStore]:
+    """The consuming service's own database, of the same kind as ``store``."""
+    if is_sqlite(store.engine):
+        url = f"sqlite+aiosqlite:///{tmp_path}/consumer.db"
+    else:
+        url = await postgres_databases()
+    engine = create_engine(url)
+    consumer = EventStore(engine, SystemClock())
+    await consumer.create_schema()
+    async with engine.begin() as connection:
+        await connection.run_sync(applied.metadata.create_all)
+    yield consumer
+    await engine.dispose()
+
+
+async def append_interleaved(store: EventStore) -> None:
+    """25 events per application, 5 at a time, 20 applications per transaction."""
+    apps = [f"app-{n:03d}" for n in range(APPLICATIONS)]
+    versions = dict.fromkeys(apps, NEW_STREAM)
+    for round_ in range(PER_APPLICATION // CHUNK):
+        for start in range(0, APPLICATIONS, 20):
+            async with store.transaction() as uow:
+                for app in apps[start : start + 20]:
+                    sealed = await uow.append(
+                        app,
+                        versions[app],
+                        [noted(round_ * CHUNK + i) for i in range(CHUNK)],
+                        context(app),
+                    )
+                    versions[app] = StreamVersion.after(sealed)
+            await asyncio.sleep(0)
+
+
+@dataclass
+class InboxConsumer:
+    """Applies each event once: inbox row and effect in one transaction per fetched batch."""
+
+    store: EventStore
+    received: list[dict[str, Any]] = field(default_factory=list)
+    caught_up: bool = False
+
+    async def run(self, bootstrap: str, topic: str, group_id: str) -> None:
+        async with reading(bootstrap, topic, group_id) as consumer:
+            while True:
+                batches = await consumer.getmany(timeout_ms=50, max_records=500)
+                records = [r for batch in batches.values() for r in batch]
+                if records:
+                    async with self.store.transaction() as uow:
+                        for record in records:
+                            envelope = json.loads(record.value or b"")
+                            self.received.append(envelope)
+                            if await uow.record_inbox("test-consumer", envelope["event_id"]):
+                                await uow.write(
+                                    INSERT_APPLIED,
+                                    {
+                                        "event_id": envelope["event_id"],
+                                        "aggregate_id": envelope["aggregate_id"],
+                                        "seq": envelope["aggregate_seq"],
+                                    },
+                                )
+                    await consumer.commit()
+                self.caught_up = True
+                for tp in consumer.assignment():
+                    high = consumer.highwater(tp)
+                    if high is None or await consumer.position(tp) < high:
+                        self.caught_up = False
+
+    async def applied_rows(self) -> list[tuple[str, str, int]]:
+        async with self.store.engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(applied.c.event_id, applied.c.aggregate_id, applied.c.seq).order_by(
+                    applied.c.n
+                )
+            )
+            return [(r.event_id, r.aggregate_id, r.seq) for r in rows]
+
+
+async def test_every_event_is_applied_once_in_order_while_the_relay_is_killed_and_restarted(
+    store: EventStore,
+    consumer_store: EventStore,
+    kafka_bootstrap: str,
+    topic: str,
+    unique_name: Callable[[str], str],
+) -> None:
+    rng = random.Random(20261125)
+    consumer = InboxConsumer(consumer_store)
+    consuming = asyncio.create_task(
+        consumer.run(kafka_bootstrap, topic, unique_name("test-consumer"))
+    )
+    appending = asyncio.create_task(append_interleaved(store))
+    try:
+        for _ in range(3):
+            relay = OutboxRelay(
+                store, kafka_bootstrap, topic, batch_size=250, lock_retry_interval=0.05
+            )
+            running = asyncio.create_task(relay.run())
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            assert not relay.holds_lock
+        await appending
+        stop = asyncio.Event()
+        relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=250, lock_retry_interval=0.05)
+        running = asyncio.create_task(relay.run(stop))
+
+        async def all_published() -> bool:
+            return await unpublished_count(store) == 0
+
+        await until(
+            all_published,
+            within=30,
+            state=lambda: (
+                f"(relay holds the lock: {relay.holds_lock}, marked {relay.published_total})"
+            ),
+        )
+        stop.set()
+        await running
+
+        async def all_applied() -> bool:
+            if consuming.done():
+                consuming.result()  # the consumer died: say why
+            return consumer.caught_up and len(await consumer.applied_rows()) >= TOTAL
+
+        await until(
+            all_applied,
+            within=30,
+            state=lambda: f"({len(consumer.received)} received, caught up: {consumer.caught_up})",
+        )
+    finally:
+        for task in (appending, consuming):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    rows = await consumer.applied_rows()
+    stored = {e.envelope["event_id"]: e.envelope for e in await store.read_all(limit=TOTAL + 1)}
+    assert len(stored) == TOTAL
+    assert len(rows) == TOTAL
+    assert {event_id for event_id, _, _ in rows} == set(stored)
+    per_application: dict[str, list[int]] = {}
+    for _, aggregate_id, seq in rows:
+        per_application.setdefault(aggregate_id, []).append(seq)
+    assert len(per_application) == APPLICATIONS
+    for seqs in per_application.values():
+        assert seqs == list(range(1, PER_APPLICATION + 1))
+
+    # on the wire: duplicates allowed, but a new event always comes right after the last new one
+    seen: set[str] = set()
+    highest: dict[str, int] = {}
+    first_copies: list[dict[str, Any]] = []
+    for envelope in consumer.received:
+        app, seq = envelope["aggregate_id"], envelope["aggregate_seq"]
+        if envelope["event_id"] in seen:
+            assert seq <= highest[app]
+            continue
+        assert seq == highest.get(app, 0) + 1, f"{app} jumped to seq {seq}"
+        highest[app] = seq
+        seen.add(envelope["event_id"])
+        first_copies.append(envelope)
+        assert envelope == stored[envelope["event_id"]]
+    assert len(first_copies) == TOTAL
+    report = verify_chain(first_copies)
+    assert report.ok, report.breaks[:3]
+    assert report.applications == APPLICATIONS
+
+
+async def test_an_event_committed_late_below_the_read_cursor_still_goes_first(
+    postgres_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    """PostgreSQL hands out positions at insert, so a slow transaction commits below newer ones."""
+    engine = create_engine(postgres_url)
+    store = EventStore(engine, SystemClock())
+    await store.create_schema()
+    inserted, commit = asyncio.Event(), asyncio.Event()
+
+    async def slow_first_event() -> None:
+        async with store.transaction() as uow:
+            await uow.append("slow", NEW_STREAM, [noted(1)], context("slow"))
+            inserted.set()
+            await commit.wait()
+
+    slow = asyncio.create_task(slow_first_event())
+    await inserted.wait()
+    await store.append("fast", NEW_STREAM, [noted(n) for n in range(3)], context("fast"))
+
+    reads = 0
+    read = store.pending_messages
+
+    async def read_then_commit_the_slow_one(limit: int, after: int = 0) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # the relay has read past the slow event's position: let it commit
+            commit.set()
+            await slow
+            (first,) = await store.read_stream("slow")
+            await store.append("slow", StreamVersion.after([first]), [noted(2)], context("slow"))
+        return await read(limit, after)
+
+    store.pending_messages = read_then_commit_the_slow_one  # type: ignore[method-assign]
+    relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=2)
+    try:
+        published = await relay.drain()
+        published += await relay.drain()  # whatever a relay skipped would go out only now
+    finally:
+        await relay.close()
+        await engine.dispose()
+    records = await read_records(kafka_bootstrap, topic, 5)
+    received = by_key(records)
+    assert [e["aggregate_seq"] for e in received[b"slow"]] == [1, 2]
+    assert [e["aggregate_seq"] for e in received[b"fast"]] == [1, 2, 3]
+    assert published == 5
+
+
+# ---------------------------------------------------------------- one relay per database
+
+
+async def test_a_second_relay_stands_by_while_the_first_holds_the_lock_then_takes_over(
+    store: EventStore, kafka_bootstrap: str, topic: str
+) -> None:
+    first = OutboxRelay(store, kafka_bootstrap, topic, lock_retry_interval=0.05)
+    second = OutboxRelay(store, kafka_bootstrap, topic, lock_retry_interval=0.05)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    first_running = asyncio.create_task(first.run(stop_first))
+
+    async def first_holds() -> bool:
+        return first.holds_lock
+
+    await until(first_holds)
+    second_running = asyncio.create_task(second.run(stop_second))
+    try:
+        version = NEW_STREAM
+        for n in range(10):
+            (sealed,) = await store.append("app-1", version, [noted(n)], context("app-1"))
+            version = StreamVersion.after([sealed])
+            first.notify()
+
+        async def all_published() -> bool:
+            return await unpublished_count(store) == 0
+
+        await until(all_published)
+        await asyncio.sleep(0.3)  # several of the second relay's lock attempts
+        assert first.published_total == 10
+        assert second.published_total == 0 and not second.holds_lock
+
+        stop_first.set()
+        await first_running
+
+        async def second_holds() -> bool:
+            return second.holds_lock
+
+        await until(second_holds)
+        for n in range(10, 15):
+            (sealed,) = await store.append("app-1", version, [noted(n)], context("app-1"))
+            version = StreamVersion.after([sealed])
+        await until(all_published)
+        assert second.published_total == 5
+        assert first.published_total == 10
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.gather(first_running, second_running)
+    records = await read_records(kafka_bootstrap, topic, 15)
+    assert [json.loads(r.value or b"")["aggregate_seq"] for r in records] == list(range(1, 16))
+
+
+async def test_a_relay_killed_while_taking_the_lock_leaves_it_free(
+    store: EventStore, kafka_bootstrap: str, topic: str
+) -> None:
+    rng = random.Random(7)
+    for _ in range(15):
+        killed = OutboxRelay(store, kafka_bootstrap, topic, lock_retry_interval=0.01)
+        running = asyncio.create_task(killed.run())
+        await asyncio.sleep(rng.uniform(0, 0.03))
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    survivor = OutboxRelay(store, kafka_bootstrap, topic, lock_retry_interval=0.01)
+    stop = asyncio.Event()
+    running = asyncio.create_task(survivor.run(stop))
+
+    async def survivor_holds() -> bool:
+        return survivor.holds_lock
+
+    try:
+        await until(survivor_holds, within=5)
+    finally:
+        stop.set()
+        await running
+
+
+# ---------------------------------------------------------------- broker away
+
+
+async def test_nothing_is_marked_published_while_the_broker_is_unreachable(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.append("app-1", NEW_STREAM, [noted(1), noted(2)], context("app-1"))
+    relay = OutboxRelay(store, "127.0.0.1:1", "voucher.events", min_backoff=0.05)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="shared.relay"):
+        running = asyncio.create_task(relay.run(stop))
+        await asyncio.sleep(1.0)
+        assert not running.done()  # still trying, not crashed
+        assert await unpublished_count(store) == 2
+        assert relay.published_total == 0
+        assert relay.failures >= 2
+        stop.set()
+        await asyncio.wait_for(running, 5)  # stops cleanly, raising nothing
+    assert any("failing" in r.getMessage() for r in caplog.records)
+    assert await unpublished_count(store) == 2
+
+
+async def test_a_cancelled_relay_during_an_outage_raises_only_the_cancellation(
+    store: EventStore,
+) -> None:
+    await store.append("app-1", NEW_STREAM, [noted(1)], context("app-1"))
+    relay = OutboxRelay(store, "127.0.0.1:1", "voucher.events", min_backoff=0.05)
+    running = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.3)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not relay.holds_lock
+    assert await unpublished_count(store) == 1
+
+
+# ---------------------------------------------------------------- recovery
+
+
+async def test_republish_sends_every_event_again_unchanged(
+    store: EventStore, kafka_bootstrap: str, topic: str
+) -> None:
+    versions = {f"app-{n}": NEW_STREAM for n in range(5)}
+    for round_ in range(3):
+        for app, version in versions.items():
+            sealed = await store.append(app, version, [noted(round_)], context(app))
+            versions[app] = StreamVersion.after(sealed)
+    before = await store.read_all()
+    relay = OutboxRelay(store, kafka_bootstrap, topic)
+    try:
+        assert await relay.publish_pending() == 15
+        assert await relay.republish() == 15
+        assert await unpublished_count(store) == 15
+        assert await relay.publish_pending() == 15
+    finally:
+        await relay.close()
+    after = await store.read_all()
+    assert [e.envelope for e in after] == [e.envelope for e in before]
+    assert all(e.published for e in after)
+
+    records = await read_records(kafka_bootstrap, topic, 30)
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        envelope = json.loads(record.value or b"")
+        copies.setdefault(envelope["event_id"], []).append(envelope)
+    assert len(records) == 30
+    assert set(copies) == {e.envelope["event_id"] for e in before}
+    for envelopes in copies.values():
+        assert len(envelopes) == 2
+        assert envelopes[0] == envelopes[1]
+        assert hash_fields(envelopes[1]) == envelopes[1]["hash"]
+    for envelopes in by_key(records).values():
+        seqs = [e["aggregate_seq"] for e in envelopes]
+        assert seqs == [1, 2, 3, 1, 2, 3]
+
+
+async def test_a_running_relay_republishes_without_being_told_twice(
+    store: EventStore, kafka_bootstrap: str, topic: str
+) -> None:
+    await store.append("app-1", NEW_STREAM, [noted(1), noted(2)], context("app-1"))
+    relay = OutboxRelay(store, kafka_bootstrap, topic, poll_interval=30)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+
+        def published(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return relay.published_total >= count
+
+            return check
+
+        await until(published(2))
+        assert await relay.republish() == 2
+        # the poll interval is 30 s: only the wake-up from republish() can send them this fast
+        await until(published(4), within=5)
+    finally:
+        stop.set()
+        await running
+    records = await read_records(kafka_bootstrap, topic, 4)
+    assert [json.loads(r.value or b"")["aggregate_seq"] for r in records] == [1, 2, 1, 2]
+
+
+def test_relay_connects_to_nothing_when_built() -> None:
+    engine = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:1/{uuid.uuid4().hex}")
+    relay = OutboxRelay(EventStore(engine, SystemClock()), "127.0.0.1:1", "voucher.events")
+    assert relay.published_total == 0 and not relay.holds_lock
