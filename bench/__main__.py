@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import append, relay
+from bench import append, relay, voucher
 
-SECTIONS = {"append": append.run, "relay": relay.run}
+SECTIONS = {"append": append.run, "relay": relay.run, "voucher": voucher.run}
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from shared.auth import HS256Verifier
-from shared.broker import EmbeddedBroker, port_open, wait_for_broker
+from shared.broker import EmbeddedBroker, die_with_parent, port_open, wait_for_broker
 from shared.contracts import Role
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics, standard_topics
@@ -129,6 +129,7 @@ def run(
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
             log.close()
         _wait_until_healthy(host, ports, processes, state)

@@ -98,6 +98,7 @@ def create_service_app(
                 acks="all",
                 enable_idempotence=False,
                 client_id=f"incentives-{settings.service}",
+                log_level=logging.DEBUG,  # one line per message is for debugging, not for running
             ),
         )
         app.state.runtime = runtime

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from shared.auth import HS256Verifier
+from shared.broker import die_with_parent
 from shared.contracts import Role
 
 SECRET = "e2e-secret-" + "y" * 32
@@ -61,6 +62,7 @@ class VoucherProcess:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@ applications = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_applications_created", "created_at", "id"),
+    sa.Index("ix_applications_status", "status", "created_at", "id"),
     sa.Index("ix_applications_firm", "firm_id", "programme_id"),
     sa.Index("ix_applications_expiry", "status", "voucher_expires_on"),
     # one open, verified application per firm and programme; the verifier relies on it
