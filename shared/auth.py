@@ -7,7 +7,7 @@ protocol so production can swap in an OIDC/JWKS verifier without touching routes
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Protocol
@@ -121,7 +121,7 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The verified caller of this request (the app's verifier sits in ``app.state.verifier``)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -137,11 +137,11 @@ def authenticate(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that admits only callers holding one of ``roles``."""
     allowed = frozenset(roles)
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in allowed:
             raise Problem(
                 status=403,

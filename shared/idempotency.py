@@ -7,13 +7,14 @@ request either happened once with its recorded response or not at all.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from shared.contracts import canonical_json
-from shared.eventstore.schema import JSONDocument, UTCDateTime, metadata
+from shared.eventstore.schema import UTCDateTime, metadata
 from shared.eventstore.store import UnitOfWork
 from shared.problems import Problem
 
@@ -24,7 +25,7 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("request_hash", sa.String(64), nullable=False),
     sa.Column("status_code", sa.Integer, nullable=False),
-    sa.Column("body", JSONDocument, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the response as sent: JSON text
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -53,45 +54,45 @@ def require_key(key: str | None) -> str:
     return key
 
 
+_LOOKUP = sa.text(
+    "SELECT request_hash, status_code, body FROM idempotency_keys"
+    " WHERE principal = :principal AND key = :key"
+)
+_REMEMBER = sa.text(
+    "INSERT INTO idempotency_keys (principal, key, request_hash, status_code, body, created_at)"
+    " VALUES (:principal, :key, :request_hash, :status_code, :body, :created_at)"
+).bindparams(sa.bindparam("created_at", type_=UTCDateTime))
+
+
 async def replay(
     uow: UnitOfWork, principal: str, key: str, fingerprint: str
 ) -> StoredResponse | None:
     """The recorded response for this key, or ``None`` if the key is new; 409 if reused."""
-    row = (
-        await uow.connection.execute(
-            sa.select(
-                idempotency_keys.c.request_hash,
-                idempotency_keys.c.status_code,
-                idempotency_keys.c.body,
-            ).where(
-                idempotency_keys.c.principal == principal,
-                idempotency_keys.c.key == key,
-            )
-        )
-    ).first()
+    row = await uow.fetch_one(_LOOKUP, {"principal": principal, "key": key})
     if row is None:
         return None
-    if row.request_hash != fingerprint:
+    if row["request_hash"] != fingerprint:
         raise Problem(
             status=409,
             title="Idempotency-Key reused",
             detail="this Idempotency-Key was used for a different request",
             type_="idempotency-key-reused",
         )
-    return StoredResponse(row.status_code, row.body)
+    return StoredResponse(row["status_code"], json.loads(row["body"]))
 
 
 async def remember(
     uow: UnitOfWork, principal: str, key: str, fingerprint: str, response: StoredResponse
 ) -> None:
     """Record the response in the command's own transaction."""
-    await uow.connection.execute(
-        idempotency_keys.insert().values(
-            principal=principal,
-            key=key,
-            request_hash=fingerprint,
-            status_code=response.status_code,
-            body=response.body,
-            created_at=uow.now,
-        )
+    await uow.write(
+        _REMEMBER,
+        {
+            "principal": principal,
+            "key": key,
+            "request_hash": fingerprint,
+            "status_code": response.status_code,
+            "body": json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),
+            "created_at": uow.now,
+        },
     )

@@ -84,15 +84,19 @@ class VoucherService:
         command: Any,
         context: EventContext,
         *,
-        allow_new: bool = False,
+        fresh: bool = False,
     ) -> Outcome:
-        """Decide ``command`` against the application's log and record the outcome in ``uow``."""
-        if not allow_new:
+        """Decide ``command`` against the application's log and record the outcome in ``uow``.
+
+        ``fresh``: the id was minted for this command, so there is no history to read (a
+        clash would still be caught by the store's version check).
+        """
+        if not fresh:
             # commands on one application queue here instead of failing on the version check
             await projection.lock_application(uow, application_id)
-        history = await uow.read_stream(application_id)
+        history = [] if fresh else await uow.read_stream(application_id)
         state = fold(history)
-        if state is None and not allow_new:
+        if state is None and not fresh:
             raise NotFound(f"there is no application {application_id}")
         new_events = decide(command, state)
         appended = await uow.append(
@@ -141,7 +145,7 @@ class VoucherService:
             raise Unprocessable(
                 f"there is no programme {command.programme_id!r}", field="programme_id"
             )
-        return await self.execute(uow, application_id, command, context, allow_new=True)
+        return await self.execute(uow, application_id, command, context, fresh=True)
 
     async def decide_application(
         self,

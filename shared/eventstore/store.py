@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,6 +241,20 @@ class UnitOfWork:
             return int(tail) if tail.isdigit() else 0
         result = await self.connection.execute(statement, parameters)
         return int(result.rowcount)
+
+    async def fetch_one(
+        self, statement: sa.TextClause, parameters: dict[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """The first row of one of the service's own queries, run here (as :meth:`write`).
+
+        JSON columns come back as the database returns them: text from asyncpg.
+        """
+        if self._driver is not None:
+            sql, names = _compiled(statement, self.connection.dialect)
+            row = await self._driver.fetchrow(sql, *[(parameters or {})[n] for n in names])
+            return None if row is None else dict(row.items())
+        found = (await self.connection.execute(statement, parameters)).first()
+        return None if found is None else dict(found._mapping)
 
     @property
     def now(self) -> datetime:

@@ -19,6 +19,7 @@ from services.voucher.adapters.tables import (
 )
 from services.voucher.domain.model import Application, Redemption
 from shared.eventstore import UnitOfWork
+from shared.eventstore.schema import UTCDateTime
 
 
 def application_resource(app: Application) -> dict[str, Any]:
@@ -75,27 +76,57 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+_INSERT_APPLICATION = sa.text(
+    "INSERT INTO applications (id, programme_id, firm_id, status, approved_amount,"
+    " returned_amount, voucher_id, voucher_expires_on, version, document, created_at, updated_at)"
+    " VALUES (:id, :programme_id, :firm_id, :status, :approved_amount, :returned_amount,"
+    " :voucher_id, :voucher_expires_on, :version, :document, :created_at, :updated_at)"
+).bindparams(
+    sa.bindparam("created_at", type_=UTCDateTime),
+    sa.bindparam("updated_at", type_=UTCDateTime),
+    sa.bindparam("voucher_expires_on", type_=sa.Date),
+)
+_UPDATE_APPLICATION = sa.text(
+    "UPDATE applications SET status = :status, approved_amount = :approved_amount,"
+    " returned_amount = :returned_amount, voucher_id = :voucher_id,"
+    " voucher_expires_on = :voucher_expires_on, version = :version, document = :document,"
+    " updated_at = :updated_at WHERE id = :id"
+).bindparams(
+    sa.bindparam("updated_at", type_=UTCDateTime),
+    sa.bindparam("voucher_expires_on", type_=sa.Date),
+)
+
+
 async def save_application(uow: UnitOfWork, app: Application) -> None:
+    """Insert or update the application's row (on PostgreSQL straight through the driver)."""
     values = {
-        "programme_id": app.programme_id,
-        "firm_id": app.firm_id,
+        "id": app.id,
         "status": str(app.status),
         "approved_amount": app.approved_amount,
         "returned_amount": app.returned_amount,
         "voucher_id": app.voucher.id if app.voucher else None,
         "voucher_expires_on": app.voucher.expires_on if app.voucher else None,
         "version": app.version,
-        "document": application_resource(app),
+        "document": json.dumps(
+            application_resource(app), separators=(",", ":"), ensure_ascii=False
+        ),
         "updated_at": app.updated_at,
     }
     if app.version == 1:
-        await uow.connection.execute(
-            applications.insert().values(id=app.id, created_at=app.created_at, **values)
+        await uow.write(
+            _INSERT_APPLICATION,
+            {
+                **values,
+                "programme_id": app.programme_id,
+                "firm_id": app.firm_id,
+                "created_at": app.created_at,
+            },
         )
     else:
-        await uow.connection.execute(
-            applications.update().where(applications.c.id == app.id).values(**values)
-        )
+        await uow.write(_UPDATE_APPLICATION, values)
+
+
+_LOCK_APPLICATION = sa.text("SELECT id FROM applications WHERE id = :id FOR UPDATE")
 
 
 async def lock_application(uow: UnitOfWork, application_id: str) -> None:

@@ -37,7 +37,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
 
 
-def service_of(request: Request) -> VoucherService:
+async def service_of(request: Request) -> VoucherService:
     service: VoucherService = request.app.state.voucher
     return service
 
