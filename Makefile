@@ -30,7 +30,7 @@ lint: install
 
 ## Throughput and latency, printed as ratios measured in the same run.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,30 @@ def topics() -> None:
 
 
 @app.command()
+def republish(
+    service: Annotated[str, typer.Option(help="voucher, taxcredit or fund")],
+) -> None:
+    """Queue a service's whole log to be published again (after the broker lost its data).
+
+    The service's running relay sends it, in order; consumers drop what they already had.
+    """
+    from shared.clock import SystemClock
+    from shared.eventstore import EventStore, create_engine
+
+    settings = ServiceSettings(service=service)
+
+    async def queue_again() -> int:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            return await EventStore(engine, SystemClock()).mark_all_unpublished()
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(queue_again())
+    typer.echo(f"{service}: {count} events queued for publishing again")
+
+
+@app.command()
 def run(
     broker_port: int = 9092,
     host: str = "127.0.0.1",

@@ -57,21 +57,6 @@ def application_resource(app: Application) -> dict[str, Any]:
     }
 
 
-def redemption_resource(r: Redemption, voucher_id: str) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "voucher_id": voucher_id,
-        "provider_id": r.provider_id,
-        "invoice_number": r.invoice_number,
-        "amount": r.amount,
-        "service_category": r.service_category,
-        "status": r.status,
-        "payout_id": r.payout_id,
-        "requested_at": _iso(r.requested_at),
-        "paid_at": _iso(r.paid_at) if r.paid_at else None,
-    }
-
-
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
