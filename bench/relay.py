@@ -88,7 +88,7 @@ async def relay_rate(relay: OutboxRelay) -> float:
     started = time.perf_counter()
     sent = await relay.drain()
     elapsed = time.perf_counter() - started
-    await relay._stop_producer()
+    await relay.close()
     return sent / elapsed
 
 

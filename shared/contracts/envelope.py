@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from shared.contracts.canonical import canonical_json
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,36}")
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of an application's first event."""
@@ -65,7 +66,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    event_id: str
+    event_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,36}$")
     aggregate_id: str = Field(min_length=1)
     aggregate_seq: int = Field(ge=1)
     type: str
@@ -116,6 +117,8 @@ class Envelope(BaseModel):
         """Build the next link of a chain, computing its hash."""
         if not aggregate_id or aggregate_seq < 1 or not _HASH.fullmatch(prev_hash):
             raise ValueError("a link needs an aggregate id, a seq from 1 and a 64-hex prev_hash")
+        if event_id is not None and not _EVENT_ID.fullmatch(event_id):
+            raise ValueError("an event id is 1 to 36 letters, digits, '.', '_', ':' or '-'")
         fields: dict[str, Any] = {
             "event_id": event_id or str(uuid.uuid4()),
             "aggregate_id": aggregate_id,

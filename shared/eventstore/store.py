@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 import sqlalchemy as sa
@@ -188,18 +189,21 @@ _PG_PENDING = (
 
 
 def _message_from_row(row: Any) -> OutboxMessage:
-    dumps = json.dumps
+    # event ids, types and hashes are checked on the way in and need no escaping;
+    # the free-text identifiers may hold anything and go through the JSON encoder
+    text = encode_basestring
+    firm_id, causation_id = row["firm_id"], row["causation_id"]
     value = (
-        f'{{"event_id":{dumps(row["event_id"])},'
-        f'"aggregate_id":{dumps(row["aggregate_id"], ensure_ascii=False)},'
+        f'{{"event_id":"{row["event_id"]}",'
+        f'"aggregate_id":{text(row["aggregate_id"])},'
         f'"aggregate_seq":{row["aggregate_seq"]},'
-        f'"type":{dumps(row["type"])},'
+        f'"type":"{row["type"]}",'
         f'"schema_version":{row["schema_version"]},'
         f'"occurred_at":"{format_timestamp(row["occurred_at"])}",'
         f'"actor":{row["actor"]},'
-        f'"firm_id":{dumps(row["firm_id"], ensure_ascii=False)},'
-        f'"correlation_id":{dumps(row["correlation_id"], ensure_ascii=False)},'
-        f'"causation_id":{dumps(row["causation_id"], ensure_ascii=False)},'
+        f'"firm_id":{"null" if firm_id is None else text(firm_id)},'
+        f'"correlation_id":{text(row["correlation_id"])},'
+        f'"causation_id":{"null" if causation_id is None else text(causation_id)},'
         f'"payload":{row["payload"]},'
         f'"prev_hash":"{row["prev_hash"]}",'
         f'"hash":"{row["hash"]}"}}'
