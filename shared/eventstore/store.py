@@ -14,6 +14,7 @@ when the database is PostgreSQL (asyncpg): the Core layer costs about half of a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -173,15 +174,26 @@ def _headers(
     type_: str, event_id: str, correlation_id: str, schema_version: int
 ) -> list[tuple[str, bytes]]:
     return [
-        ("type", type_.encode()),
+        _type_header(type_),
         ("event_id", event_id.encode()),
         ("correlation_id", correlation_id.encode()),
-        ("schema_version", str(schema_version).encode()),
+        _version_header(schema_version),
     ]
 
 
+@functools.lru_cache(maxsize=1024)
+def _type_header(type_: str) -> tuple[str, bytes]:
+    return ("type", type_.encode())
+
+
+@functools.lru_cache(maxsize=64)
+def _version_header(schema_version: int) -> tuple[str, bytes]:
+    return ("schema_version", str(schema_version).encode())
+
+
 _PG_PENDING = (
-    "SELECT position, event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at,"
+    "SELECT position, event_id, aggregate_id, aggregate_seq, type, schema_version,"
+    " to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at,"
     " actor::text AS actor, firm_id, correlation_id, causation_id, payload::text AS payload,"
     " prev_hash, hash FROM events WHERE NOT published AND position > $1"
     " ORDER BY position LIMIT $2"
@@ -199,7 +211,7 @@ def _message_from_row(row: Any) -> OutboxMessage:
         f'"aggregate_seq":{row["aggregate_seq"]},'
         f'"type":"{row["type"]}",'
         f'"schema_version":{row["schema_version"]},'
-        f'"occurred_at":"{format_timestamp(row["occurred_at"])}",'
+        f'"occurred_at":"{row["occurred_at"]}",'
         f'"actor":{row["actor"]},'
         f'"firm_id":{"null" if firm_id is None else text(firm_id)},'
         f'"correlation_id":{text(row["correlation_id"])},'
