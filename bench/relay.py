@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 
 from bench.append import PAYLOAD
 from bench.common import drop_database, fresh_database, line, percentile
-from shared.broker import EmbeddedBroker, wait_for_broker
+from shared.broker import EmbeddedBroker, die_with_parent, wait_for_broker
 from shared.clock import SystemClock
-from shared.consumer import consumer_options
 from shared.contracts import Actor, NewEvent, Role
 from shared.eventstore import NEW_STREAM, EventContext, EventStore, StreamVersion, create_engine
 from shared.relay import OutboxRelay
@@ -95,48 +93,41 @@ async def relay_rate(relay: OutboxRelay) -> float:
 async def hop_latency(
     store: EventStore, bootstrap: str, topic: str, rate: float, seconds: float = 6.0
 ) -> list[float]:
-    latencies: list[float] = []
-    broker = KafkaBroker(bootstrap, acks="all", enable_idempotence=False, logger=None)
-
-    @broker.subscriber(
+    """Writers (one process) append at ``rate``; this process relays; a consumer process
+    notes each record's hop from the relay's send to its handler."""
+    per_tick, interval = max(1, round(rate * 0.01)), 0.01
+    expected = per_tick * round(seconds / interval)
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.hop_consumer",
+        bootstrap,
         topic,
-        batch=True,
-        group_id=f"{topic}-latency",
-        ack_policy=AckPolicy.MANUAL,
-        max_records=500,
-        batch_timeout_ms=5,
-        **consumer_options(500, session_timeout_ms=1000),
+        str(expected),
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )
-    async def on_batch(message: KafkaMessage) -> None:
-        now = time.time() * 1000
-        raw: Any = message.raw_message
-        for record in raw if isinstance(raw, tuple) else (raw,):
-            latencies.append(now - record.timestamp)
-        await message.ack()
-
+    assert consumer.stdout is not None
+    if (await consumer.stdout.readline()).strip() != b"ready":
+        raise RuntimeError("the latency consumer did not start")
     relay = OutboxRelay(store, bootstrap, topic, batch_size=1000, poll_interval=0.002)
     stop = asyncio.Event()
-    await broker.start()
-    await asyncio.sleep(1.5)  # let the group settle before the clock starts
     relay_task = asyncio.create_task(relay.run(stop))
-    versions: dict[str, StreamVersion] = {}
-    interval, per_tick = 0.01, max(1, round(rate * 0.01))
-    deadline = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < deadline:
-        tick = time.perf_counter()
-        async with store.transaction() as uow:
-            for _ in range(per_tick):
-                app = f"live-{n % 500}"
-                appended = await uow.append(app, versions.get(app, NEW_STREAM), [EVENT], CONTEXT)
-                versions[app] = StreamVersion.after(appended)
-                n += 1
-        relay.notify()
-        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - tick)))
-    await asyncio.sleep(1.0)
+    writers = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.hop_appender",
+        store.engine.url.render_as_string(hide_password=False),
+        str(rate),
+        str(seconds),
+        preexec_fn=die_with_parent,
+    )
+    await writers.wait()
+    output = (await consumer.stdout.read()).decode()
+    await consumer.wait()
     stop.set()
     await relay_task
-    await broker.stop()
+    latencies: list[float] = json.loads(output)
     return latencies[len(latencies) // 10 :]  # drop the warm-up tenth
 
 

@@ -114,8 +114,9 @@ class Stack:
             self.process.terminate()
             self.process.wait(15)
 
-    def headers(self, role: Role, sub: str, **ids: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens.issue(sub=sub, role=role, **ids)}"}
+    def headers(self, role: Role, sub: str, firm_id: str | None = None) -> dict[str, str]:
+        token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id)
+        return {"Authorization": f"Bearer {token}"}
 
 
 async def drive(stack: Stack, count: int, rate: float | None, run: str, first: int = 0) -> None:
