@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared.auth import HS256Verifier, TokenVerifier
 from shared.clock import Clock, SystemClock
@@ -70,6 +71,55 @@ class ServiceRuntime:
         self.tasks.append(asyncio.create_task(guarded(), name=name))
 
 
+class RuntimeCollector:
+    """Prometheus view of the relay's and the consumers' running totals, read at scrape time."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        relay = self.runtime.extras.get("relay")
+        if relay is not None:
+            published = CounterMetricFamily(
+                "incentives_relay_published", "Events the broker acknowledged", labels=["topic"]
+            )
+            published.add_metric([relay.topic], relay.published_total)
+            failures = CounterMetricFamily(
+                "incentives_relay_failures",
+                "Relay rounds that failed and backed off",
+                labels=["topic"],
+            )
+            failures.add_metric([relay.topic], relay.failures)
+            batch = GaugeMetricFamily(
+                "incentives_relay_last_batch_seconds",
+                "Time to publish the last batch",
+                labels=["topic"],
+            )
+            batch.add_metric([relay.topic], relay.last_batch_seconds)
+            yield from (published, failures, batch)
+        consumers = self.runtime.extras.get("consumers", [])
+        if consumers:
+            families = {
+                name: CounterMetricFamily(
+                    f"incentives_consumer_{name}",
+                    f"Consumer {name.replace('_', ' ')}",
+                    labels=["consumer"],
+                )
+                for name in (
+                    "messages",
+                    "applied",
+                    "duplicates",
+                    "dead_lettered",
+                    "fallbacks",
+                    "redeliveries",
+                )
+            }
+            for consumer in consumers:
+                for name, family in families.items():
+                    family.add_metric([consumer.name], getattr(consumer.stats, name))
+            yield from families.values()
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -103,6 +153,7 @@ def create_service_app(
         )
         app.state.runtime = runtime
         app.state.verifier = runtime.verifier
+        runtime.registry.register(RuntimeCollector(runtime))
         try:
             await ensure_topics(
                 settings.kafka_bootstrap_servers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,7 +142,14 @@ def test_voucher_from_application_to_paid_invoices(voucher_process: VoucherProce
         assert [r["status"] for r in redemptions] == ["paid", "paid"]
         assert all(r["payout_id"] for r in redemptions)
         served = http.get(f"/v1/applications/{application_id}/events", headers=firm).json()
+        metrics = http.get("/metrics").text
 
+    def metric(name: str) -> float:
+        (value,) = re.findall(rf"^{name}{{[^}}]*}} (\S+)$", metrics, flags=re.MULTILINE)
+        return float(value)
+
+    assert metric("incentives_relay_published_total") >= len(served)  # plus the seeded providers
+    assert metric("incentives_consumer_applied_total") >= 4  # verify, issue, pay, pay
     assert [e["type"] for e in served] == [
         "voucher.application.submitted",
         "voucher.application.verified",

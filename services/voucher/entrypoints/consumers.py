@@ -25,6 +25,7 @@ def subscribe_stages(runtime: ServiceRuntime, service: VoucherService) -> Idempo
     stages.handles(E.SUBMITTED)(service.when_application_submitted_verify)
     stages.handles(E.APPROVED)(service.when_application_approved_issue_voucher)
     stages.handles(E.REDEMPTION_REQUESTED)(service.when_redemption_requested_pay)
+    runtime.extras.setdefault("consumers", []).append(stages)
     stages.subscribe(
         runtime.broker,
         runtime.events_topic,
