@@ -206,7 +206,9 @@ class IdempotentConsumer:
         max_attempts: int = 3,
         ignore_unknown: bool = False,
         retry_delay: float = 0.05,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
+        """``on_applied`` runs after a batch whose effects committed (e.g. to wake the relay)."""
         if not name or len(name) > _CONSUMER_LENGTH:
             raise ValueError(f"a consumer name has 1 to {_CONSUMER_LENGTH} characters")
         if max_attempts < 1:
@@ -220,6 +222,7 @@ class IdempotentConsumer:
         self.stats = ConsumerStats()
         self._dead_letters = dead_letters
         self._handlers: dict[str, Handler] = {}
+        self._on_applied = on_applied
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -353,6 +356,8 @@ class IdempotentConsumer:
                 for envelope, delivery in good:
                     await self._one(envelope, delivery, report)
 
+        if report.applied and self._on_applied is not None:
+            self._on_applied()
         for letter in report.dead_letters:
             await self._send(letter, dead_letters or self._dead_letters)
         self._count(len(deliveries), report)

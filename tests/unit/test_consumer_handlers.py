@@ -331,3 +331,17 @@ def test_names_and_attempts_are_checked() -> None:
     consumer.handles("a.b")(record)
     with pytest.raises(ValueError):
         consumer.handles("a.b")(record)
+
+
+async def test_the_relay_is_woken_once_per_batch_that_applied_something(
+    store: EventStore,
+) -> None:
+    wakes: list[int] = []
+    consumer = IdempotentConsumer("voucher-verifier", store, on_applied=lambda: wakes.append(1))
+    consumer.handles(SUBMITTED)(record)
+    events = [sealed(seq=n) for n in (1, 2)]
+    await consumer.process([delivery(value(e), n) for n, e in enumerate(events)])
+    assert len(wakes) == 1
+    assert sorted(await applied(store)) == sorted(e.event_id for e in events)
+    await consumer.process([delivery(value(e), n) for n, e in enumerate(events)])
+    assert len(wakes) == 1  # a redelivery applied nothing: nobody is woken

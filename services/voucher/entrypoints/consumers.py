@@ -21,6 +21,7 @@ def subscribe_stages(runtime: ServiceRuntime, service: VoucherService) -> Idempo
         runtime.store,
         dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
         ignore_unknown=True,  # the topic carries every voucher event; these stages want three
+        on_applied=runtime.wake_relay,  # the stages' own events go out without waiting a poll
     )
     stages.handles(E.SUBMITTED)(service.when_application_submitted_verify)
     stages.handles(E.APPROVED)(service.when_application_approved_issue_voucher)
