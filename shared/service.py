@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,13 +62,9 @@ class ServiceRuntime:
         if relay is not None:
             relay.notify()
 
-    def spawn(self, coro: Awaitable[None], name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` for the life of the process; it is cancelled at shutdown."""
-
-        async def guarded() -> None:
-            await coro
-
-        self.tasks.append(asyncio.create_task(guarded(), name=name))
+        self.tasks.append(asyncio.create_task(coro, name=name))
 
 
 class RuntimeCollector:
