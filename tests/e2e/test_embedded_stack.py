@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,10 +21,33 @@ from tests.conftest import free_port
 SERVICES = {"oversight": 8000, "voucher": 8001, "taxcredit": 8002, "fund": 8003}
 
 
+def free_block(size: int, avoid: int) -> int:
+    """The first of ``size`` consecutive free ports, below the kernel's ephemeral range
+    (from 32768), where the services' own client connections would take them away."""
+    for _ in range(50):
+        base = random.randrange(20000, 30000)
+        ports = range(base, base + size)
+        if avoid in ports:
+            continue
+        sockets = []
+        try:
+            for port in ports:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
     broker_port = free_port()
-    offset = free_port() - 8000  # an ephemeral port and the three after it
+    offset = free_block(4, avoid=broker_port) - 8000
     process = subprocess.Popen(
         [
             sys.executable,
@@ -54,6 +79,11 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
         for name, port in SERVICES.items()
         if any(f"http://127.0.0.1:{port + offset}" in text for text in printed)
     }
+    if len(urls) != len(SERVICES):
+        process.kill()
+        logs = sorted((tmp_path / "var" / "logs").glob("*.log"))
+        tails = "".join(f"--- {log.name}\n{log.read_text()[-2000:]}\n" for log in logs)
+        raise AssertionError("incentives run did not come up:\n" + "".join(printed) + tails)
     try:
         yield urls, broker_port
     finally:

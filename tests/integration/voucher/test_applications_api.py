@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import rfc8785
 
@@ -137,9 +138,15 @@ async def test_firm_withdraws_before_approval(voucher: VoucherHarness) -> None:
 
 async def test_list_pages_with_a_cursor_and_filters_by_status(voucher: VoucherHarness) -> None:
     ids = []
-    for n in range(5):
-        ids.append((await submit(voucher, key=f"k{n}"))["id"])
-        voucher.clock.advance(__import__("datetime").timedelta(seconds=1))
+    firms = [f"{n + 100}-45-67890" for n in range(5)]  # one firm each: none is a duplicate
+    for n, firm_id in enumerate(firms):
+        response = await voucher.client.post(
+            "/v1/applications",
+            json=application_body(firm_id=firm_id),
+            headers={**voucher.firm(firm_id=firm_id), "Idempotency-Key": f"k{n}"},
+        )
+        ids.append(response.json()["id"])
+        voucher.clock.advance(timedelta(seconds=1))
     seen: list[str] = []
     cursor = None
     while True:
@@ -152,9 +159,10 @@ async def test_list_pages_with_a_cursor_and_filters_by_status(voucher: VoucherHa
         if cursor is None:
             break
     assert seen == ids
-    await voucher.client.post(
-        f"/v1/applications/{ids[0]}/withdrawal", json={}, headers=voucher.firm()
+    withdrawal = await voucher.client.post(
+        f"/v1/applications/{ids[0]}/withdrawal", json={}, headers=voucher.firm(firm_id=firms[0])
     )
+    assert withdrawal.status_code == 200, withdrawal.text
     withdrawn = await voucher.client.get(
         "/v1/applications", params={"status": "withdrawn"}, headers=voucher.officer()
     )
