@@ -54,7 +54,6 @@ Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
 DeadLetterSink = Callable[["DeadLetter"], Awaitable[None]]
 """Publishes one dead letter; returns only once the broker acknowledged it (or raises)."""
 
-_EVENT_ID_LENGTH: int = getattr(inbox.c.event_id.type, "length", None) or 36
 _CONSUMER_LENGTH: int = getattr(inbox.c.consumer.type, "length", None) or 100
 
 
@@ -422,10 +421,6 @@ class IdempotentConsumer:
             raise _Poison(
                 PoisonKind.INVALID, f"not an event envelope: {problems}", event_id
             ) from error
-        if not envelope.event_id or len(envelope.event_id) > _EVENT_ID_LENGTH:
-            raise _Poison(
-                PoisonKind.INVALID, f"event_id must have 1 to {_EVENT_ID_LENGTH} characters"
-            )
         try:
             expected = hash_fields(document)
         except ValueError as error:

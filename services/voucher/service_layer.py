@@ -88,6 +88,8 @@ class VoucherService:
     ) -> Outcome:
         """Decide ``command`` against the application's log and record the outcome in ``uow``.
 
+        ``command`` is a command, or an async function of the application's current state
+        (read once, under the row lock) that returns one, or ``None`` for nothing to do.
         ``fresh``: the id was minted for this command, so there is no history to read (a
         clash would still be caught by the store's version check).
         """
@@ -98,6 +100,11 @@ class VoucherService:
         state = fold(history)
         if state is None and not fresh:
             raise NotFound(f"there is no application {application_id}")
+        if callable(command):
+            assert state is not None
+            command = await command(state)
+            if command is None:
+                return Outcome(state, [])
         new_events = decide(command, state)
         appended = await uow.append(
             application_id,
@@ -157,20 +164,21 @@ class VoucherService:
         approved_amount: int | None,
         context: EventContext,
     ) -> Outcome:
-        state = fold(await uow.read_stream(application_id))
-        if state is None:
-            raise NotFound(f"there is no application {application_id}")
-        command = DecideApplication(
-            officer=context.actor.sub,
-            decision=decision,
-            reason=reason,
-            programme=self.programme(state.programme_id),
-            approved_amount=approved_amount,
-        )
+
+        async def command(state: Application) -> DecideApplication:
+            return DecideApplication(
+                officer=context.actor.sub,
+                decision=decision,
+                reason=reason,
+                programme=self.programme(state.programme_id),
+                approved_amount=approved_amount,
+            )
+
         outcome = await self.execute(uow, application_id, command, context)
         if any(e.type == E.APPROVED for e in outcome.events):
             amount = outcome.application.approved_amount or 0
-            if not await projection.hold_budget(uow, state.programme_id, amount):
+            programme_id = outcome.application.programme_id
+            if not await projection.hold_budget(uow, programme_id, amount):
                 raise BudgetExhausted(
                     f"the programme budget cannot hold {amount} won; nothing was approved",
                     amount=amount,
@@ -203,19 +211,20 @@ class VoucherService:
             raise DuplicateInvoice(
                 f"invoice {invoice_number} from {provider_id} was already submitted"
             )
-        state = fold(await uow.read_stream(application_id))
-        assert state is not None
         redemption_id = new_id("rdm")
-        command = RequestRedemption(
-            redemption_id=redemption_id,
-            provider_id=provider_id,
-            provider_categories=categories,
-            invoice_number=invoice_number,
-            amount=amount,
-            service_category=service_category,
-            programme=self.programme(state.programme_id),
-            today=today_in_korea(self.clock.now()),
-        )
+
+        async def command(state: Application) -> RequestRedemption:
+            return RequestRedemption(
+                redemption_id=redemption_id,
+                provider_id=provider_id,
+                provider_categories=categories,
+                invoice_number=invoice_number,
+                amount=amount,
+                service_category=service_category,
+                programme=self.programme(state.programme_id),
+                today=today_in_korea(self.clock.now()),
+            )
+
         outcome = await self.execute(uow, application_id, command, context)
         redemption = outcome.application.redemption(redemption_id)
         assert redemption is not None
@@ -254,62 +263,62 @@ class VoucherService:
     # --- policies: what the service does on its own ------------------------------------
 
     async def when_application_submitted_verify(self, uow: UnitOfWork, event: Envelope) -> None:
-        history = await uow.read_stream(event.aggregate_id)
-        state = fold(history)
-        if state is None or state.status is not Status.SUBMITTED:
-            return  # already verified, withdrawn meanwhile, or not ours
-        command = VerifyApplication(
-            programme=self.programmes.get(state.programme_id),
-            today=today_in_korea(self.clock.now()),
-            held_in_programme=await projection.firm_holdings(
-                uow, state.firm_id, state.programme_id, exclude=state.id
-            ),
-            other_open_application=await projection.other_open_application(
-                uow, state.firm_id, state.programme_id, exclude=state.id
-            ),
-        )
-        await self.execute(uow, state.id, command, _caused_by(event, VERIFIER))
+        async def command(state: Application) -> VerifyApplication | None:
+            if state.status is not Status.SUBMITTED:
+                return None  # already verified, or withdrawn meanwhile
+            return VerifyApplication(
+                programme=self.programmes.get(state.programme_id),
+                today=today_in_korea(self.clock.now()),
+                held_in_programme=await projection.firm_holdings(
+                    uow, state.firm_id, state.programme_id, exclude=state.id
+                ),
+                other_open_application=await projection.other_open_application(
+                    uow, state.firm_id, state.programme_id, exclude=state.id
+                ),
+            )
+
+        await self.execute(uow, event.aggregate_id, command, _caused_by(event, VERIFIER))
 
     async def when_application_approved_issue_voucher(
         self, uow: UnitOfWork, event: Envelope
     ) -> None:
-        state = fold(await uow.read_stream(event.aggregate_id))
-        if state is None or state.status is not Status.APPROVED:
-            return
-        command = IssueVoucher(
-            voucher_id=new_id("vch"),
-            programme=self.programme(state.programme_id),
-            today=today_in_korea(self.clock.now()),
-        )
-        await self.execute(uow, state.id, command, _caused_by(event, PAYOUT_STAGE))
+        async def command(state: Application) -> IssueVoucher | None:
+            if state.status is not Status.APPROVED:
+                return None  # issued already
+            return IssueVoucher(
+                voucher_id=new_id("vch"),
+                programme=self.programme(state.programme_id),
+                today=today_in_korea(self.clock.now()),
+            )
+
+        await self.execute(uow, event.aggregate_id, command, _caused_by(event, PAYOUT_STAGE))
 
     async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
-        state = fold(await uow.read_stream(event.aggregate_id))
         redemption_id = str(event.payload["redemption_id"])
-        redemption = state.redemption(redemption_id) if state else None
-        if state is None or redemption is None or redemption.status == "paid":
-            return
-        assert state.voucher is not None
-        receipt = await self.payouts.pay(
-            uow,
-            PayoutOrder(
-                payout_id=payout_id_for(redemption_id),
-                redemption_id=redemption_id,
-                voucher_id=state.voucher.id,
-                programme_id=state.programme_id,
-                provider_id=redemption.provider_id,
-                amount=redemption.amount,
-            ),
-        )
+
+        async def command(state: Application) -> PayRedemption | None:
+            redemption = state.redemption(redemption_id)
+            if redemption is None or redemption.status == "paid" or state.voucher is None:
+                return None  # paid already: paying again must change nothing
+            receipt = await self.payouts.pay(
+                uow,
+                PayoutOrder(
+                    payout_id=payout_id_for(redemption_id),
+                    redemption_id=redemption_id,
+                    voucher_id=state.voucher.id,
+                    programme_id=state.programme_id,
+                    provider_id=redemption.provider_id,
+                    amount=redemption.amount,
+                ),
+            )
+            return PayRedemption(redemption_id=redemption_id, payout_id=receipt.payout_id)
+
         outcome = await self.execute(
-            uow,
-            state.id,
-            PayRedemption(redemption_id=redemption_id, payout_id=receipt.payout_id),
-            _caused_by(event, PAYOUT_STAGE),
+            uow, event.aggregate_id, command, _caused_by(event, PAYOUT_STAGE)
         )
         paid = outcome.application.redemption(redemption_id)
-        assert paid is not None
-        await projection.save_redemption(uow, outcome.application, paid)
+        if outcome.events and paid is not None:
+            await projection.save_redemption(uow, outcome.application, paid)
 
     async def expire_due_vouchers(self) -> int:
         """Expire every issued voucher past its date; the unspent rest goes back to the budget."""
