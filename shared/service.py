@@ -130,7 +130,9 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.resolved_database_url())
+        engine = create_engine(
+            settings.resolved_database_url(), pool_size=settings.database_pool_size
+        )
         store = EventStore(engine, clock or SystemClock())
         await store.create_schema()
         runtime = ServiceRuntime(

@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     service: str = "service"
     state_dir: Path = Path("var")
     database_url: str | None = None
+    database_pool_size: int = 16
+    """Connections kept open to PostgreSQL. Requests beyond it wait for one: opening
+    and closing connections per request (an overflow pool) costs more than the wait."""
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     topic_partitions: int = 8

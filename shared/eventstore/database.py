@@ -35,6 +35,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    # A fixed pool: an overflow connection is opened for one request and closed after
+    # it, and under load that churn (a server process forked, TLS tried, types loaded
+    # for each) cost more than everything else the service did.
+    kwargs.setdefault("pool_size", 16)
+    kwargs.setdefault("max_overflow", 0)
     return create_async_engine(url, **kwargs)
