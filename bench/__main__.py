@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from bench import append, relay, voucher
 
 SECTIONS = {"append": append.run, "relay": relay.run, "voucher": voucher.run}
@@ -34,7 +36,8 @@ def main() -> int:
     results: dict[str, Any] = {}
     for name in chosen:
         started = time.perf_counter()
-        results[name] = asyncio.run(SECTIONS[name]())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results[name] = runner.run(SECTIONS[name]())
         print(f"  ({name}: {time.perf_counter() - started:.1f} s)\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
