@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
 """``async def handler(uow, envelope)``: effects through ``uow``, in the inbox's transaction."""
+BatchHandler = Callable[[UnitOfWork, Sequence[Envelope]], Awaitable[None]]
+"""``async def handler(uow, envelopes)``: several events in their order, one transaction.
+It must give the same result as handling them one by one (a batch that fails is
+retried message by message, each handed over alone)."""
 DeadLetterSink = Callable[["DeadLetter"], Awaitable[None]]
 """Publishes one dead letter; returns only once the broker acknowledged it (or raises)."""
 
@@ -220,7 +225,7 @@ class IdempotentConsumer:
         self.retry_delay = retry_delay
         self.stats = ConsumerStats()
         self._dead_letters = dead_letters
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, BatchHandler] = {}
         self._on_applied = on_applied
 
     @property
@@ -232,13 +237,32 @@ class IdempotentConsumer:
         """Register the decorated coroutine as the handler of ``event_types``."""
 
         def register(handler: Handler) -> Handler:
-            for event_type in event_types:
-                if event_type in self._handlers:
-                    raise ValueError(f"{self.name} already handles {event_type}")
-                self._handlers[event_type] = handler
+            async def one_by_one(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+                for envelope in envelopes:
+                    await handler(uow, envelope)
+
+            self._register(event_types, one_by_one)
             return handler
 
         return register
+
+    def handles_batch(self, *event_types: str) -> Callable[[BatchHandler], BatchHandler]:
+        """Register a handler that takes consecutive events of ``event_types`` together.
+
+        Worth it where a handler can read and write for many events in a few statements.
+        """
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            self._register(event_types, handler)
+            return handler
+
+        return register
+
+    def _register(self, event_types: Sequence[str], handler: BatchHandler) -> None:
+        for event_type in event_types:
+            if event_type in self._handlers:
+                raise ValueError(f"{self.name} already handles {event_type}")
+            self._handlers[event_type] = handler
 
     def subscribe(
         self,
@@ -342,12 +366,20 @@ class IdempotentConsumer:
             try:
                 report.transactions += 1
                 async with self.store.transaction() as uow:
+                    claimed = await uow.record_inbox_many(
+                        self.name, [envelope.event_id for envelope, _ in good]
+                    )
+                    todo = []
                     for envelope, _ in good:
-                        if await uow.record_inbox(self.name, envelope.event_id):
-                            await self._handlers[envelope.type](uow, envelope)
-                            report.applied += 1
+                        if envelope.event_id in claimed:
+                            claimed.discard(envelope.event_id)  # twice in one batch: once
+                            todo.append(envelope)
                         else:
                             report.duplicates += 1
+                    # consecutive events for the same handler go to it together, in order
+                    for handler, run in itertools.groupby(todo, lambda e: self._handlers[e.type]):
+                        await handler(uow, list(run))
+                    report.applied += len(todo)
             except Exception as error:
                 log.info("%s: batch of %d failed (%r); one by one", self.name, len(good), error)
                 report.applied = report.duplicates = 0
@@ -371,7 +403,7 @@ class IdempotentConsumer:
                     if not await uow.record_inbox(self.name, envelope.event_id):
                         report.duplicates += 1
                         return
-                    await self._handlers[envelope.type](uow, envelope)
+                    await self._handlers[envelope.type](uow, [envelope])
                 report.applied += 1
                 return
             except Exception as error:

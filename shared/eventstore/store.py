@@ -119,6 +119,15 @@ def _stream_query(aggregate_id: str) -> sa.Select[Any]:
     )
 
 
+_PG_READ_STREAMS = (
+    "SELECT event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at, actor,"
+    " firm_id, correlation_id, causation_id, payload, prev_hash, hash FROM events"
+    " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id, aggregate_seq"
+)
+_PG_INSERT_INBOX_MANY = (
+    "INSERT INTO inbox (consumer, event_id, processed_at)"
+    " SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING RETURNING event_id"
+)
 _PG_INSERT_INBOX = (
     "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)"
     " ON CONFLICT DO NOTHING"
@@ -276,6 +285,26 @@ class UnitOfWork:
     def now(self) -> datetime:
         return self._clock.now()
 
+    async def fetch_all(
+        self, statement: sa.TextClause, parameters: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every row of one of the service's own queries, run here (as :meth:`fetch_one`)."""
+        if self._driver is not None:
+            sql, names = _compiled(statement, self.connection.dialect)
+            rows = await self._driver.fetch(sql, *[(parameters or {})[n] for n in names])
+            return [dict(row.items()) for row in rows]
+        return [dict(r._mapping) for r in await self.connection.execute(statement, parameters)]
+
+    async def write_many(self, statement: sa.TextClause, rows: Sequence[dict[str, Any]]) -> None:
+        """Run one write statement for each of ``rows``, in one round trip where the driver can."""
+        if not rows:
+            return
+        if self._driver is not None:
+            sql, names = _compiled(statement, self.connection.dialect)
+            await self._driver.executemany(sql, [[row[n] for n in names] for row in rows])
+            return
+        await self.connection.execute(statement, list(rows))
+
     async def append(
         self,
         aggregate_id: str,
@@ -284,8 +313,22 @@ class UnitOfWork:
         context: EventContext,
     ) -> list[Envelope]:
         """Seal ``new_events`` onto the chain after ``expected``; raise on a concurrent append."""
-        if not new_events:
-            return []
+        sealed = self.seal(aggregate_id, expected, new_events, context)
+        await self.insert(sealed)
+        return sealed
+
+    def seal(
+        self,
+        aggregate_id: str,
+        expected: StreamVersion,
+        new_events: Sequence[NewEvent],
+        context: EventContext,
+    ) -> list[Envelope]:
+        """The envelopes ``new_events`` become after ``expected``; nothing is written yet.
+
+        For commands that share a transaction: seal each, then :meth:`insert` them all
+        in one round trip.
+        """
         occurred_at = self._clock.now()
         sealed: list[Envelope] = []
         prev_hash, seq = expected.hash, expected.seq
@@ -304,6 +347,12 @@ class UnitOfWork:
             )
             sealed.append(envelope)
             prev_hash = envelope.hash
+        return sealed
+
+    async def insert(self, sealed: Sequence[Envelope]) -> None:
+        """Write sealed envelopes; :class:`ConcurrencyConflict` if a link is taken already."""
+        if not sealed:
+            return
         try:
             if self._driver is not None:
                 rows = [
@@ -341,10 +390,10 @@ class UnitOfWork:
                 )
         except Exception as error:
             if _is_unique_violation(error):
-                raise ConcurrencyConflict(aggregate_id, expected.seq) from error
+                first = sealed[0]
+                raise ConcurrencyConflict(first.aggregate_id, first.aggregate_seq - 1) from error
             raise
         self.appended.extend(sealed)
-        return sealed
 
     async def read_stream(self, aggregate_id: str) -> list[Envelope]:
         """One application's events, oldest first, as this transaction sees them."""
@@ -354,6 +403,24 @@ class UnitOfWork:
             result = await self.connection.execute(_stream_query(aggregate_id))
             rows = [row._mapping for row in result]
         return [Envelope.model_validate(_envelope_of(row)) for row in rows]
+
+    async def read_streams(self, aggregate_ids: Sequence[str]) -> dict[str, list[Envelope]]:
+        """Several applications' events in one query; an application without any maps to ``[]``."""
+        found: dict[str, list[Envelope]] = {aggregate_id: [] for aggregate_id in aggregate_ids}
+        if not found:
+            return found
+        if self._driver is not None:
+            rows = await self._driver.fetch(_PG_READ_STREAMS, list(found))
+        else:
+            result = await self.connection.execute(
+                sa.select(*_ENVELOPE_COLUMNS)
+                .where(events.c.aggregate_id.in_(list(found)))
+                .order_by(events.c.aggregate_id, events.c.aggregate_seq)
+            )
+            rows = [row._mapping for row in result]
+        for row in rows:
+            found[row["aggregate_id"]].append(Envelope.model_validate(_envelope_of(row)))
+        return found
 
     async def record_inbox(self, consumer: str, event_id: str) -> bool:
         """Claim ``event_id`` for ``consumer``; ``False`` means it was already processed."""
@@ -366,6 +433,15 @@ class UnitOfWork:
             {"consumer": consumer, "event_id": event_id, "processed_at": now},
         )
         return bool(result.rowcount == 1)
+
+    async def record_inbox_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Claim several events at once; returns those not processed before."""
+        if self._driver is not None:
+            rows = await self._driver.fetch(
+                _PG_INSERT_INBOX_MANY, consumer, list(event_ids), self._clock.now()
+            )
+            return {row["event_id"] for row in rows}
+        return {e for e in dict.fromkeys(event_ids) if await self.record_inbox(consumer, e)}
 
 
 _COMPILED: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}

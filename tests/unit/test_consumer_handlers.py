@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from shared.eventstore import EventStore, UnitOfWork, create_engine
 
 TOPIC, DLQ = "voucher.events", "test.dlq"
 SUBMITTED = "voucher.application.submitted"
+APPROVED = "voucher.application.approved"
 
 effects = sa.Table(
     "unit_effects",
@@ -345,3 +346,36 @@ async def test_the_relay_is_woken_once_per_batch_that_applied_something(
     assert sorted(await applied(store)) == sorted(e.event_id for e in events)
     await consumer.process([delivery(value(e), n) for n, e in enumerate(events)])
     assert len(wakes) == 1  # a redelivery applied nothing: nobody is woken
+
+
+async def test_a_batch_handler_gets_consecutive_events_together_and_each_once(
+    store: EventStore,
+) -> None:
+    consumer = IdempotentConsumer("runs", store, retry_delay=0)
+    calls: list[tuple[str, list[str]]] = []
+
+    @consumer.handles_batch(SUBMITTED)
+    async def verify_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        calls.append(("batch", [e.event_id for e in envelopes]))
+        for envelope in envelopes:
+            await record(uow, envelope)
+
+    @consumer.handles(APPROVED)
+    async def issue(uow: UnitOfWork, envelope: Envelope) -> None:
+        calls.append(("one", [envelope.event_id]))
+        await record(uow, envelope)
+
+    a, b, c, d = (sealed(seq=n, aggregate=f"app-{n}") for n in range(1, 5))
+    approved = sealed(APPROVED, seq=2, aggregate="app-1")
+    order = [a, b, b, approved, c, d]  # b redelivered inside the same batch
+    report = await consumer.process([delivery(value(e), n) for n, e in enumerate(order)])
+
+    assert (report.applied, report.duplicates, report.transactions) == (5, 1, 1)
+    assert calls == [
+        ("batch", [a.event_id, b.event_id]),
+        ("one", [approved.event_id]),
+        ("batch", [c.event_id, d.event_id]),
+    ]
+    assert await applied(store) == [e.event_id for e in (a, b, approved, c, d)]
+    again = await consumer.process([delivery(value(e), 10 + n) for n, e in enumerate(order)])
+    assert (again.applied, again.duplicates) == (0, 6)

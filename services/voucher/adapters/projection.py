@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -82,10 +83,11 @@ _UPDATE_APPLICATION = sa.text(
 )
 
 
-async def save_application(uow: UnitOfWork, app: Application) -> None:
-    """Insert or update the application's row (on PostgreSQL straight through the driver)."""
-    values = {
+def _row(app: Application) -> dict[str, Any]:
+    return {
         "id": app.id,
+        "programme_id": app.programme_id,
+        "firm_id": app.firm_id,
         "status": str(app.status),
         "approved_amount": app.approved_amount,
         "returned_amount": app.returned_amount,
@@ -95,33 +97,121 @@ async def save_application(uow: UnitOfWork, app: Application) -> None:
         "document": json.dumps(
             application_resource(app), separators=(",", ":"), ensure_ascii=False
         ),
+        "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
-    if app.version == 1:
-        await uow.write(
-            _INSERT_APPLICATION,
-            {
-                **values,
-                "programme_id": app.programme_id,
-                "firm_id": app.firm_id,
-                "created_at": app.created_at,
-            },
-        )
-    else:
-        await uow.write(_UPDATE_APPLICATION, values)
 
 
-_LOCK_APPLICATION = sa.text("SELECT id FROM applications WHERE id = :id FOR UPDATE")
+async def save_application(uow: UnitOfWork, app: Application, *, new: bool | None = None) -> None:
+    """Insert or update the application's row (on PostgreSQL straight through the driver).
+
+    ``new``: whether the row is missing; by default, whether this is the first version.
+    """
+    await save_applications(uow, [app], new={app.id} if (new or app.version == 1) else set())
+
+
+async def save_applications(uow: UnitOfWork, apps: list[Application], new: set[str]) -> None:
+    """Insert the rows of the applications in ``new``, update the others: two round trips at most."""
+    rows = [_row(app) for app in apps]
+    await uow.write_many(_INSERT_APPLICATION, [r for r in rows if r["id"] in new])
+    await uow.write_many(_UPDATE_APPLICATION, [r for r in rows if r["id"] not in new])
+
+
+_LOCK_APPLICATIONS = sa.text(
+    "SELECT id FROM applications WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id FOR UPDATE"
+)
 
 
 async def lock_application(uow: UnitOfWork, application_id: str) -> None:
-    """Hold the application's row until the transaction ends (PostgreSQL; SQLite writers queue anyway)."""
-    if uow.connection.dialect.name == "postgresql":
-        await uow.connection.execute(
-            sa.select(applications.c.id)
-            .where(applications.c.id == application_id)
-            .with_for_update()
+    await lock_applications(uow, [application_id])
+
+
+async def lock_applications(uow: UnitOfWork, application_ids: list[str]) -> None:
+    """Hold the applications' rows until the transaction ends, taken in id order so that
+    two transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite
+    writers queue for the whole database anyway)."""
+    if uow.connection.dialect.name == "postgresql" and application_ids:
+        await uow.fetch_all(_LOCK_APPLICATIONS, {"ids": application_ids})
+
+
+HOLDING = ("approved", "issued", "closed", "expired")
+"""Statuses in which an application holds part of the firm's per-programme maximum."""
+OPEN = ("verified", "approved", "issued")
+"""Statuses of an application that is still open: one per firm and programme."""
+
+_FIRM_APPLICATIONS = sa.text(
+    "SELECT id, firm_id, programme_id, status, approved_amount, returned_amount"
+    " FROM applications WHERE firm_id = ANY(CAST(:firms AS TEXT[]))"
+)
+
+
+@dataclass
+class FirmBook:
+    """Every application of some firms, as verification needs them: what each firm holds
+    in a programme and whether it has another open application there.
+
+    Loaded once for a batch of verifications and kept current with :meth:`note`, so
+    that a verification sees the ones decided before it in the same transaction.
+    """
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    firms: set[str] = field(default_factory=set)
+
+    async def load(self, uow: UnitOfWork, firm_ids: set[str]) -> None:
+        missing = sorted(firm_ids - self.firms)
+        if not missing:
+            return
+        if uow.connection.dialect.name == "postgresql":
+            found = await uow.fetch_all(_FIRM_APPLICATIONS, {"firms": missing})
+        else:
+            found = [
+                dict(r._mapping)
+                for r in await uow.connection.execute(
+                    sa.select(
+                        applications.c.id,
+                        applications.c.firm_id,
+                        applications.c.programme_id,
+                        applications.c.status,
+                        applications.c.approved_amount,
+                        applications.c.returned_amount,
+                    ).where(applications.c.firm_id.in_(missing))
+                )
+            ]
+        for row in found:
+            self.rows[row["id"]] = row
+        self.firms.update(missing)
+
+    def note(self, app: Application) -> None:
+        self.rows[app.id] = {
+            "id": app.id,
+            "firm_id": app.firm_id,
+            "programme_id": app.programme_id,
+            "status": str(app.status),
+            "approved_amount": app.approved_amount,
+            "returned_amount": app.returned_amount,
+        }
+
+    def _others(self, firm_id: str, programme_id: str, exclude: str) -> list[dict[str, Any]]:
+        assert firm_id in self.firms, f"firm {firm_id} was not loaded"
+        return [
+            r
+            for r in self.rows.values()
+            if r["firm_id"] == firm_id and r["programme_id"] == programme_id and r["id"] != exclude
+        ]
+
+    def held(self, firm_id: str, programme_id: str, exclude: str) -> int:
+        """Won the firm holds in the programme from its other vouchers (less returns)."""
+        return sum(
+            (r["approved_amount"] or 0) - (r["returned_amount"] or 0)
+            for r in self._others(firm_id, programme_id, exclude)
+            if r["status"] in HOLDING
         )
+
+    def other_open(self, firm_id: str, programme_id: str, exclude: str) -> str | None:
+        for r in self._others(firm_id, programme_id, exclude):
+            if r["status"] in OPEN:
+                return str(r["id"])
+        return None
 
 
 async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redemption) -> None:
@@ -144,43 +234,6 @@ async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redempt
         await uow.connection.execute(
             redemptions.update().where(redemptions.c.id == redemption.id).values(**values)
         )
-
-
-async def firm_holdings(uow: UnitOfWork, firm_id: str, programme_id: str, exclude: str) -> int:
-    """Won the firm holds in the programme from its other approved vouchers (less returns)."""
-    held = (
-        await uow.connection.execute(
-            sa.select(
-                sa.func.coalesce(
-                    sa.func.sum(applications.c.approved_amount - applications.c.returned_amount), 0
-                )
-            ).where(
-                applications.c.firm_id == firm_id,
-                applications.c.programme_id == programme_id,
-                applications.c.id != exclude,
-                applications.c.status.in_(("approved", "issued", "closed", "expired")),
-            )
-        )
-    ).scalar_one()
-    return int(held)
-
-
-async def other_open_application(
-    uow: UnitOfWork, firm_id: str, programme_id: str, exclude: str
-) -> str | None:
-    found = (
-        await uow.connection.execute(
-            sa.select(applications.c.id)
-            .where(
-                applications.c.firm_id == firm_id,
-                applications.c.programme_id == programme_id,
-                applications.c.id != exclude,
-                applications.c.status.in_(("verified", "approved", "issued")),
-            )
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    return str(found) if found is not None else None
 
 
 async def hold_budget(uow: UnitOfWork, programme_id: str, amount: int) -> bool:

@@ -23,8 +23,8 @@ def subscribe_stages(runtime: ServiceRuntime, service: VoucherService) -> Idempo
         ignore_unknown=True,  # the topic carries every voucher event; these stages want three
         on_applied=runtime.wake_relay,  # the stages' own events go out without waiting a poll
     )
-    stages.handles(E.SUBMITTED)(service.when_application_submitted_verify)
-    stages.handles(E.APPROVED)(service.when_application_approved_issue_voucher)
+    stages.handles_batch(E.SUBMITTED)(service.when_applications_submitted_verify)
+    stages.handles_batch(E.APPROVED)(service.when_applications_approved_issue_vouchers)
     stages.handles(E.REDEMPTION_REQUESTED)(service.when_redemption_requested_pay)
     runtime.extras.setdefault("consumers", []).append(stages)
     stages.subscribe(

@@ -1,0 +1,101 @@
+"""The verification and issue stages take a consumer batch together (PostgreSQL and SQLite).
+
+A batch shares one transaction and a few statements; what each application gets
+must be what it would have got one by one, also when two in the batch concern
+the same firm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+
+import pytest
+
+from services.voucher.adapters import projection
+from services.voucher.adapters.payouts import LedgerPayouts
+from services.voucher.adapters.tables import metadata as voucher_tables
+from services.voucher.domain.decider import SubmitApplication
+from services.voucher.domain.model import E, Firm
+from services.voucher.main import default_catalogue
+from services.voucher.service_layer import VoucherService, new_id
+from shared.clock import FixedClock
+from shared.contracts import Actor, Envelope, Role, verify_chain
+from shared.eventstore import EventContext, EventStore
+from tests.integration.voucher.conftest import FIRM_ID, OTHER_FIRM_ID
+
+PROGRAMME = "cluster-startup-support-2026"
+
+
+@pytest.fixture
+async def service(store: EventStore) -> AsyncIterator[VoucherService]:
+    from services.voucher.domain.programmes import load_catalogue
+
+    programmes = load_catalogue(default_catalogue())
+    async with store.engine.begin() as connection:
+        await connection.run_sync(voucher_tables.create_all)
+        await projection.ensure_budgets(
+            connection, {p.id: p.budget_total for p in programmes.values()}
+        )
+    clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
+    yield VoucherService(store, programmes, LedgerPayouts(), clock)
+
+
+async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_000) -> Envelope:
+    command = SubmitApplication(
+        programme_id=PROGRAMME,
+        firm=Firm(
+            firm_id=firm_id,
+            name="Hanbit Bio",
+            founded_on=date(2023, 3, 2),
+            size="sme",
+            cluster="osong-bio",
+            industry="advanced_bio",
+        ),
+        service_category="legal",
+        requested_amount=amount,
+        purpose="patent filing",
+    )
+    context = EventContext(
+        actor=Actor(sub="ceo", role=Role.FIRM), correlation_id=new_id("c"), firm_id=firm_id
+    )
+    async with service.store.transaction() as uow:
+        outcome = await service.submit(uow, new_id("app"), command, context)
+    [event] = outcome.events
+    return event
+
+
+async def status_of(service: VoucherService, application_id: str) -> dict:
+    async with service.store.engine.connect() as connection:
+        document = await projection.get_document(connection, application_id)
+    assert document is not None
+    return document
+
+
+async def test_two_applications_of_one_firm_in_one_batch_are_not_both_verified(
+    service: VoucherService,
+) -> None:
+    first = await submitted(service, FIRM_ID)
+    second = await submitted(service, FIRM_ID)
+    other_firm = await submitted(service, OTHER_FIRM_ID)
+
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [first, second, other_firm])
+
+    assert (await status_of(service, first.aggregate_id))["status"] == "verified"
+    later = await status_of(service, second.aggregate_id)
+    assert later["status"] == "rejected"
+    assert [r["code"] for r in later["rejection_reasons"]] == ["duplicate_open_application"]
+    assert (await status_of(service, other_firm.aggregate_id))["status"] == "verified"
+
+
+async def test_an_event_handled_twice_in_one_batch_changes_its_application_once(
+    service: VoucherService,
+) -> None:
+    event = await submitted(service, FIRM_ID)
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [event, event])
+    chain = await service.store.read_stream(event.aggregate_id)
+    assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED]
+    assert verify_chain([e.to_json_dict() for e in chain]).ok
+    assert (await status_of(service, event.aggregate_id))["version"] == 2
