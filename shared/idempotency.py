@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,51 @@ _REMEMBER = sa.text(
 ).bindparams(sa.bindparam("created_at", type_=UTCDateTime))
 
 
+_LOOKUP_MANY = sa.text(
+    "SELECT principal, key, request_hash, status_code, body FROM idempotency_keys"
+    " WHERE key = ANY(CAST(:keys AS TEXT[])) AND principal = ANY(CAST(:principals AS TEXT[]))"
+)
+
+
 async def replay(
     uow: UnitOfWork, principal: str, key: str, fingerprint: str
 ) -> StoredResponse | None:
     """The recorded response for this key, or ``None`` if the key is new; 409 if reused."""
     row = await uow.fetch_one(_LOOKUP, {"principal": principal, "key": key})
+    return _replayed(row, fingerprint)
+
+
+async def replay_many(
+    uow: UnitOfWork, requests: Sequence[tuple[str, str, str]]
+) -> list[StoredResponse | Problem | None]:
+    """:func:`replay` for several ``(principal, key, fingerprint)`` at once, in one query
+    on PostgreSQL; a reused key gets its 409 as a value instead of raised."""
+    if uow.connection.dialect.name != "postgresql":
+        found: list[StoredResponse | Problem | None] = []
+        for principal, key, fingerprint in requests:
+            try:
+                found.append(await replay(uow, principal, key, fingerprint))
+            except Problem as problem:
+                found.append(problem)
+        return found
+    rows = await uow.fetch_all(
+        _LOOKUP_MANY,
+        {
+            "keys": sorted({key for _, key, _ in requests}),
+            "principals": sorted({principal for principal, _, _ in requests}),
+        },
+    )
+    recorded = {(row["principal"], row["key"]): row for row in rows}
+    answers: list[StoredResponse | Problem | None] = []
+    for principal, key, fingerprint in requests:
+        try:
+            answers.append(_replayed(recorded.get((principal, key)), fingerprint))
+        except Problem as problem:
+            answers.append(problem)
+    return answers
+
+
+def _replayed(row: Mapping[str, Any] | None, fingerprint: str) -> StoredResponse | None:
     if row is None:
         return None
     if row["request_hash"] != fingerprint:
@@ -85,14 +126,25 @@ async def remember(
     uow: UnitOfWork, principal: str, key: str, fingerprint: str, response: StoredResponse
 ) -> None:
     """Record the response in the command's own transaction."""
-    await uow.write(
+    await remember_many(uow, [(principal, key, fingerprint, response)])
+
+
+async def remember_many(
+    uow: UnitOfWork, responses: Sequence[tuple[str, str, str, StoredResponse]]
+) -> None:
+    """Record several ``(principal, key, fingerprint, response)`` in one round trip."""
+    now = uow.now
+    await uow.write_many(
         _REMEMBER,
-        {
-            "principal": principal,
-            "key": key,
-            "request_hash": fingerprint,
-            "status_code": response.status_code,
-            "body": json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),
-            "created_at": uow.now,
-        },
+        [
+            {
+                "principal": principal,
+                "key": key,
+                "request_hash": fingerprint,
+                "status_code": response.status_code,
+                "body": json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),
+                "created_at": now,
+            }
+            for principal, key, fingerprint, response in responses
+        ],
     )

@@ -30,9 +30,11 @@ from services.voucher.domain.errors import (
     InvalidTransition,
     NotFound,
     Unprocessable,
+    VoucherError,
 )
 from services.voucher.domain.model import Application, E, Status, evolve, fold
 from services.voucher.domain.programmes import Programme
+from shared.batching import GroupCommit
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, NewEvent, Role
 from shared.eventstore import (
@@ -41,7 +43,9 @@ from shared.eventstore import (
     EventStore,
     StreamVersion,
     UnitOfWork,
+    is_unique_violation,
 )
+from shared.idempotency import StoredResponse, remember_many, replay_many
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
 PAYOUT_STAGE = Actor(sub="voucher-payout", role=Role.SYSTEM)
@@ -58,6 +62,19 @@ class Step:
     command: Any
     """A command, or an async function of the application's state returning one (or None)."""
     context: EventContext
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A command from an HTTP request, with what its answer depends on."""
+
+    principal: str
+    """Who asked (the token's subject): Idempotency-Keys are theirs."""
+    key: str | None
+    fingerprint: str
+    """The request's method, path and body, hashed: a reused key must match it."""
+    step: Step
+    status_code: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,8 @@ class VoucherService:
         self.programmes = programmes
         self.payouts = payouts
         self.clock = clock
+        self.submissions = self.group_commit("submissions", fresh=True)
+        self.decisions = self.group_commit("decisions")
 
     # --- the shared path of every command ---------------------------------------------
 
@@ -123,6 +142,24 @@ class VoucherService:
         A later step sees what the earlier ones did (also to the same application);
         ``after_each`` hears of every application a step changed.
         """
+        outcomes = await self._run_steps(uow, steps, fresh=fresh, after_each=after_each)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, Outcome)]
+
+    async def _run_steps(
+        self,
+        uow: UnitOfWork,
+        steps: Sequence[Step],
+        *,
+        fresh: bool = False,
+        after_each: Callable[[Application], None] | None = None,
+        isolate: bool = False,
+    ) -> list[Outcome | VoucherError]:
+        """The work of :meth:`execute_many`. ``isolate``: a step refused by the rules gets
+        its error as its result and changes nothing, and the steps after it go on (its
+        events were only sealed, not written: writes come last, for all steps at once)."""
         ids = list(dict.fromkeys(step.application_id for step in steps))
         if fresh:
             histories: dict[str, list[Envelope]] = {i: [] for i in ids}
@@ -132,23 +169,30 @@ class VoucherService:
             histories = await uow.read_streams(ids)
         states = {i: fold(history) for i, history in histories.items()}
         versions = {i: StreamVersion.after(history) for i, history in histories.items()}
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | VoucherError] = []
         sealed: list[Envelope] = []
         for step in steps:
             state = states[step.application_id]
-            if state is None and not fresh:
-                raise NotFound(f"there is no application {step.application_id}")
-            command = step.command
-            if callable(command):
-                assert state is not None
-                command = await command(state)
-                if command is None:
-                    outcomes.append(Outcome(state, []))
-                    continue
+            try:
+                if state is None and not fresh:
+                    raise NotFound(f"there is no application {step.application_id}")
+                command = step.command
+                if callable(command):
+                    assert state is not None
+                    command = await command(state)
+                    if command is None:
+                        outcomes.append(Outcome(state, []))
+                        continue
+                new_events = decide(command, state)
+            except VoucherError as error:
+                if not isolate:
+                    raise
+                outcomes.append(error)
+                continue
             appended = uow.seal(
                 step.application_id,
                 versions[step.application_id],
-                decide(command, state),
+                new_events,
                 _with_owner(step.context, state),
             )
             for event in appended:
@@ -201,11 +245,17 @@ class VoucherService:
         command: SubmitApplication,
         context: EventContext,
     ) -> Outcome:
+        return await self.execute(
+            uow, application_id, self.submission(command), context, fresh=True
+        )
+
+    def submission(self, command: SubmitApplication) -> SubmitApplication:
+        """``command``, once its programme is known to exist (422 naming the field if not)."""
         if command.programme_id not in self.programmes:
             raise Unprocessable(
                 f"there is no programme {command.programme_id!r}", field="programme_id"
             )
-        return await self.execute(uow, application_id, command, context, fresh=True)
+        return command
 
     async def decide_application(
         self,
@@ -217,6 +267,27 @@ class VoucherService:
         approved_amount: int | None,
         context: EventContext,
     ) -> Outcome:
+        step = self.decision(
+            application_id,
+            decision=decision,
+            reason=reason,
+            approved_amount=approved_amount,
+            context=context,
+        )
+        outcome = await self.execute(uow, step.application_id, step.command, step.context)
+        await self.hold_budgets(uow, [outcome])
+        return outcome
+
+    def decision(
+        self,
+        application_id: str,
+        *,
+        decision: str,
+        reason: str,
+        approved_amount: int | None,
+        context: EventContext,
+    ) -> Step:
+        """An officer's decision; an approval must then hold its budget (:meth:`hold_budgets`)."""
 
         async def command(state: Application) -> DecideApplication:
             return DecideApplication(
@@ -227,16 +298,88 @@ class VoucherService:
                 approved_amount=approved_amount,
             )
 
-        outcome = await self.execute(uow, application_id, command, context)
-        if any(e.type == E.APPROVED for e in outcome.events):
-            amount = outcome.application.approved_amount or 0
-            programme_id = outcome.application.programme_id
+        return Step(application_id, command, context)
+
+    async def hold_budgets(self, uow: UnitOfWork, outcomes: Sequence[Outcome]) -> None:
+        """Take what the approvals among ``outcomes`` granted from their programmes' budgets,
+        one statement per programme; :class:`BudgetExhausted` if a budget cannot hold it."""
+        totals: dict[str, int] = {}
+        for outcome in outcomes:
+            if any(e.type == E.APPROVED for e in outcome.events):
+                programme_id = outcome.application.programme_id
+                amount = outcome.application.approved_amount or 0
+                totals[programme_id] = totals.get(programme_id, 0) + amount
+        for programme_id, amount in sorted(totals.items()):
             if not await projection.hold_budget(uow, programme_id, amount):
                 raise BudgetExhausted(
                     f"the programme budget cannot hold {amount} won; nothing was approved",
                     amount=amount,
                 )
-        return outcome
+
+    # --- the same commands, from many requests at once ----------------------------------
+
+    async def answer(
+        self, uow: UnitOfWork, requests: Sequence[CommandRequest], *, fresh: bool = False
+    ) -> list[StoredResponse | Exception]:
+        """Run the requests' commands in ``uow``, in order, each answered as if alone.
+
+        A repeated Idempotency-Key gets its recorded answer; a command the rules refuse
+        gets its error and writes nothing. Raises (and the caller must roll back and run
+        the requests one by one) if something beyond one request's own rules fails: a
+        budget that cannot hold all approvals together, a key or version taken meanwhile.
+        """
+        results: list[StoredResponse | Exception | None] = [None] * len(requests)
+        keyed = [(i, r.principal, r.key, r.fingerprint) for i, r in enumerate(requests) if r.key]
+        replays = await replay_many(uow, [(p, k, f) for _, p, k, f in keyed])
+        for (i, *_), replayed in zip(keyed, replays, strict=True):
+            results[i] = replayed
+        todo = [i for i, result in enumerate(results) if result is None]
+        outcomes = await self._run_steps(
+            uow, [requests[i].step for i in todo], fresh=fresh, isolate=True
+        )
+        await self.hold_budgets(uow, [o for o in outcomes if isinstance(o, Outcome)])
+        remembered: list[tuple[str, str, str, StoredResponse]] = []
+        for i, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = outcome
+                continue
+            request = requests[i]
+            response = StoredResponse(
+                request.status_code, projection.application_resource(outcome.application)
+            )
+            results[i] = response
+            if request.key:
+                remembered.append((request.principal, request.key, request.fingerprint, response))
+        await remember_many(uow, remembered)
+        return [result for result in results if result is not None]
+
+    def group_commit(
+        self, name: str, *, fresh: bool = False
+    ) -> GroupCommit[CommandRequest, StoredResponse]:
+        """Requests that arrive together share a transaction (see :mod:`shared.batching`)."""
+
+        async def together(requests: Sequence[CommandRequest]) -> list[StoredResponse | Exception]:
+            async def work(uow: UnitOfWork) -> list[StoredResponse | Exception]:
+                return await self.answer(uow, requests, fresh=fresh)
+
+            return await self.in_transaction(work, attempts=1)
+
+        async def alone(request: CommandRequest) -> StoredResponse:
+            async def work(uow: UnitOfWork) -> StoredResponse:
+                [result] = await self.answer(uow, [request], fresh=fresh)
+                if isinstance(result, Exception):
+                    raise result
+                return result
+
+            try:
+                return await self.in_transaction(work)
+            except Exception as error:
+                if not request.key or not is_unique_violation(error):
+                    raise
+                # the same key raced us and won: answer with what it recorded
+                return await self.in_transaction(work)
+
+        return GroupCommit(name, together, alone)
 
     async def withdraw(
         self, uow: UnitOfWork, application_id: str, reason: str, context: EventContext
@@ -437,4 +580,4 @@ def _with_owner(context: EventContext, state: Application | None) -> EventContex
     )
 
 
-__all__ = ["DuplicateProvider", "Outcome", "Step", "VoucherService"]
+__all__ = ["CommandRequest", "DuplicateProvider", "Outcome", "Step", "VoucherService"]

@@ -11,6 +11,7 @@ from shared.eventstore.store import (
     StoredEvent,
     StreamVersion,
     UnitOfWork,
+    is_unique_violation,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "events",
     "inbox",
     "is_sqlite",
+    "is_unique_violation",
     "metadata",
 ]

@@ -389,7 +389,7 @@ class UnitOfWork:
                     ],
                 )
         except Exception as error:
-            if _is_unique_violation(error):
+            if is_unique_violation(error):
                 first = sealed[0]
                 raise ConcurrencyConflict(first.aggregate_id, first.aggregate_seq - 1) from error
             raise
@@ -458,7 +458,9 @@ def _compiled(statement: sa.TextClause, dialect: Any) -> tuple[str, tuple[str, .
     return found
 
 
-def _is_unique_violation(error: BaseException) -> bool:
+def is_unique_violation(error: BaseException) -> bool:
+    """A unique constraint refused a write, whether the error came through SQLAlchemy
+    or straight from the driver (the store's hot statements bypass SQLAlchemy)."""
     if isinstance(error, IntegrityError):
         return True
     sqlstate = getattr(error, "sqlstate", None)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from pydantic import BaseModel
 
 from services.voucher.adapters import projection
 from services.voucher.domain.decider import SubmitApplication
@@ -21,10 +21,11 @@ from services.voucher.entrypoints.schemas import (
     SubmitApplicationIn,
     WithdrawalIn,
 )
-from services.voucher.service_layer import VoucherService, new_id
+from services.voucher.service_layer import CommandRequest, Step, VoucherService, new_id
 from shared.auth import CurrentPrincipal, Principal, require_role
+from shared.batching import GroupCommit
 from shared.contracts import Role
-from shared.eventstore import EventContext, UnitOfWork
+from shared.eventstore import EventContext, UnitOfWork, is_unique_violation
 from shared.idempotency import StoredResponse, remember, replay, request_fingerprint, require_key
 from shared.problems import Problem
 
@@ -76,11 +77,29 @@ async def respond(
 
     try:
         stored = await service.in_transaction(attempt)
-    except IntegrityError:
-        if key is None:
+    except Exception as error:
+        if key is None or not is_unique_violation(error):
             raise
         # the same key raced us and won: answer with what it recorded
         stored = await service.in_transaction(attempt)
+    request.app.state.runtime.wake_relay()
+    return JSONResponse(stored.body, status_code=stored.status_code)
+
+
+async def together(
+    request: Request,
+    commits: GroupCommit[CommandRequest, StoredResponse],
+    principal: Principal,
+    key: str | None,
+    body: BaseModel,
+    step: Step,
+    status_code: int,
+) -> JSONResponse:
+    """Like :func:`respond`, in a transaction shared with the requests arriving meanwhile."""
+    fingerprint = request_fingerprint(
+        request.method, request.url.path, body.model_dump(mode="json")
+    )
+    stored = await commits(CommandRequest(principal.sub, key, fingerprint, step, status_code))
     request.app.state.runtime.wake_relay()
     return JSONResponse(stored.body, status_code=stored.status_code)
 
@@ -161,11 +180,8 @@ async def submit_application(
         purpose=body.purpose,
     )
 
-    async def work(uow: UnitOfWork) -> StoredResponse:
-        outcome = await service.submit(uow, new_id("app"), command, context_of(request, firm))
-        return StoredResponse(201, projection.application_resource(outcome.application))
-
-    return await respond(request, service, firm, key, body.model_dump(mode="json"), work)
+    step = Step(new_id("app"), service.submission(command), context_of(request, firm))
+    return await together(request, service.submissions, firm, key, body, step, 201)
 
 
 @router.get("/applications", tags=["applications"])
@@ -237,18 +253,14 @@ async def decide_application(
 ) -> JSONResponse:
     """Approve or reject a verified application (officers; four eyes above the threshold)."""
 
-    async def work(uow: UnitOfWork) -> StoredResponse:
-        outcome = await service.decide_application(
-            uow,
-            application_id,
-            decision=body.decision,
-            reason=body.reason,
-            approved_amount=body.approved_amount,
-            context=context_of(request, officer),
-        )
-        return StoredResponse(200, projection.application_resource(outcome.application))
-
-    return await respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    step = service.decision(
+        application_id,
+        decision=body.decision,
+        reason=body.reason,
+        approved_amount=body.approved_amount,
+        context=context_of(request, officer),
+    )
+    return await together(request, service.decisions, officer, key, body, step, 200)
 
 
 @router.post("/applications/{application_id}/withdrawal", tags=["applications"])

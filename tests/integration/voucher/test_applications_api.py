@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 
+import httpx
 import rfc8785
 
 from shared.contracts import verify_chain
@@ -203,3 +205,37 @@ async def test_officer_registers_a_provider_others_cannot(voucher: VoucherHarnes
     assert duplicate.status_code == 409
     listed = await voucher.client.get("/v1/providers", headers=voucher.provider())
     assert "prov-daejeon-ip" in [p["id"] for p in listed.json()]
+
+
+async def test_submissions_arriving_together_each_get_their_own_answer(
+    voucher: VoucherHarness,
+) -> None:
+    """Concurrent requests share transactions; none may change another's answer."""
+    taken = await submit(voucher, key="taken")
+
+    async def post(key: str, **overrides: object) -> httpx.Response:
+        return await voucher.client.post(
+            "/v1/applications",
+            json=application_body(**overrides),
+            headers={**voucher.firm(), "Idempotency-Key": key},
+        )
+
+    answers = await asyncio.gather(
+        *(post(f"new-{n}", requested_amount=1_000_000 + n) for n in range(6)),
+        post("taken", requested_amount=9_000_000),  # the key was used for another body
+        post("twin"),
+        post("twin"),  # the same request twice at once: one application
+        post("bad", programme_id="no-such-programme"),
+    )
+    fresh, reused, twin_a, twin_b, bad = answers[:6], answers[6], answers[7], answers[8], answers[9]
+    assert [r.status_code for r in fresh] == [201] * 6
+    assert sorted(r.json()["requested_amount"] for r in fresh) == [1_000_000 + n for n in range(6)]
+    assert reused.status_code == 409 and reused.json()["type"].endswith("idempotency-key-reused")
+    assert twin_a.status_code == twin_b.status_code == 201
+    assert twin_a.json()["id"] == twin_b.json()["id"]
+    assert bad.status_code == 422
+    listed = await voucher.client.get(
+        "/v1/applications", params={"limit": 200}, headers=voucher.firm()
+    )
+    ids = {a["id"] for a in listed.json()["items"]}
+    assert ids == {taken["id"], twin_a.json()["id"], *(r.json()["id"] for r in fresh)}
