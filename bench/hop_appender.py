@@ -12,6 +12,8 @@ import asyncio
 import sys
 import time
 
+import uvloop
+
 from bench.relay import CONTEXT, EVENT
 from shared.clock import SystemClock
 from shared.eventstore import NEW_STREAM, EventStore, StreamVersion, create_engine
@@ -36,4 +38,4 @@ async def main(url: str, rate: float, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))
+    uvloop.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))  # as under uvicorn

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import uvloop
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -55,4 +56,4 @@ async def main(bootstrap: str, topic: str, expected: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    uvloop.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))  # as under uvicorn

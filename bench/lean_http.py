@@ -37,27 +37,37 @@ class LeanClient:
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         async with self._slots:
-            if self._idle.empty():
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            else:
+            if not self._idle.empty():
                 reader, writer = self._idle.get_nowait()
-            try:
-                writer.write(request)
-                status_line = await reader.readline()
-                if not status_line:
-                    raise HTTPError("the server closed the connection")
-                status = int(status_line.split(b" ", 2)[1])
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                answer = await reader.readexactly(length)
-            except BaseException:
-                writer.close()
-                raise
-            self._idle.put_nowait((reader, writer))
-            return status, answer
+                try:
+                    return await self._on(reader, writer, request)
+                except (HTTPError, ConnectionError):
+                    # closed by the server while idle (keep-alive timeout): again on a new
+                    # one; the bench's POSTs carry Idempotency-Keys, so a resend is safe
+                    pass
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            return await self._on(reader, writer, request)
+
+    async def _on(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        try:
+            writer.write(request)
+            status_line = await reader.readline()
+            if not status_line:
+                raise HTTPError("the server closed the connection")
+            status = int(status_line.split(b" ", 2)[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            answer = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.put_nowait((reader, writer))
+        return status, answer
 
     async def close(self) -> None:
         while not self._idle.empty():
