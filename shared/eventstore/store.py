@@ -104,11 +104,11 @@ _PG_INSERT_EVENT = (
     " occurred_at, actor, firm_id, correlation_id, causation_id, payload, prev_hash, hash)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb, $12, $13)"
 )
-_PG_READ_STREAM = (
+_PG_SELECT_ENVELOPES = (
     "SELECT event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at, actor,"
     " firm_id, correlation_id, causation_id, payload, prev_hash, hash FROM events"
-    " WHERE aggregate_id = $1 ORDER BY aggregate_seq"
 )
+_PG_READ_STREAM = _PG_SELECT_ENVELOPES + " WHERE aggregate_id = $1 ORDER BY aggregate_seq"
 
 
 def _stream_query(aggregate_id: str) -> sa.Select[Any]:
@@ -120,9 +120,8 @@ def _stream_query(aggregate_id: str) -> sa.Select[Any]:
 
 
 _PG_READ_STREAMS = (
-    "SELECT event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at, actor,"
-    " firm_id, correlation_id, causation_id, payload, prev_hash, hash FROM events"
-    " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id, aggregate_seq"
+    _PG_SELECT_ENVELOPES
+    + " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id, aggregate_seq"
 )
 _PG_INSERT_INBOX_MANY = (
     "INSERT INTO inbox (consumer, event_id, processed_at)"

@@ -102,14 +102,6 @@ def _row(app: Application) -> dict[str, Any]:
     }
 
 
-async def save_application(uow: UnitOfWork, app: Application, *, new: bool | None = None) -> None:
-    """Insert or update the application's row (on PostgreSQL straight through the driver).
-
-    ``new``: whether the row is missing; by default, whether this is the first version.
-    """
-    await save_applications(uow, [app], new={app.id} if (new or app.version == 1) else set())
-
-
 async def save_applications(uow: UnitOfWork, apps: list[Application], new: set[str]) -> None:
     """Insert the rows of the applications in ``new``, update the others: two round trips at most."""
     rows = [_row(app) for app in apps]
@@ -120,10 +112,6 @@ async def save_applications(uow: UnitOfWork, apps: list[Application], new: set[s
 _LOCK_APPLICATIONS = sa.text(
     "SELECT id FROM applications WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id FOR UPDATE"
 )
-
-
-async def lock_application(uow: UnitOfWork, application_id: str) -> None:
-    await lock_applications(uow, [application_id])
 
 
 async def lock_applications(uow: UnitOfWork, application_ids: list[str]) -> None:
