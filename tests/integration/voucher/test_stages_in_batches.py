@@ -17,6 +17,7 @@ from services.voucher.adapters.payouts import LedgerPayouts
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.decider import SubmitApplication
 from services.voucher.domain.model import E, Firm
+from services.voucher.domain.programmes import load_catalogue
 from services.voucher.main import default_catalogue
 from services.voucher.service_layer import VoucherService, new_id
 from shared.clock import FixedClock
@@ -29,8 +30,6 @@ PROGRAMME = "cluster-startup-support-2026"
 
 @pytest.fixture
 async def service(store: EventStore) -> AsyncIterator[VoucherService]:
-    from services.voucher.domain.programmes import load_catalogue
-
     programmes = load_catalogue(default_catalogue())
     async with store.engine.begin() as connection:
         await connection.run_sync(voucher_tables.create_all)
@@ -65,7 +64,7 @@ async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_0
     return event
 
 
-async def status_of(service: VoucherService, application_id: str) -> dict:
+async def document_of(service: VoucherService, application_id: str) -> dict:
     async with service.store.engine.connect() as connection:
         document = await projection.get_document(connection, application_id)
     assert document is not None
@@ -82,11 +81,11 @@ async def test_two_applications_of_one_firm_in_one_batch_are_not_both_verified(
     async with service.store.transaction() as uow:
         await service.when_applications_submitted_verify(uow, [first, second, other_firm])
 
-    assert (await status_of(service, first.aggregate_id))["status"] == "verified"
-    later = await status_of(service, second.aggregate_id)
+    assert (await document_of(service, first.aggregate_id))["status"] == "verified"
+    later = await document_of(service, second.aggregate_id)
     assert later["status"] == "rejected"
     assert [r["code"] for r in later["rejection_reasons"]] == ["duplicate_open_application"]
-    assert (await status_of(service, other_firm.aggregate_id))["status"] == "verified"
+    assert (await document_of(service, other_firm.aggregate_id))["status"] == "verified"
 
 
 async def test_an_event_handled_twice_in_one_batch_changes_its_application_once(
@@ -98,4 +97,4 @@ async def test_an_event_handled_twice_in_one_batch_changes_its_application_once(
     chain = await service.store.read_stream(event.aggregate_id)
     assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED]
     assert verify_chain([e.to_json_dict() for e in chain]).ok
-    assert (await status_of(service, event.aggregate_id))["version"] == 2
+    assert (await document_of(service, event.aggregate_id))["version"] == 2
