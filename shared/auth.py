@@ -27,10 +27,10 @@ class Principal(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    sub: str = Field(min_length=1)
+    sub: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     role: Role
-    firm_id: str | None = None
-    provider_id: str | None = None
+    firm_id: str | None = Field(default=None, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    provider_id: str | None = Field(default=None, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 
     @model_validator(mode="after")
     def _ids_match_role(self) -> Principal:

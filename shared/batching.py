@@ -46,7 +46,10 @@ class GroupCommit(Generic[T, R]):
         self._max_batch = max_batch
         self._concurrency = concurrency
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._workers: set[asyncio.Task[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()  # keeps the running tasks referenced
+        self._running = 0
+        """Workers that will still look at the queue: counted down by the worker itself, in
+        the same step in which it finds the queue empty, never later by a done callback."""
         self.batches = 0
         self.items = 0
         self.fallbacks = 0
@@ -54,19 +57,25 @@ class GroupCommit(Generic[T, R]):
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._workers) < self._concurrency:
+        if self._running < self._concurrency:
+            self._running += 1
             worker = asyncio.create_task(self._work(), name=f"{self.name}-group-commit")
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         return await future
 
     async def _work(self) -> None:
-        while self._queue:
-            taken = self._queue[: self._max_batch]
-            del self._queue[: self._max_batch]
-            live = [(item, future) for item, future in taken if not future.cancelled()]
-            if live:
-                await self._settle(live)
+        try:
+            while self._queue:
+                taken = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                live = [(item, future) for item, future in taken if not future.cancelled()]
+                if live:
+                    await self._settle(live)
+        finally:
+            # no await between the empty queue and this: a request queued after it
+            # finds a free worker slot and starts one
+            self._running -= 1
 
     async def _settle(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in taken]

@@ -22,9 +22,12 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from shared.asyncapi import asyncapi_document
 from shared.auth import HS256Verifier, TokenVerifier
 from shared.clock import Clock, SystemClock
-from shared.eventstore import EventStore, create_engine
+from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
+from shared.edge import EdgeGuard
+from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
 from shared.problems import install_problem_handlers
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
@@ -125,8 +128,14 @@ def create_service_app(
     on_startup: list[Hook] | None = None,
     publishes: bool = True,
     domain_errors: dict[type[Exception], tuple[int, str]] | None = None,
+    events: EventRegistry | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the conventions every service shares."""
+    """A FastAPI app with the conventions every service shares.
+
+    Domain errors map to statuses in one place: not found 404, forbidden 403, conflict
+    409, unprocessable 422 (``domain_errors`` adds a service's own). ``events``: the
+    programme's event types, served as an AsyncAPI document at ``/asyncapi.json``.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -181,7 +190,35 @@ def create_service_app(
             await engine.dispose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
-    install_problem_handlers(app, domain_errors)
+    app.add_middleware(EdgeGuard)
+    install_problem_handlers(
+        app,
+        {
+            NotFound: (404, "Not found"),
+            Forbidden: (403, "Forbidden"),
+            Conflict: (409, "Conflict"),
+            ConcurrencyConflict: (409, "Conflict"),
+            Unprocessable: (422, "Invalid request"),
+            **(domain_errors or {}),
+        },
+    )
+
+    if events is not None:
+        document = asyncapi_document(
+            events,
+            service=settings.service,
+            topic=settings.topic_prefix + events_topic(settings.service),
+            title=f"{title}: events",
+            description=f"Every event of the {settings.service} service, as published on "
+            f"{events_topic(settings.service)}: the envelope is the message value and the "
+            "hash-chain link; key = application id.",
+            servers={"kafka": settings.kafka_bootstrap_servers},
+        )
+
+        @app.get("/asyncapi.json", tags=["operations"])
+        async def asyncapi() -> dict[str, Any]:
+            """The AsyncAPI 3 document of this service's events, generated from their payload types."""
+            return document
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -1,18 +1,19 @@
-"""Use cases of the voucher service: load the application, decide, append, project, in one transaction.
+"""Use cases of the voucher service, on the service kit: what the voucher adds to every
+programme's load-decide-append-project path is its budget, redemptions, providers and stages.
 
 HTTP routes and Kafka consumers both end up here; neither holds a rule of its own.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from services.voucher.adapters import projection
 from services.voucher.adapters.payouts import PayoutGateway, PayoutOrder, payout_id_for
+from services.voucher.adapters.tables import budgets
 from services.voucher.domain.decider import (
+    DECIDER,
     DecideApplication,
     ExpireVoucher,
     IssueVoucher,
@@ -20,76 +21,38 @@ from services.voucher.domain.decider import (
     RequestRedemption,
     SubmitApplication,
     VerifyApplication,
-    WithdrawApplication,
-    decide,
     today_in_korea,
 )
 from services.voucher.domain.errors import (
     BudgetExhausted,
     DuplicateInvoice,
+    DuplicateProvider,
     InvalidTransition,
     NotFound,
     Unprocessable,
-    VoucherError,
 )
-from services.voucher.domain.model import Application, E, Status, evolve, fold
+from services.voucher.domain.events import E, ProviderRegistered
+from services.voucher.domain.model import Application, Status
 from services.voucher.domain.programmes import Programme
-from shared.batching import GroupCommit
 from shared.clock import Clock
-from shared.contracts import Actor, Envelope, NewEvent, Role
+from shared.contracts import Actor, Envelope, Role
+from shared.domain import Decision
 from shared.eventstore import (
     ConcurrencyConflict,
     EventContext,
     EventStore,
     StreamVersion,
     UnitOfWork,
-    is_unique_violation,
 )
-from shared.idempotency import StoredResponse, remember_many, replay_many
+from shared.kit.application import ApplicationService, Outcome, Step, caused_by, new_id
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
+ISSUER = Actor(sub="voucher-issue", role=Role.SYSTEM)
 PAYOUT_STAGE = Actor(sub="voucher-payout", role=Role.SYSTEM)
 EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
 
-T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One command for :meth:`VoucherService.execute_many`."""
-
-    application_id: str
-    command: Any
-    """A command, or an async function of the application's state returning one (or None)."""
-    context: EventContext
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRequest:
-    """A command from an HTTP request, with what its answer depends on."""
-
-    principal: str
-    """Who asked (the token's subject): Idempotency-Keys are theirs."""
-    key: str | None
-    fingerprint: str
-    """The request's method, path and body, hashed: a reused key must match it."""
-    step: Step
-    status_code: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """An application after a command, and the events the command appended."""
-
-    application: Application
-    events: list[Envelope]
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-class VoucherService:
+class VoucherService(ApplicationService[Application]):
     def __init__(
         self,
         store: EventStore,
@@ -97,138 +60,9 @@ class VoucherService:
         payouts: PayoutGateway,
         clock: Clock,
     ) -> None:
-        self.store = store
+        super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.programmes = programmes
         self.payouts = payouts
-        self.clock = clock
-        self.submissions = self.group_commit("submissions", fresh=True)
-        self.decisions = self.group_commit("decisions")
-
-    # --- the shared path of every command ---------------------------------------------
-
-    async def execute(
-        self,
-        uow: UnitOfWork,
-        application_id: str,
-        command: Any,
-        context: EventContext,
-        *,
-        fresh: bool = False,
-    ) -> Outcome:
-        """Decide ``command`` against the application's log and record the outcome in ``uow``.
-
-        ``command`` is a command, or an async function of the application's current state
-        (read once, under the row lock) that returns one, or ``None`` for nothing to do.
-        ``fresh``: the id was minted for this command, so there is no history to read (a
-        clash would still be caught by the store's version check).
-        """
-        [outcome] = await self.execute_many(
-            uow, [Step(application_id, command, context)], fresh=fresh
-        )
-        return outcome
-
-    async def execute_many(
-        self,
-        uow: UnitOfWork,
-        steps: Sequence[Step],
-        *,
-        fresh: bool = False,
-        after_each: Callable[[Application], None] | None = None,
-    ) -> list[Outcome]:
-        """:meth:`execute` for several commands in one transaction, in their order.
-
-        The applications are locked and read together, the events and rows written
-        together: a few round trips for the whole lot instead of a few per command.
-        A later step sees what the earlier ones did (also to the same application);
-        ``after_each`` hears of every application a step changed.
-        """
-        outcomes = await self._run_steps(uow, steps, fresh=fresh, after_each=after_each)
-        for outcome in outcomes:
-            if isinstance(outcome, Exception):
-                raise outcome
-        return [outcome for outcome in outcomes if isinstance(outcome, Outcome)]
-
-    async def _run_steps(
-        self,
-        uow: UnitOfWork,
-        steps: Sequence[Step],
-        *,
-        fresh: bool = False,
-        after_each: Callable[[Application], None] | None = None,
-        isolate: bool = False,
-    ) -> list[Outcome | VoucherError]:
-        """The work of :meth:`execute_many`. ``isolate``: a step refused by the rules gets
-        its error as its result and changes nothing, and the steps after it go on (its
-        events were only sealed, not written: writes come last, for all steps at once)."""
-        ids = list(dict.fromkeys(step.application_id for step in steps))
-        if fresh:
-            histories: dict[str, list[Envelope]] = {i: [] for i in ids}
-        else:
-            # commands on one application queue here instead of failing on the version check
-            await projection.lock_applications(uow, ids)
-            histories = await uow.read_streams(ids)
-        states = {i: fold(history) for i, history in histories.items()}
-        versions = {i: StreamVersion.after(history) for i, history in histories.items()}
-        outcomes: list[Outcome | VoucherError] = []
-        sealed: list[Envelope] = []
-        for step in steps:
-            state = states[step.application_id]
-            try:
-                if state is None and not fresh:
-                    raise NotFound(f"there is no application {step.application_id}")
-                command = step.command
-                if callable(command):
-                    assert state is not None
-                    command = await command(state)
-                    if command is None:
-                        outcomes.append(Outcome(state, []))
-                        continue
-                new_events = decide(command, state)
-            except VoucherError as error:
-                if not isolate:
-                    raise
-                outcomes.append(error)
-                continue
-            appended = uow.seal(
-                step.application_id,
-                versions[step.application_id],
-                new_events,
-                _with_owner(step.context, state),
-            )
-            for event in appended:
-                state = evolve(state, event)
-            if state is None:  # nothing was decided for an application that does not exist
-                raise NotFound(f"there is no application {step.application_id}")
-            if appended:
-                states[step.application_id] = state
-                versions[step.application_id] = StreamVersion.after(appended)
-                sealed.extend(appended)
-                if after_each is not None:
-                    after_each(state)
-            outcomes.append(Outcome(state, appended))
-        await uow.insert(sealed)
-        changed = [
-            state
-            for i, state in states.items()
-            if state is not None and versions[i] != StreamVersion.after(histories[i])
-        ]
-        await projection.save_applications(
-            uow, changed, new={app.id for app in changed if not histories[app.id]}
-        )
-        return outcomes
-
-    async def in_transaction(
-        self, work: Callable[[UnitOfWork], Awaitable[T]], attempts: int = 5
-    ) -> T:
-        """Run ``work`` in its own transaction, again from scratch if another writer got there first."""
-        for attempt in range(attempts):
-            try:
-                async with self.store.transaction() as uow:
-                    return await work(uow)
-            except ConcurrencyConflict:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
 
     def programme(self, programme_id: str) -> Programme:
         found = self.programmes.get(programme_id)
@@ -238,17 +72,6 @@ class VoucherService:
 
     # --- commands from people ----------------------------------------------------------
 
-    async def submit(
-        self,
-        uow: UnitOfWork,
-        application_id: str,
-        command: SubmitApplication,
-        context: EventContext,
-    ) -> Outcome:
-        return await self.execute(
-            uow, application_id, self.submission(command), context, fresh=True
-        )
-
     def submission(self, command: SubmitApplication) -> SubmitApplication:
         """``command``, once its programme is known to exist (422 naming the field if not)."""
         if command.programme_id not in self.programmes:
@@ -257,50 +80,49 @@ class VoucherService:
             )
         return command
 
-    async def decide_application(
-        self,
-        uow: UnitOfWork,
-        application_id: str,
-        *,
-        decision: str,
-        reason: str,
-        approved_amount: int | None,
-        context: EventContext,
-    ) -> Outcome:
-        step = self.decision(
-            application_id,
-            decision=decision,
-            reason=reason,
-            approved_amount=approved_amount,
-            context=context,
-        )
-        outcome = await self.execute(uow, step.application_id, step.command, step.context)
-        await self.hold_budgets(uow, [outcome])
-        return outcome
-
     def decision(
         self,
-        application_id: str,
         *,
-        decision: str,
+        officer: str,
+        decision: Decision,
         reason: str,
         approved_amount: int | None,
-        context: EventContext,
-    ) -> Step:
-        """An officer's decision; an approval must then hold its budget (:meth:`hold_budgets`)."""
+    ) -> Any:
+        """An officer's decision, as a function of the application's state; an approval
+        then holds its budget (:meth:`after_decisions`)."""
 
         async def command(state: Application) -> DecideApplication:
             return DecideApplication(
-                officer=context.actor.sub,
+                officer=officer,
                 decision=decision,
                 reason=reason,
                 programme=self.programme(state.programme_id),
                 approved_amount=approved_amount,
             )
 
-        return Step(application_id, command, context)
+        return command
 
-    async def hold_budgets(self, uow: UnitOfWork, outcomes: Sequence[Outcome]) -> None:
+    async def decide_application(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        *,
+        decision: Decision,
+        reason: str,
+        approved_amount: int | None,
+        context: EventContext,
+    ) -> Outcome[Application]:
+        command = self.decision(
+            officer=context.actor.sub,
+            decision=decision,
+            reason=reason,
+            approved_amount=approved_amount,
+        )
+        outcome = await self.execute(uow, application_id, command, context)
+        await self.after_decisions(uow, [outcome])
+        return outcome
+
+    async def after_decisions(self, uow: UnitOfWork, outcomes: Sequence[Outcome[Any]]) -> None:
         """Take what the approvals among ``outcomes`` granted from their programmes' budgets,
         one statement per programme; :class:`BudgetExhausted` if a budget cannot hold it."""
         totals: dict[str, int] = {}
@@ -310,81 +132,11 @@ class VoucherService:
                 amount = outcome.application.approved_amount or 0
                 totals[programme_id] = totals.get(programme_id, 0) + amount
         for programme_id, amount in sorted(totals.items()):
-            if not await projection.hold_budget(uow, programme_id, amount):
+            if not await budgets.hold(uow, programme_id, amount):
                 raise BudgetExhausted(
                     f"the programme budget cannot hold {amount} won; nothing was approved",
                     amount=amount,
                 )
-
-    # --- the same commands, from many requests at once ----------------------------------
-
-    async def answer(
-        self, uow: UnitOfWork, requests: Sequence[CommandRequest], *, fresh: bool = False
-    ) -> list[StoredResponse | Exception]:
-        """Run the requests' commands in ``uow``, in order, each answered as if alone.
-
-        A repeated Idempotency-Key gets its recorded answer; a command the rules refuse
-        gets its error and writes nothing. Raises (and the caller must roll back and run
-        the requests one by one) if something beyond one request's own rules fails: a
-        budget that cannot hold all approvals together, a key or version taken meanwhile.
-        """
-        results: list[StoredResponse | Exception | None] = [None] * len(requests)
-        keyed = [(i, r.principal, r.key, r.fingerprint) for i, r in enumerate(requests) if r.key]
-        replays = await replay_many(uow, [(p, k, f) for _, p, k, f in keyed])
-        for (i, *_), replayed in zip(keyed, replays, strict=True):
-            results[i] = replayed
-        todo = [i for i, result in enumerate(results) if result is None]
-        outcomes = await self._run_steps(
-            uow, [requests[i].step for i in todo], fresh=fresh, isolate=True
-        )
-        await self.hold_budgets(uow, [o for o in outcomes if isinstance(o, Outcome)])
-        remembered: list[tuple[str, str, str, StoredResponse]] = []
-        for i, outcome in zip(todo, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                results[i] = outcome
-                continue
-            request = requests[i]
-            response = StoredResponse(
-                request.status_code, projection.application_resource(outcome.application)
-            )
-            results[i] = response
-            if request.key:
-                remembered.append((request.principal, request.key, request.fingerprint, response))
-        await remember_many(uow, remembered)
-        return [result for result in results if result is not None]
-
-    def group_commit(
-        self, name: str, *, fresh: bool = False
-    ) -> GroupCommit[CommandRequest, StoredResponse]:
-        """Requests that arrive together share a transaction (see :mod:`shared.batching`)."""
-
-        async def together(requests: Sequence[CommandRequest]) -> list[StoredResponse | Exception]:
-            async def work(uow: UnitOfWork) -> list[StoredResponse | Exception]:
-                return await self.answer(uow, requests, fresh=fresh)
-
-            return await self.in_transaction(work, attempts=1)
-
-        async def alone(request: CommandRequest) -> StoredResponse:
-            async def work(uow: UnitOfWork) -> StoredResponse:
-                [result] = await self.answer(uow, [request], fresh=fresh)
-                if isinstance(result, Exception):
-                    raise result
-                return result
-
-            try:
-                return await self.in_transaction(work)
-            except Exception as error:
-                if not request.key or not is_unique_violation(error):
-                    raise
-                # the same key raced us and won: answer with what it recorded
-                return await self.in_transaction(work)
-
-        return GroupCommit(name, together, alone)
-
-    async def withdraw(
-        self, uow: UnitOfWork, application_id: str, reason: str, context: EventContext
-    ) -> Outcome:
-        return await self.execute(uow, application_id, WithdrawApplication(reason), context)
 
     async def request_redemption(
         self,
@@ -396,7 +148,7 @@ class VoucherService:
         amount: int,
         service_category: str,
         context: EventContext,
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[Outcome[Application], str]:
         application_id = await projection.application_for_voucher(uow.connection, voucher_id)
         if application_id is None:
             raise NotFound(f"there is no voucher {voucher_id}")
@@ -441,14 +193,9 @@ class VoucherService:
                 f"provider:{provider_id}",
                 StreamVersion(),
                 [
-                    NewEvent(
-                        type="voucher.provider.registered",
-                        payload={
-                            "provider_id": provider_id,
-                            "name": name,
-                            "service_categories": categories,
-                        },
-                    )
+                    ProviderRegistered(
+                        provider_id=provider_id, name=name, service_categories=categories
+                    ).event()
                 ],
                 context,
             )
@@ -464,7 +211,6 @@ class VoucherService:
         """Verify submitted applications, together: one read of the firms' other applications."""
         book = projection.FirmBook()
         await book.load(uow, {e.firm_id for e in events if e.firm_id})
-        today = today_in_korea(self.clock.now())
 
         async def command(state: Application) -> VerifyApplication | None:
             if state.status is not Status.SUBMITTED:
@@ -472,14 +218,14 @@ class VoucherService:
             await book.load(uow, {state.firm_id})  # an event without its firm id
             return VerifyApplication(
                 programme=self.programmes.get(state.programme_id),
-                today=today,
+                today=today_in_korea(state.created_at),  # as of the submission, however late
                 held_in_programme=book.held(state.firm_id, state.programme_id, state.id),
                 other_open_application=book.other_open(state.firm_id, state.programme_id, state.id),
             )
 
         await self.execute_many(
             uow,
-            [Step(e.aggregate_id, command, _caused_by(e, VERIFIER)) for e in events],
+            [Step(e.aggregate_id, command, caused_by(e, VERIFIER)) for e in events],
             after_each=book.note,
         )
 
@@ -498,7 +244,7 @@ class VoucherService:
             )
 
         await self.execute_many(
-            uow, [Step(e.aggregate_id, command, _caused_by(e, PAYOUT_STAGE)) for e in events]
+            uow, [Step(e.aggregate_id, command, caused_by(e, ISSUER)) for e in events]
         )
 
     async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
@@ -522,7 +268,7 @@ class VoucherService:
             return PayRedemption(redemption_id=redemption_id, payout_id=receipt.payout_id)
 
         outcome = await self.execute(
-            uow, event.aggregate_id, command, _caused_by(event, PAYOUT_STAGE)
+            uow, event.aggregate_id, command, caused_by(event, PAYOUT_STAGE)
         )
         paid = outcome.application.redemption(redemption_id)
         if outcome.events and paid is not None:
@@ -548,36 +294,11 @@ class VoucherService:
                     return False  # closed or expired meanwhile
                 returned = outcome.application.returned_amount
                 if returned:
-                    await projection.release_budget(uow, outcome.application.programme_id, returned)
+                    await budgets.release(uow, outcome.application.programme_id, returned)
                 return True
 
             expired += await self.in_transaction(expire)
         return expired
 
 
-class DuplicateProvider(InvalidTransition):
-    code = "duplicate_provider"
-
-
-def _caused_by(event: Envelope, actor: Actor) -> EventContext:
-    return EventContext(
-        actor=actor,
-        correlation_id=event.correlation_id,
-        causation_id=event.event_id,
-        firm_id=event.firm_id,
-    )
-
-
-def _with_owner(context: EventContext, state: Application | None) -> EventContext:
-    """Every event of an application carries its owner's firm id, whoever caused it."""
-    if state is None or context.firm_id == state.firm_id:
-        return context
-    return EventContext(
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-        causation_id=context.causation_id,
-        firm_id=state.firm_id,
-    )
-
-
-__all__ = ["CommandRequest", "DuplicateProvider", "Outcome", "Step", "VoucherService"]
+__all__ = ["DuplicateProvider", "VoucherService"]

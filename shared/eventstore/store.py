@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -443,17 +444,27 @@ class UnitOfWork:
         return {e for e in dict.fromkeys(event_ids) if await self.record_inbox(consumer, e)}
 
 
-_COMPILED: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
+_COMPILED: dict[tuple[int, str], tuple[weakref.ref[Any], tuple[str, tuple[str, ...]]]] = {}
 
 
 def _compiled(statement: sa.TextClause, dialect: Any) -> tuple[str, tuple[str, ...]]:
-    """The driver's SQL and parameter order for a text statement, compiled once per process."""
+    """The driver's SQL and parameter order for a text statement, compiled once per statement.
+
+    Keyed by identity and checked through a weak reference: once a statement is
+    collected its id can be reused by another, which must not get the first's SQL.
+    """
     key = (id(statement), dialect.name)
-    found = _COMPILED.get(key)
-    if found is None:
-        compiled = statement.compile(dialect=dialect)
-        found = (str(compiled), tuple(compiled.positiontup or ()))
-        _COMPILED[key] = found
+    entry = _COMPILED.get(key)
+    if entry is not None and entry[0]() is statement:
+        return entry[1]
+    compiled = statement.compile(dialect=dialect)
+    found = (str(compiled), tuple(compiled.positiontup or ()))
+
+    def forget(_: weakref.ref[Any]) -> None:
+        if _COMPILED.get(key, (None,))[0] is _:
+            del _COMPILED[key]
+
+    _COMPILED[key] = (weakref.ref(statement, forget), found)
     return found
 
 

@@ -97,3 +97,15 @@ def test_sizes_are_checked() -> None:
     ledger = Ledger()
     with pytest.raises(ValueError):
         GroupCommit("test", ledger.run_batch, ledger.run_one, max_batch=0)
+
+
+async def test_a_request_arriving_just_as_the_last_worker_exits_is_served() -> None:
+    ledger = Ledger()
+    commit = GroupCommit("test", ledger.run_batch, ledger.run_one, concurrency=1)
+    async with asyncio.timeout(2):  # in this task: wait_for would start commit(2) a pass later
+        assert await commit(1) == 10
+        # The worker that answered 1 has just found the queue empty and ended; this task
+        # runs on in the very next loop pass, before the worker's task is reaped. Its next
+        # request must start a worker of its own, not wait for one that is gone.
+        assert await commit(2) == 20
+        assert await commit(3) == 30

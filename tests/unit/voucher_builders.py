@@ -28,6 +28,7 @@ from services.voucher.domain.decider import (
 from services.voucher.domain.model import Application, Firm, evolve, fold
 from services.voucher.domain.programmes import Programme, load_catalogue
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.domain import Decision
 
 # --- the default catalogue (read once; every test after that is pure) ------------------
 
@@ -118,7 +119,7 @@ def approve(
 ) -> DecideApplication:
     return DecideApplication(
         officer=officer,
-        decision="approve",
+        decision=Decision.APPROVE,
         reason=reason,
         programme=programme,
         approved_amount=amount,
@@ -128,7 +129,9 @@ def approve(
 def reject(
     officer: str = OFFICER_KIM, *, reason: str = "purpose is not a business-support service"
 ) -> DecideApplication:
-    return DecideApplication(officer=officer, decision="reject", reason=reason, programme=STARTUP)
+    return DecideApplication(
+        officer=officer, decision=Decision.REJECT, reason=reason, programme=STARTUP
+    )
 
 
 def withdraw(reason: str = "we found private funding") -> WithdrawApplication:

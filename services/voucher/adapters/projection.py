@@ -1,11 +1,9 @@
-"""Read models kept in step with the log, in the same transaction as the events."""
+"""The voucher's read models, kept in step with the log in the same transaction as the events."""
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,13 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.voucher.adapters.tables import (
     applications,
     ledger_entries,
-    programme_budgets,
     providers,
     redemptions,
 )
 from services.voucher.domain.model import Application, Redemption
 from shared.eventstore import UnitOfWork
-from shared.eventstore.schema import UTCDateTime
+from shared.kit.projection import ApplicationProjection, iso
 
 
 def application_resource(app: Application) -> dict[str, Any]:
@@ -37,7 +34,7 @@ def application_resource(app: Application) -> dict[str, Any]:
         "requested_amount": app.requested_amount,
         "approved_amount": app.approved_amount,
         "approvals": [
-            {"officer": a.officer, "amount": a.amount, "reason": a.reason, "at": _iso(a.at)}
+            {"officer": a.officer, "amount": a.amount, "reason": a.reason, "at": iso(a.at)}
             for a in app.approvals
         ],
         "rejection_reasons": [
@@ -53,73 +50,25 @@ def application_resource(app: Application) -> dict[str, Any]:
         },
         "returned_amount": app.returned_amount,
         "version": app.version,
-        "created_at": _iso(app.created_at),
-        "updated_at": _iso(app.updated_at),
+        "created_at": iso(app.created_at),
+        "updated_at": iso(app.updated_at),
     }
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-_INSERT_APPLICATION = sa.text(
-    "INSERT INTO applications (id, programme_id, firm_id, status, approved_amount,"
-    " returned_amount, voucher_id, voucher_expires_on, version, document, created_at, updated_at)"
-    " VALUES (:id, :programme_id, :firm_id, :status, :approved_amount, :returned_amount,"
-    " :voucher_id, :voucher_expires_on, :version, :document, :created_at, :updated_at)"
-).bindparams(
-    sa.bindparam("created_at", type_=UTCDateTime),
-    sa.bindparam("updated_at", type_=UTCDateTime),
-    sa.bindparam("voucher_expires_on", type_=sa.Date),
-)
-_UPDATE_APPLICATION = sa.text(
-    "UPDATE applications SET status = :status, approved_amount = :approved_amount,"
-    " returned_amount = :returned_amount, voucher_id = :voucher_id,"
-    " voucher_expires_on = :voucher_expires_on, version = :version, document = :document,"
-    " updated_at = :updated_at WHERE id = :id"
-).bindparams(
-    sa.bindparam("updated_at", type_=UTCDateTime),
-    sa.bindparam("voucher_expires_on", type_=sa.Date),
-)
-
-
-def _row(app: Application) -> dict[str, Any]:
+def _columns(app: Application) -> dict[str, Any]:
     return {
-        "id": app.id,
         "programme_id": app.programme_id,
-        "firm_id": app.firm_id,
-        "status": str(app.status),
         "approved_amount": app.approved_amount,
         "returned_amount": app.returned_amount,
         "voucher_id": app.voucher.id if app.voucher else None,
         "voucher_expires_on": app.voucher.expires_on if app.voucher else None,
-        "version": app.version,
-        "document": json.dumps(
-            application_resource(app), separators=(",", ":"), ensure_ascii=False
-        ),
-        "created_at": app.created_at,
-        "updated_at": app.updated_at,
     }
 
 
-async def save_applications(uow: UnitOfWork, apps: list[Application], new: set[str]) -> None:
-    """Insert the rows of the applications in ``new``, update the others: two round trips at most."""
-    rows = [_row(app) for app in apps]
-    await uow.write_many(_INSERT_APPLICATION, [r for r in rows if r["id"] in new])
-    await uow.write_many(_UPDATE_APPLICATION, [r for r in rows if r["id"] not in new])
-
-
-_LOCK_APPLICATIONS = sa.text(
-    "SELECT id FROM applications WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id FOR UPDATE"
+PROJECTION: ApplicationProjection[Application] = ApplicationProjection(
+    applications, application_resource, _columns
 )
-
-
-async def lock_applications(uow: UnitOfWork, application_ids: list[str]) -> None:
-    """Hold the applications' rows until the transaction ends, taken in id order so that
-    two transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite
-    writers queue for the whole database anyway)."""
-    if uow.connection.dialect.name == "postgresql" and application_ids:
-        await uow.fetch_all(_LOCK_APPLICATIONS, {"ids": application_ids})
+"""The applications table as the service kit keeps it."""
 
 
 HOLDING = ("approved", "issued", "closed", "expired")
@@ -224,45 +173,6 @@ async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redempt
         )
 
 
-async def hold_budget(uow: UnitOfWork, programme_id: str, amount: int) -> bool:
-    """Take ``amount`` from the programme's available budget; ``False`` if it cannot hold it."""
-    result = await uow.connection.execute(
-        programme_budgets.update()
-        .where(
-            programme_budgets.c.programme_id == programme_id,
-            programme_budgets.c.budget_available >= amount,
-        )
-        .values(budget_available=programme_budgets.c.budget_available - amount)
-    )
-    return bool(result.rowcount == 1)
-
-
-async def release_budget(uow: UnitOfWork, programme_id: str, amount: int) -> None:
-    await uow.connection.execute(
-        programme_budgets.update()
-        .where(programme_budgets.c.programme_id == programme_id)
-        .values(budget_available=programme_budgets.c.budget_available + amount)
-    )
-
-
-async def ensure_budgets(connection: AsyncConnection, totals: dict[str, int]) -> None:
-    existing = set(
-        (await connection.execute(sa.select(programme_budgets.c.programme_id))).scalars()
-    )
-    for programme_id, total in totals.items():
-        if programme_id not in existing:
-            await connection.execute(
-                programme_budgets.insert().values(
-                    programme_id=programme_id, budget_total=total, budget_available=total
-                )
-            )
-
-
-async def budgets(connection: AsyncConnection) -> dict[str, tuple[int, int]]:
-    rows = await connection.execute(sa.select(programme_budgets))
-    return {r.programme_id: (r.budget_total, r.budget_available) for r in rows}
-
-
 async def save_provider(
     uow: UnitOfWork, provider_id: str, name: str, categories: list[str], by: str
 ) -> None:
@@ -298,7 +208,7 @@ async def list_providers(connection: AsyncConnection) -> list[dict[str, Any]]:
             "id": r.id,
             "name": r.name,
             "service_categories": list(r.service_categories),
-            "registered_at": _iso(r.registered_at),
+            "registered_at": iso(r.registered_at),
         }
         for r in rows
     ]
@@ -343,59 +253,6 @@ async def record_ledger_entry(
     return True
 
 
-async def get_document(connection: AsyncConnection, application_id: str) -> dict[str, Any] | None:
-    row = (
-        await connection.execute(
-            sa.select(applications.c.document).where(applications.c.id == application_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    document = row.document
-    return json.loads(document) if isinstance(document, str) else dict(document)
-
-
-def encode_cursor(created_at: datetime, application_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), application_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    padded = cursor + "=" * (-len(cursor) % 4)
-    created_at, application_id = json.loads(base64.urlsafe_b64decode(padded))
-    return datetime.fromisoformat(created_at), str(application_id)
-
-
-async def list_documents(
-    connection: AsyncConnection,
-    *,
-    firm_id: str | None,
-    status: str | None,
-    after: tuple[datetime, str] | None,
-    limit: int,
-) -> tuple[list[dict[str, Any]], str | None]:
-    query = sa.select(applications.c.document, applications.c.created_at, applications.c.id)
-    if firm_id is not None:
-        query = query.where(applications.c.firm_id == firm_id)
-    if status is not None:
-        query = query.where(applications.c.status == status)
-    if after is not None:
-        query = query.where(
-            sa.tuple_(applications.c.created_at, applications.c.id) > sa.tuple_(*after)
-        )
-    rows = (
-        await connection.execute(
-            query.order_by(applications.c.created_at, applications.c.id).limit(limit + 1)
-        )
-    ).all()
-    page = rows[:limit]
-    documents = [
-        json.loads(r.document) if isinstance(r.document, str) else r.document for r in page
-    ]
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return documents, next_cursor
-
-
 async def redemptions_of(connection: AsyncConnection, voucher_id: str) -> list[dict[str, Any]]:
     rows = await connection.execute(
         sa.select(redemptions)
@@ -412,8 +269,8 @@ async def redemptions_of(connection: AsyncConnection, voucher_id: str) -> list[d
             "service_category": r.service_category,
             "status": r.status,
             "payout_id": r.payout_id,
-            "requested_at": _iso(r.requested_at),
-            "paid_at": _iso(r.paid_at) if r.paid_at else None,
+            "requested_at": iso(r.requested_at),
+            "paid_at": iso(r.paid_at) if r.paid_at else None,
         }
         for r in rows
     ]

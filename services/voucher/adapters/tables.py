@@ -1,55 +1,39 @@
-"""The voucher service's own tables: projections, budgets, providers, redemptions, the ledger."""
+"""The voucher service's own tables: applications, budgets, providers, redemptions, the ledger."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from shared.eventstore.schema import JSONDocument, UTCDateTime
-
-OPEN_VERIFIED = ("verified", "approved", "issued")
+from shared.kit.holds import Pools
+from shared.kit.projection import applications_table
 
 metadata = sa.MetaData()
 Money = sa.BigInteger
 
-applications = sa.Table(
-    "applications",
+applications = applications_table(
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("programme_id", sa.String(100), nullable=False),
-    sa.Column("firm_id", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
     sa.Column("approved_amount", Money, nullable=True),
     sa.Column("returned_amount", Money, nullable=False, server_default="0"),
     sa.Column("voucher_id", sa.String(64), nullable=True, unique=True),
     sa.Column("voucher_expires_on", sa.Date, nullable=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("document", JSONDocument, nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Index("ix_applications_created", "created_at", "id"),
-    sa.Index("ix_applications_status", "status", "created_at", "id"),
-    sa.Index("ix_applications_firm", "firm_id", "programme_id"),
-    sa.Index("ix_applications_expiry", "status", "voucher_expires_on"),
-    # one open, verified application per firm and programme; the verifier relies on it
-    sa.Index(
-        "uq_applications_open_per_firm",
-        "firm_id",
-        "programme_id",
-        unique=True,
-        postgresql_where=sa.text("status IN ('verified', 'approved', 'issued')"),
-        sqlite_where=sa.text("status IN ('verified', 'approved', 'issued')"),
-    ),
+    indexes=[
+        sa.Index("ix_applications_expiry", "status", "voucher_expires_on"),
+        # one open, verified application per firm and programme; the verifier relies on it
+        sa.Index(
+            "uq_applications_open_per_firm",
+            "firm_id",
+            "programme_id",
+            unique=True,
+            postgresql_where=sa.text("status IN ('verified', 'approved', 'issued')"),
+            sqlite_where=sa.text("status IN ('verified', 'approved', 'issued')"),
+        ),
+    ],
 )
 
-programme_budgets = sa.Table(
-    "programme_budgets",
-    metadata,
-    sa.Column("programme_id", sa.String(100), primary_key=True),
-    sa.Column("budget_total", Money, nullable=False),
-    sa.Column("budget_available", Money, nullable=False),
-    sa.CheckConstraint("budget_available >= 0", name="ck_budget_never_negative"),
-    sa.CheckConstraint("budget_available <= budget_total", name="ck_budget_within_total"),
-)
+budgets = Pools(metadata, "programme_budgets")
+"""Each programme's budget: approvals hold from it, expiries give back."""
 
 providers = sa.Table(
     "providers",

@@ -7,9 +7,8 @@ command, so the decider can be run by the service, the tests and the auditors al
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from functools import singledispatch
 from typing import Any
 
@@ -19,15 +18,37 @@ from services.voucher.domain.errors import (
     DuplicateInvoice,
     InvalidTransition,
     OverBalance,
-    SameOfficer,
     VoucherNotRedeemable,
 )
-from services.voucher.domain.model import Application, E, Firm, Reason, Status
-from services.voucher.domain.programmes import Programme, StrategicIndustry
+from services.voucher.domain.events import (
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+    ApplicationVerified,
+    ApplicationWithdrawn,
+    ApprovalRecorded,
+    ReasonPart,
+    RedemptionPaid,
+    RedemptionRequested,
+    VerificationFacts,
+    VoucherClosed,
+    VoucherExpired,
+    VoucherIssued,
+)
+from services.voucher.domain.model import Application, Status, evolve
+from services.voucher.domain.programmes import Programme
 from shared.contracts import NewEvent
-
-BUSINESS_NUMBER = re.compile(r"[0-9]{3}-[0-9]{2}-[0-9]{5}")  # ASCII digits only
-
+from shared.domain import (
+    BUSINESS_NUMBER,
+    Decider,
+    Decision,
+    Firm,
+    Reason,
+    StrategicIndustry,
+    officer_decision,
+    today_in_korea,
+    years_before,
+)
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -45,6 +66,7 @@ class SubmitApplication:
 class VerifyApplication:
     programme: Programme | None
     today: date
+    """The day the rules apply as of: the submission's (a lagging verifier decides the same)."""
     held_in_programme: int
     """What the firm already holds in the programme from other applications, in won."""
     other_open_application: str | None
@@ -54,7 +76,7 @@ class VerifyApplication:
 @dataclass(frozen=True, slots=True)
 class DecideApplication:
     officer: str
-    decision: str  # approve | reject
+    decision: Decision
     reason: str
     programme: Programme
     approved_amount: int | None = None
@@ -108,16 +130,13 @@ def _submit(command: SubmitApplication, state: Application | None) -> list[NewEv
     if state is not None:
         raise InvalidTransition("this application was already submitted")
     return [
-        NewEvent(
-            type=E.SUBMITTED,
-            payload={
-                "programme_id": command.programme_id,
-                "firm": command.firm.to_json(),
-                "service_category": command.service_category,
-                "requested_amount": command.requested_amount,
-                "purpose": command.purpose,
-            },
-        )
+        ApplicationSubmitted(
+            programme_id=command.programme_id,
+            firm=command.firm,
+            service_category=command.service_category,
+            requested_amount=command.requested_amount,
+            purpose=command.purpose,
+        ).event()
     ]
 
 
@@ -125,9 +144,26 @@ def _submit(command: SubmitApplication, state: Application | None) -> list[NewEv
 def _verify(command: VerifyApplication, state: Application | None) -> list[NewEvent]:
     application = _require(state, Status.SUBMITTED, "verify")
     reasons = verification_failures(application, command)
+    facts = verification_facts(application, command)
     if reasons:
-        return [_rejected(reasons, stage="verification")]
-    return [NewEvent(type=E.VERIFIED, payload={"checks": list(CHECKS)})]
+        return [_rejected(reasons, stage="verification", facts=facts)]
+    return [ApplicationVerified(checks=list(CHECKS), facts=facts).event()]
+
+
+def verification_facts(application: Application, command: VerifyApplication) -> VerificationFacts:
+    """What the verification compared, recorded in its event so an auditor can redo it."""
+    programme = command.programme
+    return VerificationFacts(
+        as_of=command.today,
+        catalogue_version=programme.catalogue_version if programme else "unknown",
+        programme_id=application.programme_id,
+        max_startup_age_years=programme.max_startup_age_years if programme else None,
+        clusters=list(programme.clusters) if programme else [],
+        max_amount_per_firm=programme.max_amount_per_firm if programme else None,
+        held_in_programme=command.held_in_programme,
+        requested_amount=application.requested_amount,
+        other_open_application=command.other_open_application,
+    )
 
 
 CHECKS = (
@@ -168,7 +204,7 @@ def verification_failures(application: Application, command: VerifyApplication) 
             Reason("programme_unknown", f"there is no programme {application.programme_id!r}")
         )
         return reasons
-    oldest = _years_before(command.today, programme.max_startup_age_years)
+    oldest = years_before(command.today, programme.max_startup_age_years)
     if firm.founded_on < oldest:
         reasons.append(
             Reason(
@@ -226,10 +262,20 @@ def verification_failures(application: Application, command: VerifyApplication) 
 
 @decide.register
 def _decide(command: DecideApplication, state: Application | None) -> list[NewEvent]:
-    application = _require(state, Status.VERIFIED, command.decision)
-    if command.officer == application.submitted_by:
-        raise SameOfficer("the submitter of an application cannot decide it")
-    if command.decision == "reject":
+    application = _require(state, Status.VERIFIED, str(command.decision))
+    amount = (
+        _approval_amount(application, command)
+        if command.decision is Decision.APPROVE
+        else application.requested_amount
+    )
+    step = officer_decision(
+        decision=command.decision,
+        officer=command.officer,
+        submitted_by=application.submitted_by,
+        approvals=application.approvals,
+        needs_two=amount > command.programme.four_eyes_threshold,
+    )
+    if step == "reject":
         return [
             _rejected(
                 [Reason("officer_rejected", command.reason or "rejected by an officer")],
@@ -237,17 +283,15 @@ def _decide(command: DecideApplication, state: Application | None) -> list[NewEv
                 officer=command.officer,
             )
         ]
-    amount = _approval_amount(application, command)
-    approval = {"officer": command.officer, "amount": amount, "reason": command.reason}
-    needs_two = amount > command.programme.four_eyes_threshold
-    if needs_two and not application.approvals:
-        return [NewEvent(type=E.APPROVAL_RECORDED, payload=approval)]
-    if any(a.officer == command.officer for a in application.approvals):
-        raise SameOfficer(
-            f"officer {command.officer} already approved; above "
-            f"{command.programme.four_eyes_threshold} won a second officer must approve"
-        )
-    return [NewEvent(type=E.APPROVED, payload={**approval, "approved_amount": amount})]
+    if step == "record":
+        return [
+            ApprovalRecorded(officer=command.officer, amount=amount, reason=command.reason).event()
+        ]
+    return [
+        ApplicationApproved(
+            officer=command.officer, amount=amount, reason=command.reason, approved_amount=amount
+        ).event()
+    ]
 
 
 def _approval_amount(application: Application, command: DecideApplication) -> int:
@@ -270,9 +314,8 @@ def _approval_amount(application: Application, command: DecideApplication) -> in
 
 @decide.register
 def _withdraw(command: WithdrawApplication, state: Application | None) -> list[NewEvent]:
-    application = _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
-    del application
-    return [NewEvent(type=E.WITHDRAWN, payload={"reason": command.reason})]
+    _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
+    return [ApplicationWithdrawn(reason=command.reason).event()]
 
 
 @decide.register
@@ -281,14 +324,11 @@ def _issue(command: IssueVoucher, state: Application | None) -> list[NewEvent]:
     assert application.approved_amount is not None
     expires_on = command.today + timedelta(days=command.programme.voucher_validity_days)
     return [
-        NewEvent(
-            type=E.ISSUED,
-            payload={
-                "voucher_id": command.voucher_id,
-                "amount": application.approved_amount,
-                "expires_on": expires_on.isoformat(),
-            },
-        )
+        VoucherIssued(
+            voucher_id=command.voucher_id,
+            amount=application.approved_amount,
+            expires_on=expires_on,
+        ).event()
     ]
 
 
@@ -321,17 +361,14 @@ def _redeem(command: RequestRedemption, state: Application | None) -> list[NewEv
             field="service_category",
         )
     return [
-        NewEvent(
-            type=E.REDEMPTION_REQUESTED,
-            payload={
-                "redemption_id": command.redemption_id,
-                "voucher_id": voucher.id,
-                "provider_id": command.provider_id,
-                "invoice_number": command.invoice_number,
-                "amount": command.amount,
-                "service_category": command.service_category,
-            },
-        )
+        RedemptionRequested(
+            redemption_id=command.redemption_id,
+            voucher_id=voucher.id,
+            provider_id=command.provider_id,
+            invoice_number=command.invoice_number,
+            amount=command.amount,
+            service_category=command.service_category,
+        ).event()
     ]
 
 
@@ -345,20 +382,17 @@ def _pay(command: PayRedemption, state: Application | None) -> list[NewEvent]:
     if redemption.status == "paid":
         return []  # paid already: paying again must change nothing
     events = [
-        NewEvent(
-            type=E.REDEMPTION_PAID,
-            payload={
-                "redemption_id": redemption.id,
-                "voucher_id": state.voucher.id,
-                "payout_id": command.payout_id,
-                "provider_id": redemption.provider_id,
-                "amount": redemption.amount,
-            },
-        )
+        RedemptionPaid(
+            redemption_id=redemption.id,
+            voucher_id=state.voucher.id,
+            payout_id=command.payout_id,
+            provider_id=redemption.provider_id,
+            amount=redemption.amount,
+        ).event()
     ]
     spent = state.voucher.balance == 0 and len(state.pending_redemptions) == 1
     if spent and state.status is Status.ISSUED:
-        events.append(NewEvent(type=E.CLOSED, payload={"voucher_id": state.voucher.id}))
+        events.append(VoucherClosed(voucher_id=state.voucher.id).event())
     return events
 
 
@@ -369,12 +403,7 @@ def _expire(command: ExpireVoucher, state: Application | None) -> list[NewEvent]
     assert voucher is not None
     if command.today <= voucher.expires_on:
         raise InvalidTransition(f"the voucher is valid until {voucher.expires_on}")
-    return [
-        NewEvent(
-            type=E.EXPIRED,
-            payload={"voucher_id": voucher.id, "returned_amount": voucher.balance},
-        )
-    ]
+    return [VoucherExpired(voucher_id=voucher.id, returned_amount=voucher.balance).event()]
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -408,34 +437,27 @@ def _require_redeemable(state: Application | None, today: date) -> Application:
     return state
 
 
-def _rejected(reasons: list[Reason], *, stage: str, officer: str | None = None) -> NewEvent:
-    payload: dict[str, Any] = {
-        "stage": stage,
-        "reasons": [{"code": r.code, "message": r.message} for r in reasons],
-    }
-    if officer is not None:
-        payload["officer"] = officer
-    return NewEvent(type=E.REJECTED, payload=payload)
+def _rejected(
+    reasons: list[Reason],
+    *,
+    stage: str,
+    officer: str | None = None,
+    facts: VerificationFacts | None = None,
+) -> NewEvent:
+    return ApplicationRejected(
+        stage="verification" if stage == "verification" else "decision",
+        reasons=[ReasonPart(code=r.code, message=r.message) for r in reasons],
+        officer=officer,
+        facts=facts,
+    ).event()
 
 
-def _years_before(today: date, years: int) -> date:
-    try:
-        return today.replace(year=today.year - years)
-    except ValueError:  # 29 February
-        return today.replace(year=today.year - years, day=28)
-
-
-KST = timezone(timedelta(hours=9), "KST")
-
-
-def today_in_korea(now: datetime) -> date:
-    """The calendar date in Korea (UTC+9, no daylight saving), where programme dates are kept."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return now.astimezone(KST).date()
+DECIDER: Decider[Application] = Decider(decide, evolve)
+"""The voucher programme's decider, as the service kit and the auditors run it."""
 
 
 __all__ = [
+    "DECIDER",
     "BudgetExhausted",
     "DecideApplication",
     "ExpireVoucher",
@@ -446,5 +468,6 @@ __all__ = [
     "VerifyApplication",
     "WithdrawApplication",
     "decide",
+    "today_in_korea",
     "verification_failures",
 ]

@@ -1,34 +1,18 @@
-"""Why a voucher command is refused; the HTTP layer maps each kind to a status in one place."""
+"""Why a voucher command is refused: the shared kinds, and the voucher's own."""
 
 from __future__ import annotations
 
+from shared.domain import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    SameOfficer,
+    Unprocessable,
+)
 
-class VoucherError(Exception):
-    """A command the rules refuse. ``code`` is machine-readable."""
-
-    code = "voucher_error"
-
-    def __init__(self, message: str, **extensions: object) -> None:
-        super().__init__(message)
-        self.extensions = extensions
-
-
-class NotFound(VoucherError):
-    code = "not_found"
-
-
-class Conflict(VoucherError):
-    """The command clashes with the application's current state (HTTP 409)."""
-
-    code = "conflict"
-
-
-class InvalidTransition(Conflict):
-    code = "invalid_transition"
-
-
-class SameOfficer(Conflict):
-    code = "same_officer"
+VoucherError = DomainError
 
 
 class BudgetExhausted(Conflict):
@@ -43,10 +27,8 @@ class DuplicateInvoice(Conflict):
     code = "duplicate_invoice"
 
 
-class Unprocessable(VoucherError):
-    """The command is well-formed but breaks a rule about its content (HTTP 422)."""
-
-    code = "unprocessable"
+class DuplicateProvider(InvalidTransition):
+    code = "duplicate_provider"
 
 
 class OverBalance(Unprocessable):
@@ -55,3 +37,21 @@ class OverBalance(Unprocessable):
 
 class CategoryNotAllowed(Unprocessable):
     code = "category_not_allowed"
+
+
+__all__ = [
+    "BudgetExhausted",
+    "CategoryNotAllowed",
+    "Conflict",
+    "DomainError",
+    "DuplicateInvoice",
+    "DuplicateProvider",
+    "Forbidden",
+    "InvalidTransition",
+    "NotFound",
+    "OverBalance",
+    "SameOfficer",
+    "Unprocessable",
+    "VoucherError",
+    "VoucherNotRedeemable",
+]

@@ -6,9 +6,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
+from services.voucher.domain.events import (
+    EVENTS,
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+    ApplicationVerified,
+    ApplicationWithdrawn,
+    ApprovalRecorded,
+    E,
+    RedemptionPaid,
+    RedemptionRequested,
+    VerificationFacts,
+    VoucherClosed,
+    VoucherExpired,
+    VoucherIssued,
+)
 from shared.contracts import Envelope
+from shared.domain import Approval, Firm, Reason
 
 
 class Status(StrEnum):
@@ -23,67 +39,6 @@ class Status(StrEnum):
 
 
 OPEN_STATUSES = frozenset({Status.SUBMITTED, Status.VERIFIED, Status.APPROVED, Status.ISSUED})
-
-
-class E:
-    """Registered event type names."""
-
-    SUBMITTED = "voucher.application.submitted"
-    VERIFIED = "voucher.application.verified"
-    REJECTED = "voucher.application.rejected"
-    APPROVAL_RECORDED = "voucher.application.approval_recorded"
-    APPROVED = "voucher.application.approved"
-    WITHDRAWN = "voucher.application.withdrawn"
-    ISSUED = "voucher.voucher.issued"
-    REDEMPTION_REQUESTED = "voucher.redemption.requested"
-    REDEMPTION_PAID = "voucher.redemption.paid"
-    CLOSED = "voucher.voucher.closed"
-    EXPIRED = "voucher.voucher.expired"
-
-
-@dataclass(frozen=True, slots=True)
-class Firm:
-    firm_id: str
-    name: str
-    founded_on: date
-    size: str
-    cluster: str
-    industry: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "firm_id": self.firm_id,
-            "name": self.name,
-            "founded_on": self.founded_on.isoformat(),
-            "size": self.size,
-            "cluster": self.cluster,
-            "industry": self.industry,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Firm:
-        return cls(
-            firm_id=data["firm_id"],
-            name=data["name"],
-            founded_on=date.fromisoformat(data["founded_on"]),
-            size=data["size"],
-            cluster=data["cluster"],
-            industry=data["industry"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    officer: str
-    amount: int
-    reason: str
-    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +87,8 @@ class Application:
     redemptions: tuple[Redemption, ...] = ()
     returned_amount: int = 0
     """Unspent voucher money given back to the programme budget at expiry."""
+    verification: VerificationFacts | None = None
+    """What automatic verification compared (recorded from event version 2 on)."""
 
     @property
     def is_open(self) -> bool:
@@ -147,20 +104,20 @@ class Application:
 
 def evolve(state: Application | None, event: Envelope) -> Application:
     """Apply one event; an event that makes no sense for the state is a corrupt log."""
-    p = event.payload
+    p = EVENTS.parse(event)
     at = event.occurred_at
-    if event.type == E.SUBMITTED:
+    if isinstance(p, ApplicationSubmitted):
         if state is not None:
             raise ValueError(f"{event.aggregate_id}: submitted twice")
         return Application(
             id=event.aggregate_id,
             status=Status.SUBMITTED,
-            programme_id=p["programme_id"],
+            programme_id=p.programme_id,
             firm_id=event.firm_id or "",
-            firm=Firm.from_json(p["firm"]),
-            service_category=p["service_category"],
-            requested_amount=p["requested_amount"],
-            purpose=p["purpose"],
+            firm=p.firm,
+            service_category=p.service_category,
+            requested_amount=p.requested_amount,
+            purpose=p.purpose,
             submitted_by=event.actor.sub,
             created_at=at,
             updated_at=at,
@@ -170,66 +127,70 @@ def evolve(state: Application | None, event: Envelope) -> Application:
     if state is None:
         raise ValueError(f"{event.aggregate_id}: {event.type} before submission")
     state = replace(state, updated_at=at, version=event.aggregate_seq, last_hash=event.hash)
-    match event.type:
-        case E.VERIFIED:
-            return replace(state, status=Status.VERIFIED)
-        case E.REJECTED:
-            reasons = tuple(Reason(r["code"], r["message"]) for r in p["reasons"])
-            return replace(state, status=Status.REJECTED, rejection_reasons=reasons)
-        case E.APPROVAL_RECORDED:
-            return replace(state, approvals=(*state.approvals, _approval(p, at)))
-        case E.APPROVED:
+    match p:
+        case ApplicationVerified():
+            return replace(state, status=Status.VERIFIED, verification=p.facts)
+        case ApplicationRejected():
+            reasons = tuple(Reason(r.code, r.message) for r in p.reasons)
+            return replace(
+                state,
+                status=Status.REJECTED,
+                rejection_reasons=reasons,
+                verification=p.facts or state.verification,
+            )
+        case ApprovalRecorded():
+            approval = Approval(p.officer, p.amount, p.reason, at)
+            return replace(state, approvals=(*state.approvals, approval))
+        case ApplicationApproved():
+            approval = Approval(p.officer, p.amount, p.reason, at)
             return replace(
                 state,
                 status=Status.APPROVED,
-                approved_amount=p["approved_amount"],
-                approvals=(*state.approvals, _approval(p, at)),
+                approved_amount=p.approved_amount,
+                approvals=(*state.approvals, approval),
             )
-        case E.WITHDRAWN:
+        case ApplicationWithdrawn():
             return replace(state, status=Status.WITHDRAWN)
-        case E.ISSUED:
+        case VoucherIssued():
             voucher = Voucher(
-                id=p["voucher_id"],
-                amount=p["amount"],
-                balance=p["amount"],
-                expires_on=date.fromisoformat(p["expires_on"]),
+                id=p.voucher_id, amount=p.amount, balance=p.amount, expires_on=p.expires_on
             )
             return replace(state, status=Status.ISSUED, voucher=voucher)
-        case E.REDEMPTION_REQUESTED:
+        case RedemptionRequested():
             voucher = _voucher(state)
             redemption = Redemption(
-                id=p["redemption_id"],
-                provider_id=p["provider_id"],
-                invoice_number=p["invoice_number"],
-                amount=p["amount"],
-                service_category=p["service_category"],
+                id=p.redemption_id,
+                provider_id=p.provider_id,
+                invoice_number=p.invoice_number,
+                amount=p.amount,
+                service_category=p.service_category,
                 status="requested",
                 requested_at=at,
             )
             return replace(
                 state,
-                voucher=replace(voucher, balance=voucher.balance - p["amount"]),
+                voucher=replace(voucher, balance=voucher.balance - p.amount),
                 redemptions=(*state.redemptions, redemption),
             )
-        case E.REDEMPTION_PAID:
+        case RedemptionPaid():
             paid = tuple(
-                replace(r, status="paid", payout_id=p["payout_id"], paid_at=at)
-                if r.id == p["redemption_id"]
+                replace(r, status="paid", payout_id=p.payout_id, paid_at=at)
+                if r.id == p.redemption_id
                 else r
                 for r in state.redemptions
             )
             return replace(state, redemptions=paid)
-        case E.CLOSED:
+        case VoucherClosed():
             return replace(state, status=Status.CLOSED)
-        case E.EXPIRED:
+        case VoucherExpired():
             voucher = _voucher(state)
             return replace(
                 state,
                 status=Status.EXPIRED,
                 voucher=replace(voucher, balance=0),
-                returned_amount=p["returned_amount"],
+                returned_amount=p.returned_amount,
             )
-    raise ValueError(f"{event.aggregate_id}: unknown event type {event.type}")
+    raise ValueError(f"{event.aggregate_id}: {event.type} is not an application event")
 
 
 def fold(events: Iterable[Envelope]) -> Application | None:
@@ -239,11 +200,22 @@ def fold(events: Iterable[Envelope]) -> Application | None:
     return state
 
 
-def _approval(p: dict[str, Any], at: datetime) -> Approval:
-    return Approval(officer=p["officer"], amount=p["amount"], reason=p.get("reason", ""), at=at)
-
-
 def _voucher(state: Application) -> Voucher:
     if state.voucher is None:
         raise ValueError(f"{state.id}: voucher event before the voucher was issued")
     return state.voucher
+
+
+__all__ = [
+    "OPEN_STATUSES",
+    "Application",
+    "Approval",
+    "E",
+    "Firm",
+    "Reason",
+    "Redemption",
+    "Status",
+    "Voucher",
+    "evolve",
+    "fold",
+]

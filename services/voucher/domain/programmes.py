@@ -1,4 +1,4 @@
-"""Voucher programmes and the vocabulary they are written in."""
+"""Voucher programmes as the catalogue defines them (the industries are the shared vocabulary)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-
-class StrategicIndustry(StrEnum):
-    """The 12 national strategic technologies."""
-
-    SEMICONDUCTORS = "semiconductors"
-    SECONDARY_BATTERIES = "secondary_batteries"
-    ADVANCED_MOBILITY = "advanced_mobility"
-    NEXT_GENERATION_NUCLEAR = "next_generation_nuclear"
-    ADVANCED_BIO = "advanced_bio"
-    AEROSPACE_AND_MARINE = "aerospace_and_marine"
-    HYDROGEN = "hydrogen"
-    CYBERSECURITY = "cybersecurity"
-    ARTIFICIAL_INTELLIGENCE = "artificial_intelligence"
-    NEXT_GENERATION_COMMUNICATIONS = "next_generation_communications"
-    ADVANCED_ROBOTICS_AND_MANUFACTURING = "advanced_robotics_and_manufacturing"
-    QUANTUM = "quantum"
+from shared.domain import StrategicIndustry
 
 
 class ServiceCategory(StrEnum):
@@ -34,12 +19,6 @@ class ServiceCategory(StrEnum):
     INTELLECTUAL_PROPERTY = "intellectual_property"
     REGULATORY = "regulatory"
     MARKETING = "marketing"
-
-
-class FirmSize(StrEnum):
-    SME = "sme"
-    MEDIUM = "medium"
-    LARGE = "large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +35,8 @@ class Programme:
     four_eyes_threshold: int
     voucher_validity_days: int
     budget_total: int
+    catalogue_version: str = "unversioned"
+    """The version of the catalogue document the programme was read from."""
 
     def __post_init__(self) -> None:
         if min(self.max_amount_per_firm, self.budget_total, self.four_eyes_threshold) < 0:
@@ -64,7 +45,7 @@ class Programme:
             raise ValueError(f"programme {self.id}: age and validity must be positive")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Programme:
+    def from_dict(cls, data: dict[str, Any], catalogue_version: str = "unversioned") -> Programme:
         return cls(
             id=str(data["id"]),
             name=str(data["name"]),
@@ -76,12 +57,14 @@ class Programme:
             four_eyes_threshold=int(data["four_eyes_threshold"]),
             voucher_validity_days=int(data["voucher_validity_days"]),
             budget_total=int(data["budget_total"]),
+            catalogue_version=catalogue_version,
         )
 
 
 def load_catalogue(data: dict[str, Any]) -> dict[str, Programme]:
-    """Programmes by id from a catalogue document ``{"programmes": [...]}``."""
-    programmes = [Programme.from_dict(p) for p in data["programmes"]]
+    """Programmes by id from a catalogue document ``{"version": ..., "programmes": [...]}``."""
+    version = str(data.get("version", "unversioned"))
+    programmes = [Programme.from_dict(p, version) for p in data["programmes"]]
     by_id = {p.id: p for p in programmes}
     if len(by_id) != len(programmes):
         raise ValueError("the catalogue names a programme id twice")

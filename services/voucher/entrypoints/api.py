@@ -1,120 +1,90 @@
-"""HTTP entry points of the voucher service: parse, authorise, hand on to the service layer."""
+"""HTTP entry points of the voucher service: the kit's application endpoints, plus
+programmes, providers and redemptions. Parse, authorise, hand on to the service layer."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from services.voucher.adapters import projection
-from services.voucher.domain.decider import SubmitApplication
+from services.voucher.adapters.tables import budgets
+from services.voucher.domain.decider import SubmitApplication, WithdrawApplication
 from services.voucher.domain.errors import NotFound
-from services.voucher.domain.model import Firm
 from services.voucher.entrypoints.schemas import (
-    DecisionIn,
     ProviderIn,
     RedemptionIn,
     SubmitApplicationIn,
-    WithdrawalIn,
+    VoucherDecisionIn,
 )
-from services.voucher.service_layer import CommandRequest, Step, VoucherService, new_id
+from services.voucher.service_layer import VoucherService
 from shared.auth import CurrentPrincipal, Principal, require_role
-from shared.batching import GroupCommit
 from shared.contracts import Role
-from shared.eventstore import EventContext, UnitOfWork, is_unique_violation
-from shared.idempotency import StoredResponse, remember, replay, request_fingerprint, require_key
-from shared.problems import Problem
+from shared.eventstore import UnitOfWork
+from shared.idempotency import StoredResponse, require_key
+from shared.kit.http import (
+    ApplicationsAPI,
+    IdempotencyKey,
+    Officers,
+    applications_router,
+    context_of,
+    respond,
+    visible_to,
+)
 
-router = APIRouter(prefix="/v1")
-
-Firms = Annotated[Principal, Depends(require_role(Role.FIRM))]
-Officers = Annotated[Principal, Depends(require_role(Role.OFFICER))]
 Providers = Annotated[Principal, Depends(require_role(Role.PROVIDER))]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
-READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
 
 
-async def service_of(request: Request) -> VoucherService:
-    service: VoucherService = request.app.state.voucher
+def service_of(request: Request) -> VoucherService:
+    service: VoucherService = request.app.state.service
     return service
 
 
 Service = Annotated[VoucherService, Depends(service_of)]
 
 
-def context_of(request: Request, principal: Principal) -> EventContext:
-    return EventContext(
-        actor=principal.actor,
-        correlation_id=request.headers.get("x-correlation-id") or str(uuid.uuid4()),
-        firm_id=principal.firm_id,
+def _submission(service: VoucherService, body: SubmitApplicationIn) -> SubmitApplication:
+    return service.submission(
+        SubmitApplication(
+            programme_id=body.programme_id,
+            firm=body.firm.to_domain(),
+            service_category=body.service_category,
+            requested_amount=body.requested_amount,
+            purpose=body.purpose,
+        )
     )
 
 
-async def respond(
-    request: Request,
-    service: VoucherService,
-    principal: Principal,
-    key: str | None,
-    body: Any,
-    work: Callable[[UnitOfWork], Awaitable[StoredResponse]],
-) -> JSONResponse:
-    """Run ``work`` once per Idempotency-Key: a repeat gets the recorded response."""
-    fingerprint = request_fingerprint(request.method, request.url.path, body)
-
-    async def attempt(uow: UnitOfWork) -> StoredResponse:
-        if key is not None:
-            found = await replay(uow, principal.sub, key, fingerprint)
-            if found is not None:
-                return found
-        response = await work(uow)
-        if key is not None:
-            await remember(uow, principal.sub, key, fingerprint, response)
-        return response
-
-    try:
-        stored = await service.in_transaction(attempt)
-    except Exception as error:
-        if key is None or not is_unique_violation(error):
-            raise
-        # the same key raced us and won: answer with what it recorded
-        stored = await service.in_transaction(attempt)
-    request.app.state.runtime.wake_relay()
-    return JSONResponse(stored.body, status_code=stored.status_code)
-
-
-async def together(
-    request: Request,
-    commits: GroupCommit[CommandRequest, StoredResponse],
-    principal: Principal,
-    key: str | None,
-    body: BaseModel,
-    step: Step,
-    status_code: int,
-) -> JSONResponse:
-    """Like :func:`respond`, in a transaction shared with the requests arriving meanwhile."""
-    fingerprint = request_fingerprint(
-        request.method, request.url.path, body.model_dump(mode="json")
+def _decision(service: VoucherService, body: VoucherDecisionIn, officer: str) -> Any:
+    return service.decision(
+        officer=officer,
+        decision=body.decision,
+        reason=body.reason,
+        approved_amount=body.approved_amount,
     )
-    stored = await commits(CommandRequest(principal.sub, key, fingerprint, step, status_code))
-    request.app.state.runtime.wake_relay()
-    return JSONResponse(stored.body, status_code=stored.status_code)
 
 
-def visible_to(principal: Principal, document: dict[str, Any]) -> bool:
-    if principal.role is Role.FIRM:
-        return bool(document["firm_id"] == principal.firm_id)
-    return principal.role in READERS
+applications = applications_router(
+    ApplicationsAPI(
+        submit_body=SubmitApplicationIn,
+        submission=_submission,
+        decision=_decision,
+        decision_body=VoucherDecisionIn,
+        withdrawal=WithdrawApplication,
+        id_prefix="app",
+        what="a startup voucher",
+    )
+)
+
+router = APIRouter(prefix="/v1")
 
 
 @router.get("/programmes", tags=["programmes"])
 async def list_programmes(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     """Voucher programmes with their rules and remaining budget."""
     async with service.store.engine.connect() as connection:
-        budgets = await projection.budgets(connection)
+        held = await budgets.read(connection)
     return [
         {
             "id": p.id,
@@ -126,8 +96,9 @@ async def list_programmes(service: Service, principal: CurrentPrincipal) -> list
             "max_amount_per_firm": p.max_amount_per_firm,
             "four_eyes_threshold": p.four_eyes_threshold,
             "voucher_validity_days": p.voucher_validity_days,
-            "budget_total": budgets.get(p.id, (p.budget_total, p.budget_total))[0],
-            "budget_available": budgets.get(p.id, (p.budget_total, p.budget_total))[1],
+            "budget_total": held.get(p.id, (p.budget_total, p.budget_total))[0],
+            "budget_available": held.get(p.id, (p.budget_total, p.budget_total))[1],
+            "catalogue_version": p.catalogue_version,
         }
         for p in service.programmes.values()
     ]
@@ -162,127 +133,6 @@ async def list_providers(service: Service, principal: CurrentPrincipal) -> list[
         return await projection.list_providers(connection)
 
 
-@router.post("/applications", status_code=201, tags=["applications"])
-async def submit_application(
-    body: SubmitApplicationIn,
-    request: Request,
-    service: Service,
-    firm: Firms,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Apply for a startup voucher (firms; Idempotency-Key required)."""
-    key = require_key(key)
-    command = SubmitApplication(
-        programme_id=body.programme_id,
-        firm=Firm(**body.firm.model_dump()),
-        service_category=body.service_category,
-        requested_amount=body.requested_amount,
-        purpose=body.purpose,
-    )
-
-    step = Step(new_id("app"), service.submission(command), context_of(request, firm))
-    return await together(request, service.submissions, firm, key, body, step, 201)
-
-
-@router.get("/applications", tags=["applications"])
-async def list_applications(
-    service: Service,
-    principal: CurrentPrincipal,
-    status: str | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> dict[str, Any]:
-    """Applications, oldest first; a firm sees only its own. Follow ``next_cursor`` for more."""
-    if principal.role not in (Role.FIRM, *READERS):
-        raise Problem(status=403, title="Forbidden", detail="providers do not see applications")
-    try:
-        after = projection.decode_cursor(cursor) if cursor else None
-    except ValueError as error:
-        raise Problem(
-            status=422,
-            title="Invalid request",
-            detail="cursor is not one this API gave out",
-            errors=[{"field": "cursor", "message": "unknown cursor"}],
-        ) from error
-    async with service.store.engine.connect() as connection:
-        items, next_cursor = await projection.list_documents(
-            connection,
-            firm_id=principal.firm_id if principal.role is Role.FIRM else None,
-            status=status,
-            after=after,
-            limit=limit,
-        )
-    return {"items": items, "next_cursor": next_cursor}
-
-
-async def visible_document(
-    service: VoucherService, principal: Principal, application_id: str
-) -> dict[str, Any]:
-    async with service.store.engine.connect() as connection:
-        document = await projection.get_document(connection, application_id)
-    if document is None or not visible_to(principal, document):
-        raise NotFound(f"there is no application {application_id}")
-    return document
-
-
-@router.get("/applications/{application_id}", tags=["applications"])
-async def get_application(
-    application_id: str, service: Service, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    """One application as it stands now."""
-    return await visible_document(service, principal, application_id)
-
-
-@router.get("/applications/{application_id}/events", tags=["applications"])
-async def application_events(
-    application_id: str, service: Service, principal: CurrentPrincipal
-) -> list[dict[str, Any]]:
-    """The application's whole hash chain, exactly as published on voucher.events."""
-    await visible_document(service, principal, application_id)
-    return [e.to_json_dict() for e in await service.store.read_stream(application_id)]
-
-
-@router.post("/applications/{application_id}/decisions", tags=["applications"])
-async def decide_application(
-    application_id: str,
-    body: DecisionIn,
-    request: Request,
-    service: Service,
-    officer: Officers,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Approve or reject a verified application (officers; four eyes above the threshold)."""
-
-    step = service.decision(
-        application_id,
-        decision=body.decision,
-        reason=body.reason,
-        approved_amount=body.approved_amount,
-        context=context_of(request, officer),
-    )
-    return await together(request, service.decisions, officer, key, body, step, 200)
-
-
-@router.post("/applications/{application_id}/withdrawal", tags=["applications"])
-async def withdraw_application(
-    application_id: str,
-    request: Request,
-    service: Service,
-    firm: Firms,
-    body: WithdrawalIn | None = None,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Withdraw an application before it is approved (the firm that filed it)."""
-    await visible_document(service, firm, application_id)
-    reason = body.reason if body else ""
-
-    async def work(uow: UnitOfWork) -> StoredResponse:
-        outcome = await service.withdraw(uow, application_id, reason, context_of(request, firm))
-        return StoredResponse(200, projection.application_resource(outcome.application))
-
-    return await respond(request, service, firm, key, {"reason": reason}, work)
-
-
 @router.post("/vouchers/{voucher_id}/redemptions", status_code=202, tags=["vouchers"])
 async def redeem_voucher(
     voucher_id: str,
@@ -294,13 +144,13 @@ async def redeem_voucher(
 ) -> JSONResponse:
     """Redeem a voucher against an invoice (providers; paid asynchronously, exactly once)."""
     key = require_key(key)
-    assert provider.provider_id is not None
+    provider_id = provider.provider_id or ""
 
     async def work(uow: UnitOfWork) -> StoredResponse:
         _, redemption_id = await service.request_redemption(
             uow,
             voucher_id,
-            provider_id=provider.provider_id or "",
+            provider_id=provider_id,
             invoice_number=body.invoice_number,
             amount=body.amount,
             service_category=body.service_category,
@@ -328,7 +178,9 @@ async def list_redemptions(
     async with service.store.engine.connect() as connection:
         application_id = await projection.application_for_voucher(connection, voucher_id)
         document = (
-            await projection.get_document(connection, application_id) if application_id else None
+            await service.projection.document(connection, application_id)
+            if application_id
+            else None
         )
         if document is None:
             raise NotFound(f"there is no voucher {voucher_id}")

@@ -5,34 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.voucher.domain.model import E
+from services.voucher.domain.events import E
 from services.voucher.service_layer import VoucherService
-from shared.consumer import IdempotentConsumer, broker_dead_letters
+from shared.consumer import IdempotentConsumer
+from shared.kit.stages import subscribe_stages
 from shared.service import ServiceRuntime
-from shared.topics import DLQ_TOPIC
 
 log = logging.getLogger(__name__)
 
 
-def subscribe_stages(runtime: ServiceRuntime, service: VoucherService) -> IdempotentConsumer:
+def subscribe_voucher_stages(
+    runtime: ServiceRuntime, service: VoucherService
+) -> IdempotentConsumer:
     """Verification, voucher issue and payout react to events on voucher.events."""
-    stages = IdempotentConsumer(
-        runtime.topic("voucher-stages"),
-        runtime.store,
-        dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
-        ignore_unknown=True,  # the topic carries every voucher event; these stages want three
-        on_applied=runtime.wake_relay,  # the stages' own events go out without waiting a poll
+    return subscribe_stages(
+        runtime,
+        "voucher-stages",
+        batches={
+            E.SUBMITTED: service.when_applications_submitted_verify,
+            E.APPROVED: service.when_applications_approved_issue_vouchers,
+        },
+        singles={E.REDEMPTION_REQUESTED: service.when_redemption_requested_pay},
     )
-    stages.handles_batch(E.SUBMITTED)(service.when_applications_submitted_verify)
-    stages.handles_batch(E.APPROVED)(service.when_applications_approved_issue_vouchers)
-    stages.handles(E.REDEMPTION_REQUESTED)(service.when_redemption_requested_pay)
-    runtime.extras.setdefault("consumers", []).append(stages)
-    stages.subscribe(
-        runtime.broker,
-        runtime.events_topic,
-        session_timeout_ms=runtime.settings.kafka_session_timeout_ms,
-    )
-    return stages
 
 
 async def expire_vouchers_periodically(service: VoucherService, every: float = 60.0) -> None:

@@ -1,26 +1,11 @@
-"""Request bodies of the voucher API: parsing only, the rules live in the domain."""
+"""Request bodies of the voucher's own endpoints: parsing only, the rules live in the domain."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.voucher.domain.programmes import ServiceCategory
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class FirmIn(Body):
-    firm_id: str = Field(min_length=1, max_length=64, examples=["123-45-67890"])
-    name: str = Field(min_length=1, max_length=200)
-    founded_on: date
-    size: Literal["sme", "medium", "large"]
-    cluster: str = Field(min_length=1, max_length=100, examples=["osong-bio"])
-    industry: str = Field(min_length=1, max_length=100, examples=["advanced_bio"])
+from shared.kit.schemas import Body, DecisionIn, FirmIn
 
 
 class SubmitApplicationIn(Body):
@@ -31,14 +16,10 @@ class SubmitApplicationIn(Body):
     purpose: str = Field(min_length=1, max_length=2000)
 
 
-class DecisionIn(Body):
-    decision: Literal["approve", "reject"]
-    reason: str = Field(default="", max_length=2000)
-    approved_amount: int | None = Field(default=None, gt=0, le=10**15)
-
-
-class WithdrawalIn(Body):
-    reason: str = Field(default="", max_length=2000)
+class VoucherDecisionIn(DecisionIn):
+    approved_amount: int | None = Field(
+        default=None, gt=0, le=10**15, description="less than requested, if the officer says so"
+    )
 
 
 class RedemptionIn(Body):

@@ -34,7 +34,7 @@ class VoucherHarness:
 
     @property
     def service(self) -> VoucherService:
-        service: VoucherService = self.app.state.voucher
+        service: VoucherService = self.app.state.service
         return service
 
     def auth(

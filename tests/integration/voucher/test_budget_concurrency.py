@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services.voucher.adapters.tables import programme_budgets
+from services.voucher.adapters.tables import budgets
 from services.voucher.main import create_app, default_catalogue
 from shared.auth import HS256Verifier
 from shared.clock import FixedClock
@@ -79,9 +79,7 @@ async def test_fifty_concurrent_approvals_against_a_budget_of_twenty_approve_exa
     async with small_budget.service.store.engine.connect() as connection:
         available = (
             await connection.execute(
-                sa.select(programme_budgets.c.budget_available).where(
-                    programme_budgets.c.programme_id == PROGRAMME
-                )
+                sa.select(budgets.table.c.available).where(budgets.table.c.pool_id == PROGRAMME)
             )
         ).scalar_one()
     assert available == 0

@@ -8,21 +8,23 @@ the same firm.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.voucher.adapters import projection
 from services.voucher.adapters.payouts import LedgerPayouts
+from services.voucher.adapters.tables import budgets
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.decider import SubmitApplication
 from services.voucher.domain.model import E, Firm
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.main import default_catalogue
-from services.voucher.service_layer import VoucherService, new_id
+from services.voucher.service_layer import VoucherService
 from shared.clock import FixedClock
 from shared.contracts import Actor, Envelope, Role, verify_chain
+from shared.domain import Decision
 from shared.eventstore import EventContext, EventStore
+from shared.kit.application import new_id
 from tests.integration.voucher.conftest import FIRM_ID, OTHER_FIRM_ID
 
 PROGRAMME = "cluster-startup-support-2026"
@@ -33,11 +35,10 @@ async def service(store: EventStore) -> AsyncIterator[VoucherService]:
     programmes = load_catalogue(default_catalogue())
     async with store.engine.begin() as connection:
         await connection.run_sync(voucher_tables.create_all)
-        await projection.ensure_budgets(
-            connection, {p.id: p.budget_total for p in programmes.values()}
-        )
+        await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
     clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
-    yield VoucherService(store, programmes, LedgerPayouts(), clock)
+    # the log and the service read one clock, as in a service process
+    yield VoucherService(EventStore(store.engine, clock), programmes, LedgerPayouts(), clock)
 
 
 async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_000) -> Envelope:
@@ -66,7 +67,7 @@ async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_0
 
 async def document_of(service: VoucherService, application_id: str) -> dict:
     async with service.store.engine.connect() as connection:
-        document = await projection.get_document(connection, application_id)
+        document = await service.projection.document(connection, application_id)
     assert document is not None
     return document
 
@@ -98,3 +99,52 @@ async def test_an_event_handled_twice_in_one_batch_changes_its_application_once(
     assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED]
     assert verify_chain([e.to_json_dict() for e in chain]).ok
     assert (await document_of(service, event.aggregate_id))["version"] == 2
+
+
+async def test_a_late_verification_records_the_facts_as_of_the_submission(
+    service: VoucherService,
+) -> None:
+    event = await submitted(service, FIRM_ID, amount=12_000_000)
+    assert isinstance(service.clock, FixedClock)
+    service.clock.advance(timedelta(days=40))  # the verifier lagged for weeks
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [event])
+    verified = (await service.store.read_stream(event.aggregate_id))[-1]
+    assert verified.type == E.VERIFIED and verified.schema_version == 2
+    assert verified.actor.sub == "voucher-verifier"
+    facts = verified.payload["facts"]
+    assert facts["as_of"] == "2026-11-25"  # the submission's date in Korea, not 40 days on
+    assert facts["catalogue_version"] == "2026-1"
+    assert facts["programme_id"] == PROGRAMME
+    assert facts["held_in_programme"] == 0
+    assert facts["max_amount_per_firm"] == 30_000_000
+    assert facts["requested_amount"] == 12_000_000
+    assert facts["other_open_application"] is None
+
+
+async def test_the_voucher_is_issued_under_the_issue_stage_not_the_payout(
+    service: VoucherService,
+) -> None:
+    event = await submitted(service, FIRM_ID)
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [event])
+    for officer in ("officer-kim",):
+        async with service.store.transaction() as uow:
+            await service.decide_application(
+                uow,
+                event.aggregate_id,
+                decision=Decision.APPROVE,
+                reason="fine",
+                approved_amount=None,
+                context=EventContext(
+                    actor=Actor(sub=officer, role=Role.OFFICER), correlation_id="c"
+                ),
+            )
+    approved = (await service.store.read_stream(event.aggregate_id))[-1]
+    assert approved.type == E.APPROVED
+    async with service.store.transaction() as uow:
+        await service.when_applications_approved_issue_vouchers(uow, [approved])
+    issued = (await service.store.read_stream(event.aggregate_id))[-1]
+    assert issued.type == E.ISSUED
+    assert issued.actor == Actor(sub="voucher-issue", role=Role.SYSTEM)
+    assert issued.causation_id == approved.event_id

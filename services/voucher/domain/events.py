@@ -1,0 +1,194 @@
+"""The voucher programme's events: one typed payload per event type, the published contract.
+
+Oversight and the audit tools read voucher histories through these models and the
+same fold the service runs (:func:`services.voucher.domain.model.evolve`).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.domain import EventPayload, EventRegistry, Firm
+
+
+class E:
+    """Registered event type names."""
+
+    SUBMITTED = "voucher.application.submitted"
+    VERIFIED = "voucher.application.verified"
+    REJECTED = "voucher.application.rejected"
+    APPROVAL_RECORDED = "voucher.application.approval_recorded"
+    APPROVED = "voucher.application.approved"
+    WITHDRAWN = "voucher.application.withdrawn"
+    ISSUED = "voucher.voucher.issued"
+    REDEMPTION_REQUESTED = "voucher.redemption.requested"
+    REDEMPTION_PAID = "voucher.redemption.paid"
+    CLOSED = "voucher.voucher.closed"
+    EXPIRED = "voucher.voucher.expired"
+    PROVIDER_REGISTERED = "voucher.provider.registered"
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReasonPart(Part):
+    code: str
+    message: str
+
+
+class VerificationFacts(Part):
+    """What verification compared, so that an auditor can decide again from the log alone."""
+
+    as_of: date
+    """The submission's date in Korea: the day the rules were applied as of."""
+    catalogue_version: str
+    programme_id: str
+    max_startup_age_years: int | None = None
+    clusters: list[str] = []
+    max_amount_per_firm: int | None = None
+    held_in_programme: int
+    """Won the firm already held in the programme from other applications."""
+    requested_amount: int
+    other_open_application: str | None = None
+
+
+class ApplicationSubmitted(EventPayload):
+    """A firm applied for a voucher."""
+
+    event_type: ClassVar[str] = E.SUBMITTED
+    programme_id: str
+    firm: Firm
+    service_category: str
+    requested_amount: int
+    purpose: str
+
+
+class ApplicationVerified(EventPayload):
+    """The application passed every automatic check."""
+
+    event_type: ClassVar[str] = E.VERIFIED
+    schema_version: ClassVar[int] = 2
+    checks: list[str]
+    facts: VerificationFacts | None
+    """``None`` only for events written before the facts were recorded (version 1)."""
+
+
+class ApplicationRejected(EventPayload):
+    """Verification or an officer refused the application."""
+
+    event_type: ClassVar[str] = E.REJECTED
+    stage: Literal["verification", "decision"]
+    reasons: list[ReasonPart]
+    officer: str | None = None
+    facts: VerificationFacts | None = None
+
+
+class ApprovalRecorded(EventPayload):
+    """The first of two approvals (four eyes above the programme's threshold)."""
+
+    event_type: ClassVar[str] = E.APPROVAL_RECORDED
+    officer: str
+    amount: int
+    reason: str = ""
+
+
+class ApplicationApproved(EventPayload):
+    """Approved; the programme's budget holds ``approved_amount``."""
+
+    event_type: ClassVar[str] = E.APPROVED
+    officer: str
+    amount: int
+    reason: str = ""
+    approved_amount: int
+
+
+class ApplicationWithdrawn(EventPayload):
+    """The firm withdrew its application before approval."""
+
+    event_type: ClassVar[str] = E.WITHDRAWN
+    reason: str = ""
+
+
+class VoucherIssued(EventPayload):
+    """The voucher was issued: providers may redeem it until ``expires_on``."""
+
+    event_type: ClassVar[str] = E.ISSUED
+    voucher_id: str
+    amount: int
+    expires_on: date
+
+
+class RedemptionRequested(EventPayload):
+    """A registered provider redeemed part of the voucher against an invoice."""
+
+    event_type: ClassVar[str] = E.REDEMPTION_REQUESTED
+    redemption_id: str
+    voucher_id: str
+    provider_id: str
+    invoice_number: str
+    amount: int
+    service_category: str
+
+
+class RedemptionPaid(EventPayload):
+    """The provider was paid for a redemption, once (``payout_id``)."""
+
+    event_type: ClassVar[str] = E.REDEMPTION_PAID
+    redemption_id: str
+    voucher_id: str
+    payout_id: str
+    provider_id: str
+    amount: int
+
+
+class VoucherClosed(EventPayload):
+    """Spent to the last won and every redemption paid."""
+
+    event_type: ClassVar[str] = E.CLOSED
+    voucher_id: str
+
+
+class VoucherExpired(EventPayload):
+    """Past its date; the unspent rest went back to the programme's budget."""
+
+    event_type: ClassVar[str] = E.EXPIRED
+    voucher_id: str
+    returned_amount: int
+
+
+class ProviderRegistered(EventPayload):
+    """A business-support provider may now redeem vouchers for its categories."""
+
+    event_type: ClassVar[str] = E.PROVIDER_REGISTERED
+    provider_id: str
+    name: str
+    service_categories: list[str]
+
+
+EVENTS = EventRegistry(
+    "voucher",
+    [
+        ApplicationSubmitted,
+        ApplicationVerified,
+        ApplicationRejected,
+        ApprovalRecorded,
+        ApplicationApproved,
+        ApplicationWithdrawn,
+        VoucherIssued,
+        RedemptionRequested,
+        RedemptionPaid,
+        VoucherClosed,
+        VoucherExpired,
+        ProviderRegistered,
+    ],
+)
+
+
+@EVENTS.upcaster(E.VERIFIED, from_version=1)
+def _verified_v1_recorded_no_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 listed the checks only; what they compared was not recorded."""
+    return {**payload, "facts": None}

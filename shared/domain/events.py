@@ -1,0 +1,101 @@
+"""Typed event payloads: each event type is a pydantic model with its schema version.
+
+A decider builds payload models and turns them into :class:`NewEvent` with
+:meth:`EventPayload.event`; a fold reads an envelope back through
+:meth:`EventRegistry.parse`, which first runs the upcasters from the version the
+event was written in to the model's current one. The log is evidence: old events are
+read through upcasters, never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.contracts import Envelope, NewEvent
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+P = TypeVar("P", bound="EventPayload")
+
+
+class EventPayload(BaseModel):
+    """The payload of one registered event type (``event_type``, ``schema_version``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def event(self) -> NewEvent:
+        """This payload as the event a decider returns."""
+        return NewEvent(
+            type=self.event_type,
+            payload=self.model_dump(mode="json"),
+            schema_version=self.schema_version,
+        )
+
+
+class EventRegistry:
+    """The event types of one programme: payload models by type name, and their upcasters."""
+
+    def __init__(self, service: str, payloads: Iterable[type[EventPayload]] = ()) -> None:
+        self.service = service
+        self._types: dict[str, type[EventPayload]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        for payload in payloads:
+            self.register(payload)
+
+    def register(self, payload: type[P]) -> type[P]:
+        """Register ``payload`` under its ``event_type`` (usable as a class decorator)."""
+        name = payload.event_type
+        if name in self._types:
+            raise ValueError(f"{name} is registered twice")
+        self._types[name] = payload
+        return payload
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function that turns a ``from_version`` payload into the next version's."""
+
+        def register(function: Upcaster) -> Upcaster:
+            key = (event_type, from_version)
+            if key in self._upcasters:
+                raise ValueError(f"{event_type} v{from_version} has an upcaster already")
+            self._upcasters[key] = function
+            return function
+
+        return register
+
+    @property
+    def types(self) -> dict[str, type[EventPayload]]:
+        return dict(self._types)
+
+    def upcast(self, event_type: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` as written at ``version``, brought to the current version."""
+        model = self._model(event_type)
+        if version > model.schema_version:
+            raise ValueError(
+                f"{event_type} v{version} is newer than this code knows (v{model.schema_version})"
+            )
+        while version < model.schema_version:
+            step = self._upcasters.get((event_type, version))
+            if step is None:
+                raise ValueError(f"{event_type}: no upcaster from v{version}")
+            payload = step(dict(payload))
+            version += 1
+        return payload
+
+    def parse(self, envelope: Envelope) -> EventPayload:
+        """The envelope's payload as its current model (upcast first if it is older)."""
+        payload = envelope.payload
+        model = self._model(envelope.type)
+        if envelope.schema_version != model.schema_version:
+            payload = self.upcast(envelope.type, envelope.schema_version, payload)
+        return model.model_validate(payload)
+
+    def _model(self, event_type: str) -> type[EventPayload]:
+        model = self._types.get(event_type)
+        if model is None:
+            raise ValueError(f"{event_type} is not an event type of {self.service}")
+        return model

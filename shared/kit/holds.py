@@ -1,0 +1,63 @@
+"""Budgets and capacities that approvals hold: the database makes overspending impossible.
+
+A pool (a programme's budget, a fund's capacity) is one row whose ``available``
+amount a check constraint keeps between 0 and ``total``; a hold is one conditional
+UPDATE that takes the amount only if it is there, so two approvals racing for the
+last won cannot both get it, on PostgreSQL or SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.eventstore import UnitOfWork
+
+
+class Pools:
+    """The ``pools`` table of one service and the statements on it."""
+
+    def __init__(self, metadata: sa.MetaData, name: str = "pools") -> None:
+        self.table = sa.Table(
+            name,
+            metadata,
+            sa.Column("pool_id", sa.String(100), primary_key=True),
+            sa.Column("total", sa.BigInteger, nullable=False),
+            sa.Column("available", sa.BigInteger, nullable=False),
+            sa.CheckConstraint("available >= 0", name=f"ck_{name}_never_negative"),
+            sa.CheckConstraint("available <= total", name=f"ck_{name}_within_total"),
+        )
+
+    async def hold(self, uow: UnitOfWork, pool_id: str, amount: int) -> bool:
+        """Take ``amount`` from the pool; ``False`` (and nothing taken) if it cannot hold it."""
+        t = self.table
+        result = await uow.connection.execute(
+            t.update()
+            .where(t.c.pool_id == pool_id, t.c.available >= amount)
+            .values(available=t.c.available - amount)
+        )
+        return bool(result.rowcount == 1)
+
+    async def release(self, uow: UnitOfWork, pool_id: str, amount: int) -> None:
+        """Give ``amount`` back to the pool."""
+        t = self.table
+        await uow.connection.execute(
+            t.update().where(t.c.pool_id == pool_id).values(available=t.c.available + amount)
+        )
+
+    async def ensure(self, connection: AsyncConnection, totals: Mapping[str, int]) -> None:
+        """Create the pools that do not exist yet, full."""
+        t = self.table
+        existing = set((await connection.execute(sa.select(t.c.pool_id))).scalars())
+        for pool_id, total in totals.items():
+            if pool_id not in existing:
+                await connection.execute(
+                    t.insert().values(pool_id=pool_id, total=total, available=total)
+                )
+
+    async def read(self, connection: AsyncConnection) -> dict[str, tuple[int, int]]:
+        """``{pool_id: (total, available)}``."""
+        rows = await connection.execute(sa.select(self.table))
+        return {r.pool_id: (r.total, r.available) for r in rows}

@@ -1,0 +1,263 @@
+"""The HTTP endpoints every programme service has, and the helpers its own endpoints use.
+
+``POST /v1/applications`` (idempotent, group-committed), the list with cursors, one
+application, its events, officers' decisions with four eyes, the firm's withdrawal;
+a firm sees only its own applications (another's answer 404). A programme gives its
+request bodies and how each becomes a command (:class:`ApplicationsAPI`).
+"""
+
+# Not ``from __future__ import annotations``: the routes' body types are the programme's,
+# known only when the router is built, and FastAPI reads annotations as objects.
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from shared.auth import CurrentPrincipal, Principal, require_role
+from shared.batching import GroupCommit
+from shared.contracts import Role
+from shared.domain import Forbidden, NotFound
+from shared.eventstore import EventContext, UnitOfWork, is_unique_violation
+from shared.idempotency import StoredResponse, remember, replay, request_fingerprint, require_key
+from shared.kit.application import ApplicationService, CommandRequest, Step, new_id
+from shared.kit.cursors import decode_cursor
+from shared.kit.schemas import Body, DecisionIn, WithdrawalIn
+from shared.problems import Problem
+
+Firms = Annotated[Principal, Depends(require_role(Role.FIRM))]
+Officers = Annotated[Principal, Depends(require_role(Role.OFFICER))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200, description="a unique string per request"),
+]
+READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
+"""Roles that read every application; a firm reads its own."""
+
+
+def service_of(request: Request) -> ApplicationService[Any]:
+    """The programme service of this app (set by its composition root)."""
+    service: ApplicationService[Any] = request.app.state.service
+    return service
+
+
+def context_of(request: Request, principal: Principal) -> EventContext:
+    return EventContext(
+        actor=principal.actor,
+        correlation_id=request.headers.get("x-correlation-id") or str(uuid.uuid4()),
+        firm_id=principal.firm_id,
+    )
+
+
+def visible_to(principal: Principal, document: dict[str, Any]) -> bool:
+    if principal.role is Role.FIRM:
+        return bool(document["firm_id"] == principal.firm_id)
+    return principal.role in READERS
+
+
+async def visible_document(
+    service: ApplicationService[Any], principal: Principal, application_id: str
+) -> dict[str, Any]:
+    """The application's document, or 404 if it does not exist or is not the caller's to see."""
+    async with service.store.engine.connect() as connection:
+        document = await service.projection.document(connection, application_id)
+    if document is None or not visible_to(principal, document):
+        raise NotFound(f"there is no application {application_id}")
+    return document
+
+
+async def respond(
+    request: Request,
+    service: ApplicationService[Any],
+    principal: Principal,
+    key: str | None,
+    body: Any,
+    work: Callable[[UnitOfWork], Awaitable[StoredResponse]],
+) -> JSONResponse:
+    """Run ``work`` in a transaction of its own, once per Idempotency-Key: a repeat gets
+    the recorded response, a reused key with another body 409."""
+    fingerprint = request_fingerprint(request.method, request.url.path, body)
+
+    async def attempt(uow: UnitOfWork) -> StoredResponse:
+        if key is not None:
+            found = await replay(uow, principal.sub, key, fingerprint)
+            if found is not None:
+                return found
+        response = await work(uow)
+        if key is not None:
+            await remember(uow, principal.sub, key, fingerprint, response)
+        return response
+
+    try:
+        stored = await service.in_transaction(attempt)
+    except Exception as error:
+        if key is None or not is_unique_violation(error):
+            raise
+        # the same key raced us and won: answer with what it recorded
+        stored = await service.in_transaction(attempt)
+    request.app.state.runtime.wake_relay()
+    return JSONResponse(stored.body, status_code=stored.status_code)
+
+
+async def together(
+    request: Request,
+    commits: GroupCommit[CommandRequest, StoredResponse],
+    principal: Principal,
+    key: str | None,
+    body: BaseModel,
+    step: Step,
+    status_code: int,
+) -> JSONResponse:
+    """Like :func:`respond`, in a transaction shared with the requests arriving meanwhile."""
+    fingerprint = request_fingerprint(
+        request.method, request.url.path, body.model_dump(mode="json")
+    )
+    stored = await commits(CommandRequest(principal.sub, key, fingerprint, step, status_code))
+    request.app.state.runtime.wake_relay()
+    return JSONResponse(stored.body, status_code=stored.status_code)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationsAPI:
+    """How a programme's requests become commands."""
+
+    submit_body: type[Body]
+    """The body of ``POST /v1/applications``; it has a ``firm`` (:class:`~shared.kit.schemas.FirmIn`)."""
+    submission: Callable[[Any, Any], Any]
+    """``(service, body) -> command``; may raise a domain error (422 naming the field)."""
+    decision: Callable[[Any, Any, str], Any]
+    """``(service, body, officer) -> command``, or an async function of the state returning one."""
+    withdrawal: Callable[[str], Any]
+    """``reason -> command``."""
+    decision_body: type[Body] = DecisionIn
+    id_prefix: str = "app"
+    what: str = "an application"
+
+
+def applications_router(api: ApplicationsAPI) -> APIRouter:
+    """The application endpoints of one programme service."""
+    router = APIRouter(prefix="/v1", tags=["applications"])
+    SubmitBody = api.submit_body
+    DecisionBody = api.decision_body
+
+    @router.post("/applications", status_code=201, summary=f"Apply for {api.what}")
+    async def submit_application(
+        body: SubmitBody,  # type: ignore[valid-type]
+        request: Request,
+        firm: Firms,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Apply (firms; an Idempotency-Key is required: the same key and body answer the same)."""
+        key = require_key(key)
+        declared = body.firm.firm_id  # type: ignore[attr-defined]
+        if declared != firm.firm_id:
+            raise Forbidden(
+                f"a firm applies for itself: the token is firm {firm.firm_id}, "
+                f"the application names {declared}",
+                field="firm.firm_id",
+            )
+        service = service_of(request)
+        command = api.submission(service, body)
+        step = Step(new_id(api.id_prefix), command, context_of(request, firm))
+        return await together(request, service.submissions, firm, key, body, step, 201)
+
+    @router.get("/applications", summary="List applications")
+    async def list_applications(
+        request: Request,
+        principal: CurrentPrincipal,
+        status: Annotated[str | None, Query(max_length=40)] = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """Applications, oldest first; a firm sees only its own. Follow ``next_cursor`` for more."""
+        if principal.role not in (Role.FIRM, *READERS):
+            raise Problem(
+                status=403,
+                title="Forbidden",
+                detail=f"the role {principal.role} does not see applications",
+                type_="forbidden",
+            )
+        after = decode_cursor(cursor) if cursor else None
+        service = service_of(request)
+        async with service.store.engine.connect() as connection:
+            items, next_cursor = await service.projection.page(
+                connection,
+                firm_id=principal.firm_id if principal.role is Role.FIRM else None,
+                status=status,
+                after=after,
+                limit=limit,
+            )
+        return {"items": items, "next_cursor": next_cursor}
+
+    @router.get("/applications/{application_id}", summary="One application")
+    async def get_application(
+        application_id: str, request: Request, principal: CurrentPrincipal
+    ) -> dict[str, Any]:
+        """One application as it stands now."""
+        return await visible_document(service_of(request), principal, application_id)
+
+    @router.get("/applications/{application_id}/events", summary="The application's events")
+    async def application_events(
+        application_id: str, request: Request, principal: CurrentPrincipal
+    ) -> list[dict[str, Any]]:
+        """The application's whole hash chain, exactly as published on the service's topic."""
+        service = service_of(request)
+        await visible_document(service, principal, application_id)
+        return [e.to_json_dict() for e in await service.store.read_stream(application_id)]
+
+    @router.post("/applications/{application_id}/decisions", summary="Decide an application")
+    async def decide_application(
+        application_id: str,
+        body: DecisionBody,  # type: ignore[valid-type]
+        request: Request,
+        officer: Officers,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Approve or reject a verified application (officers; four eyes at the threshold)."""
+        service = service_of(request)
+        command = api.decision(service, body, officer.sub)
+        step = Step(application_id, command, context_of(request, officer))
+        return await together(request, service.decisions, officer, key, body, step, 200)
+
+    @router.post("/applications/{application_id}/withdrawal", summary="Withdraw an application")
+    async def withdraw_application(
+        application_id: str,
+        request: Request,
+        firm: Firms,
+        body: WithdrawalIn | None = None,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Withdraw an application before it is approved (the firm that filed it)."""
+        service = service_of(request)
+        await visible_document(service, firm, application_id)
+        reason = body.reason if body else ""
+
+        async def work(uow: UnitOfWork) -> StoredResponse:
+            outcome = await service.execute(
+                uow, application_id, api.withdrawal(reason), context_of(request, firm)
+            )
+            return StoredResponse(200, service.projection.resource(outcome.application))
+
+        return await respond(request, service, firm, key, {"reason": reason}, work)
+
+    return router
+
+
+__all__ = [
+    "READERS",
+    "ApplicationsAPI",
+    "Firms",
+    "IdempotencyKey",
+    "Officers",
+    "applications_router",
+    "context_of",
+    "respond",
+    "service_of",
+    "together",
+    "visible_document",
+    "visible_to",
+]

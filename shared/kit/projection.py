@@ -1,0 +1,169 @@
+"""The applications read model every programme keeps, in the same transaction as its events.
+
+A programme's table has the columns every service lists and filters by (id, firm,
+status, version, the API document, times) plus its own; :func:`applications_table`
+builds it. :class:`ApplicationProjection` writes a batch of changed applications in
+two statements and serves the API's reads: one document, and pages with cursors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.domain import ProcessedState
+from shared.eventstore import UnitOfWork
+from shared.eventstore.schema import JSONDocument, UTCDateTime
+from shared.kit.cursors import encode_cursor
+
+S = TypeVar("S", bound=ProcessedState)
+
+COMMON_COLUMNS = ("id", "firm_id", "status", "version", "document", "created_at", "updated_at")
+
+
+def applications_table(
+    metadata: sa.MetaData, *columns: sa.Column[Any], indexes: Iterable[sa.Index] = ()
+) -> sa.Table:
+    """The ``applications`` table: the common columns, then a programme's own ``columns``."""
+    return sa.Table(
+        "applications",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("firm_id", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("document", JSONDocument, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        *columns,
+        sa.Index("ix_applications_created", "created_at", "id"),
+        sa.Index("ix_applications_status", "status", "created_at", "id"),
+        sa.Index("ix_applications_firm", "firm_id", "created_at", "id"),
+        *indexes,
+    )
+
+
+def iso(moment: datetime) -> str:
+    """A time as the API shows it: ISO 8601, UTC, ``Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _bind_types(table: sa.Table, names: Sequence[str]) -> list[sa.BindParameter[Any]]:
+    """Typed binds where the driver needs them (times, dates); the rest go as they are."""
+    binds = []
+    for name in names:
+        column_type = table.c[name].type
+        if isinstance(column_type, UTCDateTime | sa.Date):
+            binds.append(sa.bindparam(name, type_=column_type))
+    return binds
+
+
+class ApplicationProjection(Generic[S]):
+    """One programme's applications table, kept by the kit.
+
+    ``resource(state)`` is the application as the API shows it (also stored as the
+    row's document); ``columns(state)`` gives the programme's own column values.
+    """
+
+    def __init__(
+        self,
+        table: sa.Table,
+        resource: Callable[[S], dict[str, Any]],
+        columns: Callable[[S], Mapping[str, Any]] = lambda _: {},
+    ) -> None:
+        self.table = table
+        self.resource = resource
+        self._columns = columns
+        names = list(COMMON_COLUMNS) + [
+            c.name for c in table.columns if c.name not in COMMON_COLUMNS
+        ]
+        self._names = names
+        binds = _bind_types(table, names)
+        self._insert = sa.text(
+            f"INSERT INTO {table.name} ({', '.join(names)})"
+            f" VALUES ({', '.join(':' + n for n in names)})"
+        ).bindparams(*binds)
+        updated = [n for n in names if n not in ("id", "created_at")]
+        self._update = sa.text(
+            f"UPDATE {table.name} SET {', '.join(f'{n} = :{n}' for n in updated)} WHERE id = :id"
+        ).bindparams(*[b for b in binds if b.key != "created_at"])
+        self._lock = sa.text(
+            f"SELECT id FROM {table.name} WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id"
+            " FOR UPDATE"
+        )
+
+    def row(self, state: S) -> dict[str, Any]:
+        row = {
+            "id": state.id,
+            "firm_id": state.firm_id,
+            "status": str(state.status),
+            "version": state.version,
+            "document": json.dumps(self.resource(state), separators=(",", ":"), ensure_ascii=False),
+            "created_at": state.created_at,
+            "updated_at": state.updated_at,
+            **self._columns(state),
+        }
+        missing = set(self._names) - set(row)
+        if missing:
+            raise KeyError(f"no value for the columns {sorted(missing)}")
+        return row
+
+    async def save(self, uow: UnitOfWork, states: Sequence[S], new: set[str]) -> None:
+        """Insert the rows of the applications in ``new``, update the others: two round trips at most."""
+        rows = [self.row(state) for state in states]
+        await uow.write_many(self._insert, [r for r in rows if r["id"] in new])
+        await uow.write_many(self._update, [r for r in rows if r["id"] not in new])
+
+    async def lock(self, uow: UnitOfWork, application_ids: Sequence[str]) -> None:
+        """Hold the applications' rows until the transaction ends, taken in id order so that
+        two transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite
+        writers queue for the whole database anyway)."""
+        if uow.connection.dialect.name == "postgresql" and application_ids:
+            await uow.fetch_all(self._lock, {"ids": list(application_ids)})
+
+    async def document(
+        self, connection: AsyncConnection, application_id: str
+    ) -> dict[str, Any] | None:
+        table = self.table
+        row = (
+            await connection.execute(
+                sa.select(table.c.document).where(table.c.id == application_id)
+            )
+        ).first()
+        return None if row is None else _document(row.document)
+
+    async def page(
+        self,
+        connection: AsyncConnection,
+        *,
+        firm_id: str | None,
+        status: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Documents oldest first, ``limit`` of them after the cursor, and the next cursor."""
+        table = self.table
+        query = sa.select(table.c.document, table.c.created_at, table.c.id)
+        if firm_id is not None:
+            query = query.where(table.c.firm_id == firm_id)
+        if status is not None:
+            query = query.where(table.c.status == status)
+        if after is not None:
+            query = query.where(sa.tuple_(table.c.created_at, table.c.id) > sa.tuple_(*after))
+        rows = (
+            await connection.execute(
+                query.order_by(table.c.created_at, table.c.id).limit(limit + 1)
+            )
+        ).all()
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return [_document(r.document) for r in page], next_cursor
+
+
+def _document(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
