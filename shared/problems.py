@@ -61,13 +61,49 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
     )
 
 
-def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field": "firm.founded_on", "message": ...}``, field named in dots."""
+def field_errors(errors: Sequence[Any], body: Any = None) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "firm.founded_on", "message": ...}``, field named in dots.
+
+    Where a body is a union told apart by a tag (``"programme"``), pydantic puts the tag in
+    the error's location; it is not a field the client sent, so it is left out, and an
+    unknown or missing tag is reported on the tag's own field.
+    """
     out = []
     for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
-        out.append({"field": ".".join(location) or "body", "message": str(error.get("msg"))})
+        location = [part for part in error.get("loc", ()) if part != "body"]
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'\"")
+            location = [*location, tag] if tag else location
+        out.append(
+            {
+                "field": ".".join(str(p) for p in _sent_path(location, body)) or "body",
+                "message": str(error.get("msg")),
+            }
+        )
     return out
+
+
+def _sent_path(location: Sequence[Any], body: Any) -> list[Any]:
+    """``location`` without the parts that are not in what was sent (union tags)."""
+    if body is None:
+        return list(location)
+    path: list[Any] = []
+    current = body
+    for part in location:
+        if isinstance(current, dict) and isinstance(part, str) and part not in current:
+            if part in {v for v in current.values() if isinstance(v, str)}:
+                continue  # the tag pydantic adds for a discriminated union: a value, not a key
+            path.append(part)
+            current = None
+            continue
+        path.append(part)
+        if isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            current = None
+    return path
 
 
 def install_problem_handlers(
@@ -84,7 +120,7 @@ def install_problem_handlers(
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = field_errors(exc.errors())
+        errors = field_errors(exc.errors(), exc.body)
         fields = ", ".join(e["field"] for e in errors)
         problem = Problem(
             status=422,

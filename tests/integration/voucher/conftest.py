@@ -2,58 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from services.voucher.main import create_app
-from services.voucher.service_layer import VoucherService
-from shared.auth import HS256Verifier
-from shared.clock import FixedClock
-from shared.contracts import Role
-from shared.settings import ServiceSettings
+from tests.integration.harness import (
+    FIRM_ID,
+    OTHER_FIRM_ID,
+    SECRET,
+    ServiceHarness,
+    running,
+    service_settings,
+    wait_for_status,
+)
 
-SECRET = "test-secret-" + "x" * 32
-FIRM_ID = "123-45-67890"
-OTHER_FIRM_ID = "987-65-43210"
-
-
-@dataclass
-class VoucherHarness:
-    app: FastAPI
-    client: httpx.AsyncClient
-    clock: FixedClock
-    tokens: HS256Verifier
-
-    @property
-    def service(self) -> VoucherService:
-        service: VoucherService = self.app.state.service
-        return service
-
-    def auth(
-        self, role: Role, sub: str, *, firm_id: str | None = None, provider_id: str | None = None
-    ) -> dict[str, str]:
-        token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
-        return {"Authorization": f"Bearer {token}"}
-
-    def firm(self, firm_id: str = FIRM_ID, sub: str = "ceo") -> dict[str, str]:
-        return self.auth(Role.FIRM, sub, firm_id=firm_id)
-
-    def officer(self, sub: str = "officer-kim") -> dict[str, str]:
-        return self.auth(Role.OFFICER, sub)
-
-    def auth_auditor(self) -> dict[str, str]:
-        return self.auth(Role.AUDITOR, "auditor-lee")
-
-    def provider(self, provider_id: str = "prov-hanbit-law") -> dict[str, str]:
-        return self.auth(Role.PROVIDER, f"clerk@{provider_id}", provider_id=provider_id)
+VoucherHarness = ServiceHarness
 
 
 def application_body(**overrides: Any) -> dict[str, Any]:
@@ -79,49 +45,25 @@ def application_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def voucher_settings(
-    database_url: str, kafka_bootstrap: str, prefix: str, state_dir: Path
-) -> ServiceSettings:
-    return ServiceSettings(
-        service="voucher",
-        database_url=database_url,
-        jwt_secret=SECRET,
-        state_dir=state_dir,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_prefix=prefix,
-        topic_partitions=2,
-        kafka_session_timeout_ms=1000,
-    )
-
-
 @pytest.fixture
 async def voucher(
     database_url: str,
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-) -> AsyncIterator[VoucherHarness]:
-    settings = voucher_settings(database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path)
-    clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
-    app = create_app(settings, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
-            yield VoucherHarness(app, client, clock, HS256Verifier(SECRET))
+) -> AsyncIterator[ServiceHarness]:
+    settings = service_settings(
+        "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+    )
+    async with running(create_app, settings) as harness:
+        yield harness
 
 
-async def wait_for_status(
-    harness: VoucherHarness, application_id: str, status: str, within: float = 20
-) -> dict[str, Any]:
-    """Poll the application until the asynchronous stages bring it to ``status``."""
-    deadline = asyncio.get_running_loop().time() + within
-    body: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        response = await harness.client.get(
-            f"/v1/applications/{application_id}", headers=harness.officer()
-        )
-        body = response.json()
-        if body.get("status") == status:
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{application_id} is {body.get('status')}, not {status}: {body}")
+__all__ = [
+    "FIRM_ID",
+    "OTHER_FIRM_ID",
+    "SECRET",
+    "VoucherHarness",
+    "application_body",
+    "wait_for_status",
+]

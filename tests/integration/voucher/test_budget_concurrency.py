@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,15 +13,8 @@ import sqlalchemy as sa
 
 from services.voucher.adapters.tables import budgets
 from services.voucher.main import create_app, default_catalogue
-from shared.auth import HS256Verifier
-from shared.clock import FixedClock
-from tests.integration.voucher.conftest import (
-    SECRET,
-    VoucherHarness,
-    application_body,
-    voucher_settings,
-    wait_for_status,
-)
+from tests.integration.harness import running, service_settings
+from tests.integration.voucher.conftest import VoucherHarness, application_body, wait_for_status
 
 AMOUNT = 1_000_000
 PROGRAMME = "cluster-startup-support-2026"
@@ -35,13 +27,11 @@ async def small_budget(
     catalogue = copy.deepcopy(default_catalogue())
     programme = next(p for p in catalogue["programmes"] if p["id"] == PROGRAMME)
     programme["budget_total"] = 20 * AMOUNT
-    settings = voucher_settings(postgres_url, kafka_bootstrap, unique_name("t") + ".", tmp_path)
-    clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
-    app = create_app(settings, clock=clock, catalogue=catalogue)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
-            yield VoucherHarness(app, client, clock, HS256Verifier(SECRET))
+    settings = service_settings(
+        "voucher", postgres_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+    )
+    async with running(create_app, settings, catalogue=catalogue) as harness:
+        yield harness
 
 
 async def verified_application(harness: VoucherHarness, n: int) -> str:

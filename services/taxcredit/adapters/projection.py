@@ -1,0 +1,167 @@
+"""The taxcredit read models, kept in step with the log in the same transaction as the events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.taxcredit.adapters.tables import CLAIM_HOLDING, applications, rate_tables
+from services.taxcredit.domain.model import Application
+from services.taxcredit.domain.rates import PublishedTable, RateTable
+from shared.eventstore import UnitOfWork
+from shared.kit.projection import ApplicationProjection, iso
+
+
+def application_resource(app: Application) -> dict[str, Any]:
+    """The application as the API shows it: what the firm filed, the credit, the certificate."""
+    certificate = app.certificate
+    return {
+        "id": app.id,
+        "status": str(app.status),
+        "programme": str(app.programme),
+        "tax_year": app.tax_year,
+        "firm_id": app.firm_id,
+        "firm": app.firm.to_json(),
+        **app.claim.model_dump(mode="json", exclude={"programme"}),
+        "claim_reference": app.claim_reference,
+        "credit": app.credit.to_json() if app.credit else None,
+        "four_eyes_threshold": app.four_eyes_threshold,
+        "approvals": [
+            {"officer": a.officer, "amount": a.amount, "reason": a.reason, "at": iso(a.at)}
+            for a in app.approvals
+        ],
+        "rejection_reasons": [r.to_json() for r in app.rejection_reasons],
+        "certificate": None
+        if certificate is None
+        else {
+            "number": certificate.number,
+            "amount": certificate.amount,
+            "original_amount": certificate.original_amount,
+            "issued_on": certificate.issued_on.isoformat(),
+            "status": certificate.status,
+            "event_id": certificate.event_id,
+            "event_hash": certificate.event_hash,
+        },
+        "clawbacks": [
+            {"amount": c.amount, "reason": c.reason, "officer": c.officer, "at": iso(c.at)}
+            for c in app.clawbacks
+        ],
+        "version": app.version,
+        "created_at": iso(app.created_at),
+        "updated_at": iso(app.updated_at),
+    }
+
+
+def _columns(app: Application) -> dict[str, Any]:
+    return {
+        "programme": str(app.programme),
+        "tax_year": app.tax_year,
+        "claim_reference": app.claim_reference,
+        "credit_amount": app.credit.amount if app.credit else None,
+        "certificate_number": app.certificate.number if app.certificate else None,
+    }
+
+
+PROJECTION: ApplicationProjection[Application] = ApplicationProjection(
+    applications, application_resource, _columns
+)
+
+
+async def claim_holders(
+    uow: UnitOfWork, references: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """``{(programme, reference): application id}`` for the references already claimed."""
+    wanted = set(references)
+    if not wanted:
+        return {}
+    result = await uow.connection.execute(
+        sa.select(applications.c.id, applications.c.programme, applications.c.claim_reference)
+        .where(applications.c.claim_reference.in_(sorted({r for _, r in wanted})))
+        .where(applications.c.status.in_(CLAIM_HOLDING))
+    )
+    return {
+        (row.programme, row.claim_reference): row.id
+        for row in result
+        if (row.programme, row.claim_reference) in wanted
+    }
+
+
+def certificate_view(document: dict[str, Any]) -> dict[str, Any]:
+    """A certificate as the tax authority reads it, from its application's document."""
+    certificate = document["certificate"]
+    return {
+        "number": certificate["number"],
+        "application_id": document["id"],
+        "firm_id": document["firm_id"],
+        "firm_name": document["firm"]["name"],
+        "tax_year": document["tax_year"],
+        "programme": document["programme"],
+        "amount": certificate["amount"],
+        "original_amount": certificate["original_amount"],
+        "status": certificate["status"],
+        "issued_on": certificate["issued_on"],
+        "table_version": document["credit"]["table_version"],
+        "event_id": certificate["event_id"],
+        "event_hash": certificate["event_hash"],
+    }
+
+
+async def certificate(connection: AsyncConnection, number: str) -> dict[str, Any] | None:
+    row = (
+        await connection.execute(
+            sa.select(applications.c.id).where(applications.c.certificate_number == number)
+        )
+    ).first()
+    if row is None:
+        return None
+    document = await PROJECTION.document(connection, row.id)
+    return None if document is None else certificate_view(document)
+
+
+def _published(row: Any) -> PublishedTable:
+    table = json.loads(row.table) if isinstance(row.table, str) else row.table
+    return PublishedTable(
+        table=RateTable.from_json(table), published_at=row.published_at, sequence=row.sequence
+    )
+
+
+def published_resource(
+    published: PublishedTable, published_by: str, event_hash: str
+) -> dict[str, Any]:
+    """A rate table as the API shows it: the table as published, and when, by whom, in which order."""
+    return {
+        **published.table.to_json(),
+        "sequence": published.sequence,
+        "published_at": iso(published.published_at),
+        "published_by": published_by,
+        "event_hash": event_hash,
+    }
+
+
+async def published_tables(connection: AsyncConnection) -> list[tuple[PublishedTable, Any]]:
+    """Every rate table published, in publication order, each with its row."""
+    rows = await connection.execute(sa.select(rate_tables).order_by(rate_tables.c.sequence))
+    return [(_published(row), row) for row in rows]
+
+
+async def save_rate_table(
+    uow: UnitOfWork, table: RateTable, *, published_by: str, event_hash: str
+) -> dict[str, Any]:
+    """Record a published table; its sequence is its place in publication order."""
+    result = await uow.connection.execute(
+        rate_tables.insert().values(
+            version=table.version,
+            valid_from=table.valid_from,
+            table=table.to_json(),
+            published_at=uow.now,
+            published_by=published_by,
+            event_hash=event_hash,
+        )
+    )
+    (sequence,) = result.inserted_primary_key or (0,)
+    published = PublishedTable(table=table, published_at=uow.now, sequence=int(sequence))
+    return published_resource(published, published_by, event_hash)

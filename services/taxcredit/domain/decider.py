@@ -1,0 +1,406 @@
+"""Commands and the decider: ``decide(command, state) -> events``, pure, no I/O.
+
+Facts a rule needs from outside the application (the published rate tables, the
+strategic-technology catalogue, which application already claims a reference) travel
+in the command, so the service, the tests and the auditors run the same decision.
+Dates come from the log: the table in force is chosen as of the submission, never
+as of the moment verification happens to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from functools import singledispatch
+from typing import Any, Literal
+
+from services.taxcredit.domain.events import (
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+    ApplicationVerified,
+    ApplicationWithdrawn,
+    ApprovalRecorded,
+    CertificateClawedBack,
+    CertificateIssued,
+    MnaClaim,
+    ReasonPayload,
+    StrategicInvestmentClaim,
+    VentureInvestmentClaim,
+    VerificationFacts,
+)
+from services.taxcredit.domain.model import (
+    Application,
+    ClaimInputs,
+    Programme,
+    Status,
+    evolve,
+)
+from services.taxcredit.domain.rates import (
+    Credit,
+    PublishedTable,
+    RateTable,
+    lookup_table,
+    mna_technology_credit,
+    strategic_investment_credit,
+    venture_investment_credit,
+)
+from shared.contracts import NewEvent
+from shared.domain import (
+    BUSINESS_NUMBER,
+    Decider,
+    Decision,
+    Firm,
+    FirmSize,
+    InvalidTransition,
+    Reason,
+    StrategicTechnology,
+    Unprocessable,
+    officer_decision,
+)
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitClaim:
+    programme: Programme
+    tax_year: int
+    firm: Firm
+    inputs: ClaimInputs
+    """The programme's inputs; ``inputs.programme`` must be ``programme``."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyClaim:
+    tables: tuple[PublishedTable, ...]
+    """Every rate table published so far; the decider picks the one in force at submission."""
+    technologies: Mapping[str, StrategicTechnology]
+    catalogue_version: str
+    claimed_by: str | None
+    """The id of an application holding the same claim reference, if any (maybe this one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideClaim:
+    officer: str
+    decision: Decision
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawClaim:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssueCertificate:
+    number: str
+    issued_on: date
+
+
+@dataclass(frozen=True, slots=True)
+class ClawBack:
+    officer: str
+    reason: str
+    amount: int | None = None
+    """In won; None claws back all that remains (revoking the certificate)."""
+
+
+# --- the decider --------------------------------------------------------------------------
+
+
+@singledispatch
+def decide(command: Any, state: Application | None) -> list[NewEvent]:
+    raise TypeError(f"no decider for {type(command).__name__}")
+
+
+@decide.register
+def _submit(command: SubmitClaim, state: Application | None) -> list[NewEvent]:
+    if state is not None:
+        raise InvalidTransition(
+            "this application was already submitted", current_status=str(state.status)
+        )
+    if command.inputs.programme != command.programme:
+        raise Unprocessable(
+            f"a {command.programme} application cannot carry {command.inputs.programme} inputs",
+            field="programme",
+        )
+    payload = ApplicationSubmitted(
+        programme=command.programme,
+        tax_year=command.tax_year,
+        firm=command.firm,
+        claim=command.inputs,
+    )
+    return [payload.event()]
+
+
+def checks_for(programme: Programme) -> tuple[str, ...]:
+    """The checks verification runs for ``programme``, in the order they are reported."""
+    checks = ["firm_id_format", "firm_id_matches_token", "figures_consistent"]
+    if programme is Programme.MNA_TECHNOLOGY_VALUE:
+        checks.append("acquirer_technology_innovative_sme")
+    if programme is not Programme.CORPORATE_VENTURE_INVESTMENT:
+        checks.append("technology_listed")
+    checks += ["claim_reference_unique", "rate_table_in_force"]
+    return tuple(checks)
+
+
+@decide.register
+def _verify(command: VerifyClaim, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.SUBMITTED, "verify")
+    lookup = lookup_table(command.tables, application.created_at, application.tax_year)
+    technology = _technology(application.claim)
+    facts = VerificationFacts(
+        as_of=lookup.as_of,
+        table_version=lookup.table.version if lookup.table else None,
+        table_valid_from=lookup.table.valid_from if lookup.table else None,
+        catalogue_version=command.catalogue_version if technology is not None else None,
+        technology=technology,
+        claim_reference=application.claim_reference,
+        checks=checks_for(application.programme),
+    )
+    reasons = verification_failures(application, command, as_of=lookup.as_of)
+    if lookup.table is None:
+        reasons.append(Reason("no_rate_table", lookup.why_none or "no rate table is in force"))
+    if reasons or lookup.table is None:
+        return [_rejected(reasons, stage="verification", facts=facts)]
+    verified = ApplicationVerified(
+        credit=credit_for(application, lookup.table),
+        four_eyes_threshold=lookup.table.four_eyes_threshold,
+        facts=facts,
+    )
+    return [verified.event()]
+
+
+def verification_failures(
+    application: Application, command: VerifyClaim, *, as_of: date
+) -> list[Reason]:
+    """Every rule the claim breaks (the rate table aside), in the order an officer reads them."""
+    firm = application.firm
+    claim = application.claim
+    reasons: list[Reason] = []
+    if not BUSINESS_NUMBER.fullmatch(firm.firm_id):
+        reasons.append(
+            Reason(
+                "firm_id_malformed",
+                f"business registration number {firm.firm_id!r} is not NNN-NN-NNNNN",
+            )
+        )
+    if firm.firm_id != application.firm_id:
+        reasons.append(
+            Reason(
+                "firm_id_mismatch",
+                f"the application names firm {firm.firm_id} but was filed by firm "
+                f"{application.firm_id}",
+            )
+        )
+    inconsistencies = figure_inconsistencies(application, as_of=as_of)
+    if inconsistencies:
+        reasons.append(Reason("inconsistent_figures", "; ".join(inconsistencies)))
+    if isinstance(claim, MnaClaim) and not (
+        firm.size is FirmSize.SME and firm.technology_innovative
+    ):
+        reasons.append(
+            Reason(
+                "not_technology_innovative_sme",
+                f"the M&A credit is for technology-innovative SMEs; the firm is "
+                f"{'a technology-innovative' if firm.technology_innovative else 'a'} "
+                f"{firm.size} firm",
+            )
+        )
+    technology = _technology(claim)
+    if technology is not None and technology not in command.technologies:
+        reasons.append(
+            Reason(
+                "technology_not_listed",
+                f"{technology!r} is not a national strategic technology in catalogue "
+                f"{command.catalogue_version}",
+            )
+        )
+    if command.claimed_by is not None and command.claimed_by != application.id:
+        reasons.append(
+            Reason(
+                "duplicate_claim",
+                f"reference {application.claim_reference!r} is already claimed by application "
+                f"{command.claimed_by}",
+            )
+        )
+    return reasons
+
+
+def figure_inconsistencies(application: Application, *, as_of: date) -> list[str]:
+    """Cross-field facts a schema cannot check, each as a sentence."""
+    firm = application.firm
+    claim = application.claim
+    tax_year = application.tax_year
+    found: list[str] = []
+    if tax_year > as_of.year:
+        found.append(f"tax year {tax_year} is after the year of submission ({as_of.year})")
+    if firm.founded_on.year > tax_year:
+        found.append(f"the firm was founded on {firm.founded_on}, after tax year {tax_year}")
+    elif isinstance(claim, StrategicInvestmentClaim) and claim.investment.previous_years:
+        years = len(claim.investment.previous_years)
+        earliest = tax_year - years
+        if firm.founded_on > date(earliest, 12, 31):
+            found.append(
+                f"{years} previous years are declared (back to {earliest}) but the firm was "
+                f"founded on {firm.founded_on}"
+            )
+    own_ids = {firm.firm_id, application.firm_id}
+    if isinstance(claim, MnaClaim) and claim.target_firm_id in own_ids:
+        found.append(f"the M&A target {claim.target_firm_id} is the acquiring firm itself")
+    if isinstance(claim, VentureInvestmentClaim) and claim.investee in own_ids:
+        found.append(f"the investee {claim.investee} is the investing firm itself")
+    return found
+
+
+def credit_for(application: Application, table: RateTable) -> Credit:
+    """The credit the claim earns under ``table``, with its trace."""
+    claim = application.claim
+    match claim:
+        case StrategicInvestmentClaim(investment=investment):
+            return strategic_investment_credit(
+                table,
+                size=application.firm.size,
+                current_year=investment.current_year,
+                previous_years=investment.previous_years,
+            )
+        case MnaClaim(technology_value=value):
+            return mna_technology_credit(table, technology_value=value)
+        case VentureInvestmentClaim(amount_invested=amount):
+            return venture_investment_credit(table, amount_invested=amount)
+    raise TypeError(f"no credit for {type(claim).__name__}")
+
+
+@decide.register
+def _decide(command: DecideClaim, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.VERIFIED, str(command.decision))
+    credit = application.credit
+    if credit is None:
+        raise ValueError(f"{application.id}: verified without a credit")
+    outcome = officer_decision(
+        decision=Decision(command.decision),
+        officer=command.officer,
+        submitted_by=application.submitted_by,
+        approvals=application.approvals,
+        needs_two=application.needs_two_approvals,
+    )
+    if outcome == "reject":
+        reason = Reason("officer_rejected", command.reason or "rejected by an officer")
+        return [_rejected([reason], stage="decision", officer=command.officer)]
+    if outcome == "record":
+        recorded = ApprovalRecorded(
+            officer=command.officer, amount=credit.amount, reason=command.reason
+        )
+        return [recorded.event()]
+    approved = ApplicationApproved(
+        officer=command.officer, amount=credit.amount, reason=command.reason
+    )
+    return [approved.event()]
+
+
+@decide.register
+def _withdraw(command: WithdrawClaim, state: Application | None) -> list[NewEvent]:
+    _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
+    return [ApplicationWithdrawn(reason=command.reason).event()]
+
+
+@decide.register
+def _issue(command: IssueCertificate, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.APPROVED, "issue a certificate for")
+    if application.approved_amount is None:
+        raise ValueError(f"{application.id}: approved without an amount")
+    issued = CertificateIssued(
+        number=command.number,
+        amount=application.approved_amount,
+        issued_on=command.issued_on,
+        firm_id=application.firm_id,
+        tax_year=application.tax_year,
+        programme=application.programme,
+        cost_reference=application.claim_reference,
+    )
+    return [issued.event()]
+
+
+@decide.register
+def _claw_back(command: ClawBack, state: Application | None) -> list[NewEvent]:
+    application = _require(state, Status.CERTIFIED, "claw back")
+    certificate = application.certificate
+    if certificate is None:
+        raise ValueError(f"{application.id}: certified without a certificate")
+    remaining = certificate.amount
+    amount = remaining if command.amount is None else command.amount
+    if amount <= 0:
+        raise Unprocessable("a clawback must be of a positive amount", field="amount")
+    if amount > remaining:
+        raise Unprocessable(
+            f"the certificate is worth {remaining} won; {amount} won cannot be clawed back",
+            field="amount",
+            remaining=remaining,
+        )
+    clawed = CertificateClawedBack(
+        number=certificate.number,
+        amount=amount,
+        remaining=remaining - amount,
+        reason=command.reason,
+        officer=command.officer,
+    )
+    return [clawed.event()]
+
+
+DECIDER: Decider[Application] = Decider(decide=decide, evolve=evolve)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _require(
+    state: Application | None, allowed: Status | tuple[Status, ...], action: str
+) -> Application:
+    if state is None:
+        raise InvalidTransition(f"cannot {action} an application that does not exist")
+    statuses = allowed if isinstance(allowed, tuple) else (allowed,)
+    if state.status not in statuses:
+        raise InvalidTransition(
+            f"cannot {action} an application that is {state.status}",
+            current_status=str(state.status),
+        )
+    return state
+
+
+def _technology(claim: ClaimInputs) -> str | None:
+    return claim.technology if isinstance(claim, StrategicInvestmentClaim | MnaClaim) else None
+
+
+def _rejected(
+    reasons: list[Reason],
+    *,
+    stage: Literal["verification", "decision"],
+    officer: str | None = None,
+    facts: VerificationFacts | None = None,
+) -> NewEvent:
+    rejected = ApplicationRejected(
+        stage=stage,
+        reasons=tuple(ReasonPayload(code=r.code, message=r.message) for r in reasons),
+        officer=officer,
+        facts=facts,
+    )
+    return rejected.event()
+
+
+__all__ = [
+    "DECIDER",
+    "ClawBack",
+    "DecideClaim",
+    "IssueCertificate",
+    "SubmitClaim",
+    "VerifyClaim",
+    "WithdrawClaim",
+    "checks_for",
+    "credit_for",
+    "decide",
+    "figure_inconsistencies",
+    "verification_failures",
+]

@@ -1,0 +1,277 @@
+"""The taxcredit events: typed payloads, their schema versions, and the registry folds read.
+
+Application events live on the application's aggregate; ``taxcredit.rate_table.published``
+lives on its own aggregate, ``rate-table:<version>``. ``taxcredit.certificate.issued`` is
+the grant the other programmes read for cross-programme support limits.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.taxcredit.domain.rates import Credit, RateTable
+from shared.domain import EventPayload, EventRegistry, Firm
+
+MAX_WON = 2**53 - 1
+"""The largest amount a JSON event can carry exactly (RFC 8785 numbers)."""
+
+Won = Annotated[int, Field(ge=0, le=MAX_WON)]
+PositiveWon = Annotated[int, Field(gt=0, le=MAX_WON)]
+Reference = Annotated[str, Field(min_length=1, max_length=200)]
+Text = Annotated[str, Field(max_length=2000)]
+
+
+class E:
+    """Registered event type names."""
+
+    SUBMITTED = "taxcredit.application.submitted"
+    VERIFIED = "taxcredit.application.verified"
+    REJECTED = "taxcredit.application.rejected"
+    APPROVAL_RECORDED = "taxcredit.application.approval_recorded"
+    APPROVED = "taxcredit.application.approved"
+    WITHDRAWN = "taxcredit.application.withdrawn"
+    CERTIFICATE_ISSUED = "taxcredit.certificate.issued"
+    CERTIFICATE_CLAWED_BACK = "taxcredit.certificate.clawed_back"
+    RATE_TABLE_PUBLISHED = "taxcredit.rate_table.published"
+
+
+class Programme(StrEnum):
+    """The tax credits the service certifies."""
+
+    STRATEGIC_INVESTMENT = "strategic_investment"
+    """Investment in national strategic technology (15 % / 25 %, plus 10 % of the increase)."""
+    MNA_TECHNOLOGY_VALUE = "mna_technology_value"
+    """A technology-innovative SME acquiring a firm: 10 % of the technology value acquired."""
+    CORPORATE_VENTURE_INVESTMENT = "corporate_venture_investment"
+    """A corporation investing in a venture firm or a mother fund."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- what a firm claims (a union discriminated on "programme") ---------------------------------
+
+
+class Investment(_Part):
+    current_year: PositiveWon
+    """The investment of the tax year, in won."""
+    previous_years: tuple[Won, ...] = Field(default=(), max_length=3)
+    """The investments of tax_year − 1, − 2, − 3 in that order; fewer for a younger firm."""
+
+
+class StrategicInvestmentClaim(_Part):
+    programme: Literal[Programme.STRATEGIC_INVESTMENT] = Programme.STRATEGIC_INVESTMENT
+    technology: Reference
+    """The id of a national strategic technology in the catalogue."""
+    investment: Investment
+    facility_reference: Reference
+
+    @property
+    def claim_reference(self) -> str:
+        return self.facility_reference
+
+
+class MnaClaim(_Part):
+    programme: Literal[Programme.MNA_TECHNOLOGY_VALUE] = Programme.MNA_TECHNOLOGY_VALUE
+    technology: Reference
+    target_firm_id: Reference
+    technology_value: PositiveWon
+    deal_reference: Reference
+
+    @property
+    def claim_reference(self) -> str:
+        return self.deal_reference
+
+
+class VentureInvestmentClaim(_Part):
+    programme: Literal[Programme.CORPORATE_VENTURE_INVESTMENT] = (
+        Programme.CORPORATE_VENTURE_INVESTMENT
+    )
+    investee: Reference
+    """A venture firm's business registration number, or a fund id."""
+    amount_invested: PositiveWon
+    investment_reference: Reference
+
+    @property
+    def claim_reference(self) -> str:
+        return self.investment_reference
+
+
+Claim = Annotated[
+    StrategicInvestmentClaim | MnaClaim | VentureInvestmentClaim,
+    Field(discriminator="programme"),
+]
+
+
+# --- the facts a verification was made on --------------------------------------------------------
+
+
+class ReasonPayload(_Part):
+    code: str
+    message: str
+
+
+class VerificationFacts(_Part):
+    """What verification looked at, so an auditor can redo it from the log alone."""
+
+    as_of: date
+    """The submission's date in Korea: the table in force is chosen as of this date."""
+    table_version: str | None
+    table_valid_from: date | None
+    catalogue_version: str | None
+    """The strategic-technology catalogue consulted (None when the programme needs none)."""
+    technology: str | None
+    """The technology id checked against the catalogue (None for venture investments)."""
+    claim_reference: str
+    """The facility, deal or investment reference checked for duplicate claims."""
+    checks: tuple[str, ...]
+    """The checks run, in order."""
+
+
+# --- application events ------------------------------------------------------------------------
+
+
+class ApplicationSubmitted(EventPayload):
+    event_type: ClassVar[str] = E.SUBMITTED
+
+    programme: Programme
+    tax_year: int = Field(ge=1900, le=9999)
+    firm: Firm
+    claim: Claim
+    """The programme's inputs; ``claim.programme`` equals ``programme``."""
+
+    @model_validator(mode="after")
+    def _one_programme(self) -> ApplicationSubmitted:
+        if self.claim.programme != self.programme:
+            raise ValueError(
+                f"a {self.programme} application carries a {self.claim.programme} claim"
+            )
+        return self
+
+
+class ApplicationVerified(EventPayload):
+    event_type: ClassVar[str] = E.VERIFIED
+
+    credit: Credit
+    four_eyes_threshold: Won
+    """From the table in force: a credit at or above it needs two approvals."""
+    facts: VerificationFacts
+
+
+class ApplicationRejected(EventPayload):
+    event_type: ClassVar[str] = E.REJECTED
+
+    stage: Literal["verification", "decision"]
+    reasons: tuple[ReasonPayload, ...] = Field(min_length=1)
+    officer: str | None = None
+    facts: VerificationFacts | None = None
+
+
+class ApprovalRecorded(EventPayload):
+    """The first of two approvals a credit at or above the four-eyes threshold needs."""
+
+    event_type: ClassVar[str] = E.APPROVAL_RECORDED
+
+    officer: str
+    amount: Won
+    reason: Text = ""
+
+
+class ApplicationApproved(EventPayload):
+    event_type: ClassVar[str] = E.APPROVED
+
+    officer: str
+    amount: Won
+    reason: Text = ""
+
+
+class ApplicationWithdrawn(EventPayload):
+    event_type: ClassVar[str] = E.WITHDRAWN
+
+    reason: Text = ""
+
+
+class CertificateIssued(EventPayload):
+    """The grant: the credit the tax authority will honour (read by the other programmes)."""
+
+    event_type: ClassVar[str] = E.CERTIFICATE_ISSUED
+
+    number: Reference
+    amount: Won
+    issued_on: date
+    firm_id: str
+    tax_year: int
+    programme: Programme
+    cost_reference: str
+    """The cost the credit covers: the facility, deal or investment reference."""
+
+
+class CertificateClawedBack(EventPayload):
+    event_type: ClassVar[str] = E.CERTIFICATE_CLAWED_BACK
+
+    number: Reference
+    amount: PositiveWon
+    remaining: Won
+    """What the certificate is still worth after this clawback (0: revoked)."""
+    reason: Text
+    officer: str
+
+
+class RateTablePublished(RateTable, EventPayload):
+    """A ministry publishes a rate table (on the aggregate ``rate-table:<version>``)."""
+
+    event_type: ClassVar[str] = E.RATE_TABLE_PUBLISHED
+
+    @property
+    def table(self) -> RateTable:
+        return RateTable.from_json(self.to_json())
+
+
+APPLICATION_EVENTS: tuple[type[EventPayload], ...] = (
+    ApplicationSubmitted,
+    ApplicationVerified,
+    ApplicationRejected,
+    ApprovalRecorded,
+    ApplicationApproved,
+    ApplicationWithdrawn,
+    CertificateIssued,
+    CertificateClawedBack,
+)
+
+EVENTS = EventRegistry("taxcredit", [*APPLICATION_EVENTS, RateTablePublished])
+
+
+def rate_table_aggregate(version: str) -> str:
+    """The aggregate id a rate table is published on."""
+    return f"rate-table:{version}"
+
+
+__all__ = [
+    "APPLICATION_EVENTS",
+    "EVENTS",
+    "MAX_WON",
+    "ApplicationApproved",
+    "ApplicationRejected",
+    "ApplicationSubmitted",
+    "ApplicationVerified",
+    "ApplicationWithdrawn",
+    "ApprovalRecorded",
+    "CertificateClawedBack",
+    "CertificateIssued",
+    "Claim",
+    "E",
+    "Investment",
+    "MnaClaim",
+    "Programme",
+    "RateTablePublished",
+    "ReasonPayload",
+    "StrategicInvestmentClaim",
+    "VentureInvestmentClaim",
+    "VerificationFacts",
+    "rate_table_aggregate",
+]

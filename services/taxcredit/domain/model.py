@@ -1,0 +1,236 @@
+"""The state of a tax-credit application: the fold of its events (auditors run the same fold)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
+
+from services.taxcredit.domain.events import (
+    EVENTS,
+    ApplicationApproved,
+    ApplicationRejected,
+    ApplicationSubmitted,
+    ApplicationVerified,
+    ApplicationWithdrawn,
+    ApprovalRecorded,
+    CertificateClawedBack,
+    CertificateIssued,
+    MnaClaim,
+    Programme,
+    RateTablePublished,
+    StrategicInvestmentClaim,
+    VentureInvestmentClaim,
+    VerificationFacts,
+)
+from services.taxcredit.domain.rates import Credit
+from shared.contracts import Envelope
+from shared.domain import Approval, Firm, Reason
+
+
+class Status(StrEnum):
+    SUBMITTED = "submitted"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    APPROVED = "approved"
+    CERTIFIED = "certified"
+    REVOKED = "revoked"
+    WITHDRAWN = "withdrawn"
+
+
+OPEN_STATUSES = frozenset({Status.SUBMITTED, Status.VERIFIED, Status.APPROVED})
+"""Still on its way to a certificate."""
+
+ClaimInputs = StrategicInvestmentClaim | MnaClaim | VentureInvestmentClaim
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    number: str
+    amount: int
+    """What the certificate is still worth: the original amount less every clawback."""
+    original_amount: int
+    issued_on: date
+    status: Literal["valid", "reduced", "revoked"]
+    event_id: str
+    """The id of the event that issued it (with its hash: the certificate's proof in the log)."""
+    event_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clawback:
+    amount: int
+    reason: str
+    officer: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: str
+    status: Status
+    programme: Programme
+    tax_year: int
+    firm_id: str
+    """The firm that owns the application: the submitter's token ``firm_id``."""
+    firm: Firm
+    """The firm as the application declares it."""
+    claim: ClaimInputs
+    claim_reference: str
+    """The facility, deal or investment reference: the cost the credit covers."""
+    submitted_by: str
+    created_at: datetime
+    """The submission moment: the rate table in force is chosen as of this."""
+    updated_at: datetime
+    version: int
+    last_hash: str
+    credit: Credit | None = None
+    four_eyes_threshold: int | None = None
+    facts: VerificationFacts | None = None
+    """What verification looked at (also on a verification rejection, where known)."""
+    approvals: tuple[Approval, ...] = ()
+    approved_amount: int | None = None
+    rejection_reasons: tuple[Reason, ...] = ()
+    certificate: Certificate | None = None
+    clawbacks: tuple[Clawback, ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def needs_two_approvals(self) -> bool:
+        """Four eyes: the credit is at or above the threshold of the table it was computed with."""
+        if self.credit is None or self.four_eyes_threshold is None:
+            return False
+        return self.credit.amount >= self.four_eyes_threshold
+
+
+def evolve(state: Application | None, event: Envelope) -> Application:
+    """Apply one event; an event that makes no sense for the state is a corrupt log."""
+    payload = EVENTS.parse(event)
+    at = event.occurred_at
+    if isinstance(payload, ApplicationSubmitted):
+        if state is not None:
+            raise ValueError(f"{event.aggregate_id}: submitted twice")
+        return Application(
+            id=event.aggregate_id,
+            status=Status.SUBMITTED,
+            programme=payload.programme,
+            tax_year=payload.tax_year,
+            firm_id=event.firm_id or "",
+            firm=payload.firm,
+            claim=payload.claim,
+            claim_reference=payload.claim.claim_reference,
+            submitted_by=event.actor.sub,
+            created_at=at,
+            updated_at=at,
+            version=event.aggregate_seq,
+            last_hash=event.hash,
+        )
+    if isinstance(payload, RateTablePublished):
+        raise ValueError(
+            f"{event.aggregate_id}: {event.type} belongs to a rate-table aggregate, "
+            "not to an application"
+        )
+    if state is None:
+        raise ValueError(f"{event.aggregate_id}: {event.type} before submission")
+
+    def expect(*statuses: Status) -> None:
+        if state.status not in statuses:
+            raise ValueError(f"{event.aggregate_id}: {event.type} on a {state.status} application")
+
+    after = replace(state, updated_at=at, version=event.aggregate_seq, last_hash=event.hash)
+    match payload:
+        case ApplicationVerified(credit=credit, four_eyes_threshold=threshold, facts=facts):
+            expect(Status.SUBMITTED)
+            return replace(
+                after,
+                status=Status.VERIFIED,
+                credit=credit,
+                four_eyes_threshold=threshold,
+                facts=facts,
+            )
+        case ApplicationRejected(stage=stage, reasons=reasons, facts=facts):
+            expect(Status.SUBMITTED if stage == "verification" else Status.VERIFIED)
+            return replace(
+                after,
+                status=Status.REJECTED,
+                rejection_reasons=tuple(Reason(r.code, r.message) for r in reasons),
+                facts=facts if facts is not None else state.facts,
+            )
+        case ApprovalRecorded(officer=officer, amount=amount, reason=reason):
+            expect(Status.VERIFIED)
+            approval = Approval(officer=officer, amount=amount, reason=reason, at=at)
+            return replace(after, approvals=(*state.approvals, approval))
+        case ApplicationApproved(officer=officer, amount=amount, reason=reason):
+            expect(Status.VERIFIED)
+            approval = Approval(officer=officer, amount=amount, reason=reason, at=at)
+            return replace(
+                after,
+                status=Status.APPROVED,
+                approved_amount=amount,
+                approvals=(*state.approvals, approval),
+            )
+        case ApplicationWithdrawn():
+            expect(Status.SUBMITTED, Status.VERIFIED)
+            return replace(after, status=Status.WITHDRAWN)
+        case CertificateIssued(number=number, amount=amount, issued_on=issued_on):
+            expect(Status.APPROVED)
+            if amount != state.approved_amount:
+                raise ValueError(
+                    f"{event.aggregate_id}: certificate for {amount} won, "
+                    f"approved {state.approved_amount} won"
+                )
+            certificate = Certificate(
+                number=number,
+                amount=amount,
+                original_amount=amount,
+                issued_on=issued_on,
+                status="valid",
+                event_id=event.event_id,
+                event_hash=event.hash,
+            )
+            return replace(after, status=Status.CERTIFIED, certificate=certificate)
+        case CertificateClawedBack(
+            number=number, amount=amount, remaining=remaining, reason=reason, officer=officer
+        ):
+            expect(Status.CERTIFIED)
+            held = state.certificate
+            if held is None or held.number != number or held.amount - amount != remaining:
+                raise ValueError(
+                    f"{event.aggregate_id}: clawback of {amount} won leaving {remaining} "
+                    f"does not match certificate {held}"
+                )
+            certificate = replace(
+                held, amount=remaining, status="revoked" if remaining == 0 else "reduced"
+            )
+            return replace(
+                after,
+                status=Status.REVOKED if remaining == 0 else Status.CERTIFIED,
+                certificate=certificate,
+                clawbacks=(*state.clawbacks, Clawback(amount, reason, officer, at)),
+            )
+    raise ValueError(f"{event.aggregate_id}: {event.type} is not an application event")
+
+
+def fold(events: Iterable[Envelope]) -> Application | None:
+    state: Application | None = None
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+__all__ = [
+    "OPEN_STATUSES",
+    "Application",
+    "Certificate",
+    "ClaimInputs",
+    "Clawback",
+    "Programme",
+    "Status",
+    "evolve",
+    "fold",
+]

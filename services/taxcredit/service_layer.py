@@ -1,0 +1,179 @@
+"""Use cases of the taxcredit service, on the service kit: rate tables, verification with the
+table in force, certificates and clawbacks. HTTP routes and consumer stages end up here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from services.taxcredit.adapters import projection
+from services.taxcredit.domain.decider import (
+    DECIDER,
+    ClawBack,
+    DecideClaim,
+    IssueCertificate,
+    SubmitClaim,
+    VerifyClaim,
+)
+from services.taxcredit.domain.events import EVENTS, RateTablePublished, rate_table_aggregate
+from services.taxcredit.domain.events import ApplicationSubmitted as Submitted
+from services.taxcredit.domain.model import Application, Status
+from services.taxcredit.domain.rates import RateTable
+from shared.clock import Clock
+from shared.contracts import Actor, Envelope, Role
+from shared.domain import Conflict, Decision, StrategicTechnology, today_in_korea
+from shared.eventstore import (
+    NEW_STREAM,
+    ConcurrencyConflict,
+    EventContext,
+    EventStore,
+    UnitOfWork,
+    is_unique_violation,
+)
+from shared.kit.application import ApplicationService, Outcome, Step, caused_by
+
+VERIFIER = Actor(sub="taxcredit-verifier", role=Role.SYSTEM)
+CERTIFIER = Actor(sub="taxcredit-certificates", role=Role.SYSTEM)
+
+
+class VersionTaken(Conflict):
+    code = "rate_table_version_taken"
+
+
+def certificate_number(application: Application) -> str:
+    """A certificate's number, derived from its application: issuing again gives the same."""
+    tail = application.id.rsplit("_", 1)[-1][:12].upper()
+    return f"TC-{application.tax_year}-{tail}"
+
+
+class TaxCreditService(ApplicationService[Application]):
+    def __init__(
+        self,
+        store: EventStore,
+        technologies: Mapping[str, StrategicTechnology],
+        catalogue_version: str,
+        clock: Clock,
+    ) -> None:
+        super().__init__(store, DECIDER, projection.PROJECTION, clock)
+        self.technologies = dict(technologies)
+        self.catalogue_version = catalogue_version
+
+    # --- commands from people ----------------------------------------------------------
+
+    def decision(self, *, officer: str, decision: Decision, reason: str) -> DecideClaim:
+        return DecideClaim(officer=officer, decision=decision, reason=reason)
+
+    async def claw_back(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        *,
+        reason: str,
+        amount: int | None,
+        context: EventContext,
+    ) -> Outcome[Application]:
+        command = ClawBack(officer=context.actor.sub, reason=reason, amount=amount)
+        return await self.execute(uow, application_id, command, context)
+
+    async def publish_rate_table(
+        self, uow: UnitOfWork, table: RateTable, context: EventContext
+    ) -> dict[str, Any]:
+        """Publish ``table``: an event on its own aggregate, then the table in force from now.
+
+        A version is published once and never changes: a taken one is :class:`VersionTaken`.
+        """
+        event = RateTablePublished.model_validate(table.to_json()).event()
+        try:
+            [published] = await uow.append(
+                rate_table_aggregate(table.version), NEW_STREAM, [event], context
+            )
+        except ConcurrencyConflict as error:
+            raise VersionTaken(
+                f"rate table {table.version} is published already; tables never change",
+                field="version",
+            ) from error
+        return await projection.save_rate_table(
+            uow, table, published_by=context.actor.sub, event_hash=published.hash
+        )
+
+    async def publish_once(self, table: RateTable, context: EventContext) -> bool:
+        """Publish ``table`` unless its version is published (seeding; replicas race for it)."""
+
+        async def work(uow: UnitOfWork) -> None:
+            await self.publish_rate_table(uow, table, context)
+
+        try:
+            await self.in_transaction(work, attempts=1)
+        except VersionTaken:
+            return False
+        except Exception as error:
+            if not is_unique_violation(error):
+                raise
+            return False
+        return True
+
+    # --- what a command from a consumer may open ---------------------------------------
+
+    async def open_claim(
+        self, uow: UnitOfWork, application_id: str, command: SubmitClaim, context: EventContext
+    ) -> Outcome[Application]:
+        """Open a claim for a firm (from its HTTP request, or from a consumer stage, e.g. a
+        co-investment recorded by the fund service); verification follows on its own."""
+        return await self.submit(uow, application_id, command, context)
+
+    # --- policies: what the service does on its own ------------------------------------
+
+    async def when_applications_submitted_verify(
+        self, uow: UnitOfWork, events: Sequence[Envelope]
+    ) -> None:
+        """Verify submitted claims together: one read of the tables and of the claimed references."""
+        tables = tuple(table for table, _ in await projection.published_tables(uow.connection))
+        claims = [EVENTS.parse(e) for e in events]
+        holders = await projection.claim_holders(
+            uow,
+            [
+                (str(c.programme), c.claim.claim_reference)
+                for c in claims
+                if isinstance(c, Submitted)
+            ],
+        )
+
+        async def command(state: Application) -> VerifyClaim | None:
+            if state.status is not Status.SUBMITTED:
+                return None  # verified already, or withdrawn meanwhile
+            holder = holders.get((str(state.programme), state.claim_reference))
+            return VerifyClaim(
+                tables=tables,
+                technologies=self.technologies,
+                catalogue_version=self.catalogue_version,
+                claimed_by=holder if holder != state.id else None,
+            )
+
+        def note(state: Application) -> None:
+            key = (str(state.programme), state.claim_reference)
+            if state.status is Status.VERIFIED and key not in holders:
+                holders[key] = state.id  # the next in this batch sees the claim taken
+
+        await self.execute_many(
+            uow,
+            [Step(e.aggregate_id, command, caused_by(e, VERIFIER)) for e in events],
+            after_each=note,
+        )
+
+    async def when_applications_approved_issue_certificates(
+        self, uow: UnitOfWork, events: Sequence[Envelope]
+    ) -> None:
+        """Issue the certificate of each approved application, once."""
+        issued_on = today_in_korea(self.clock.now())
+
+        async def command(state: Application) -> IssueCertificate | None:
+            if state.status is not Status.APPROVED:
+                return None  # certified already
+            return IssueCertificate(number=certificate_number(state), issued_on=issued_on)
+
+        await self.execute_many(
+            uow, [Step(e.aggregate_id, command, caused_by(e, CERTIFIER)) for e in events]
+        )
+
+
+__all__ = ["CERTIFIER", "VERIFIER", "TaxCreditService", "VersionTaken", "certificate_number"]

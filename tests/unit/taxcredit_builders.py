@@ -1,0 +1,312 @@
+"""Builders for taxcredit decider tests: commands with sensible defaults, and a hash-chained stream.
+
+``TaxcreditStream`` plays "given events / when command / then events": each command is
+decided against the current state, the new events are sealed onto the application's
+chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evolve``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import services.taxcredit.rates as rates_package
+import shared.catalogue as catalogue_package
+from services.taxcredit.domain.decider import (
+    ClawBack,
+    DecideClaim,
+    IssueCertificate,
+    SubmitClaim,
+    VerifyClaim,
+    WithdrawClaim,
+    decide,
+)
+from services.taxcredit.domain.events import (
+    Investment,
+    MnaClaim,
+    Programme,
+    StrategicInvestmentClaim,
+    VentureInvestmentClaim,
+)
+from services.taxcredit.domain.model import Application, evolve, fold
+from services.taxcredit.domain.rates import PublishedTable, RateTable, load_rate_tables
+from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.domain import Decision, Firm, FirmSize, StrategicTechnology, load_technologies
+
+# --- the default rate table and catalogue (read once; every test after that is pure) ---------
+
+RATES_DOC: dict[str, Any] = json.loads(
+    (Path(rates_package.__file__).parent / "default.json").read_text(encoding="utf-8")
+)
+[DEFAULT_TABLE] = load_rate_tables(RATES_DOC)
+"""2023-1: large/medium 0.15, SME 0.25, +0.10 of the increase, M&A 0.10, venture 0.05."""
+THRESHOLD = DEFAULT_TABLE.four_eyes_threshold  # 500,000,000 won
+
+DEFAULT_PUBLISHED = PublishedTable(
+    table=DEFAULT_TABLE, published_at=datetime(2022, 12, 20, 1, 0, tzinfo=UTC), sequence=1
+)
+TABLES: tuple[PublishedTable, ...] = (DEFAULT_PUBLISHED,)
+
+_CATALOGUE_DOC: dict[str, Any] = json.loads(
+    (Path(catalogue_package.__file__).parent / "strategic-technologies.json").read_text(
+        encoding="utf-8"
+    )
+)
+CATALOGUE_VERSION: str = _CATALOGUE_DOC["version"]
+TECHNOLOGIES: dict[str, StrategicTechnology] = load_technologies(_CATALOGUE_DOC)
+
+CELL_CULTURE = "biopharma-animal-cell-culture"
+PURIFICATION = "biopharma-purification"
+
+# --- people ---------------------------------------------------------------------------
+
+FIRM_ID = "123-45-67890"
+TARGET_ID = "234-56-78901"
+VENTURE_ID = "345-67-89012"
+FIRM_USER = Actor(sub="firm-user-1", role=Role.FIRM)
+OFFICER_KIM = "officer-kim"
+OFFICER_LEE = "officer-lee"
+OFFICER_PARK = "officer-park"
+VERIFIER = Actor(sub="taxcredit-verifier", role=Role.SYSTEM)
+CERTIFIER = Actor(sub="taxcredit-certifier", role=Role.SYSTEM)
+
+# --- the calendar -----------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+"""The stream's clock starts here; the submission is sealed a minute later (09:31 KST)."""
+SUBMISSION_DAY = date(2026, 3, 2)
+TAX_YEAR = 2025
+
+# --- command builders -------------------------------------------------------------------
+
+
+def a_firm(**overrides: Any) -> Firm:
+    defaults: dict[str, Any] = {
+        "firm_id": FIRM_ID,
+        "name": "Osong Biologics",
+        "founded_on": date(2015, 4, 1),
+        "size": FirmSize.SME,
+        "cluster": "osong-bio",
+        "industry": "advanced_bio",
+        "technology_innovative": False,
+    }
+    return Firm(**{**defaults, **overrides})
+
+
+def submit_strategic(
+    current_year: int = 400_000_000,
+    previous_years: tuple[int, ...] = (300_000_000, 200_000_000, 100_000_000),
+    *,
+    technology: str = CELL_CULTURE,
+    reference: str = "FAC-2025-001",
+    tax_year: int = TAX_YEAR,
+    firm: Firm | None = None,
+    **firm_overrides: Any,
+) -> SubmitClaim:
+    """By default an SME's claim for 120,000,000 won: 0.25 × 400M + 0.10 × (400M − 200M)."""
+    return SubmitClaim(
+        programme=Programme.STRATEGIC_INVESTMENT,
+        tax_year=tax_year,
+        firm=firm or a_firm(**firm_overrides),
+        inputs=StrategicInvestmentClaim(
+            technology=technology,
+            investment=Investment(current_year=current_year, previous_years=previous_years),
+            facility_reference=reference,
+        ),
+    )
+
+
+def submit_mna(
+    technology_value: int = 1_234_567_891,
+    *,
+    target: str = TARGET_ID,
+    technology: str = PURIFICATION,
+    reference: str = "DEAL-2025-007",
+    tax_year: int = TAX_YEAR,
+    **firm_overrides: Any,
+) -> SubmitClaim:
+    """By default a technology-innovative SME's claim for 123,456,789 won."""
+    firm = a_firm(**{"technology_innovative": True, **firm_overrides})
+    return SubmitClaim(
+        programme=Programme.MNA_TECHNOLOGY_VALUE,
+        tax_year=tax_year,
+        firm=firm,
+        inputs=MnaClaim(
+            technology=technology,
+            target_firm_id=target,
+            technology_value=technology_value,
+            deal_reference=reference,
+        ),
+    )
+
+
+def submit_venture(
+    amount_invested: int = 987_654_321,
+    *,
+    investee: str = VENTURE_ID,
+    reference: str = "INV-2025-042",
+    tax_year: int = TAX_YEAR,
+    **firm_overrides: Any,
+) -> SubmitClaim:
+    """By default a large corporation's claim for 49,382,716 won."""
+    firm = a_firm(**{"size": FirmSize.LARGE, **firm_overrides})
+    return SubmitClaim(
+        programme=Programme.CORPORATE_VENTURE_INVESTMENT,
+        tax_year=tax_year,
+        firm=firm,
+        inputs=VentureInvestmentClaim(
+            investee=investee, amount_invested=amount_invested, investment_reference=reference
+        ),
+    )
+
+
+def verify(
+    *,
+    tables: tuple[PublishedTable, ...] = TABLES,
+    technologies: dict[str, StrategicTechnology] | None = None,
+    catalogue_version: str = CATALOGUE_VERSION,
+    claimed_by: str | None = None,
+) -> VerifyClaim:
+    return VerifyClaim(
+        tables=tables,
+        technologies=TECHNOLOGIES if technologies is None else technologies,
+        catalogue_version=catalogue_version,
+        claimed_by=claimed_by,
+    )
+
+
+def approve(officer: str = OFFICER_KIM, *, reason: str = "figures check out") -> DecideClaim:
+    return DecideClaim(officer=officer, decision=Decision.APPROVE, reason=reason)
+
+
+def reject(
+    officer: str = OFFICER_KIM, *, reason: str = "the facility is not in the cluster"
+) -> DecideClaim:
+    return DecideClaim(officer=officer, decision=Decision.REJECT, reason=reason)
+
+
+def withdraw(reason: str = "we will claim next year") -> WithdrawClaim:
+    return WithdrawClaim(reason=reason)
+
+
+def issue(number: str = "TC-2026-000001", *, issued_on: date = SUBMISSION_DAY) -> IssueCertificate:
+    return IssueCertificate(number=number, issued_on=issued_on)
+
+
+def claw_back(
+    amount: int | None = None,
+    *,
+    officer: str = OFFICER_PARK,
+    reason: str = "the facility was sold within two years",
+) -> ClawBack:
+    return ClawBack(officer=officer, reason=reason, amount=amount)
+
+
+def published(table: RateTable | dict[str, Any], *, at: datetime, sequence: int) -> PublishedTable:
+    if isinstance(table, dict):
+        table = RateTable.from_json(table)
+    return PublishedTable(table=table, published_at=at, sequence=sequence)
+
+
+def a_table(version: str, valid_from: str, *, sme: str = "0.25", **changes: Any) -> RateTable:
+    """The default table under another version, validity and (optionally) SME base rate."""
+    doc = DEFAULT_TABLE.to_json()
+    doc["strategic_investment"]["base_rate"]["sme"] = sme
+    return RateTable.from_json({**doc, "version": version, "valid_from": valid_from, **changes})
+
+
+# --- the stream -------------------------------------------------------------------------
+
+
+def actor_for(command: Any) -> Actor:
+    """Who sends each kind of command in the running service."""
+    match command:
+        case SubmitClaim() | WithdrawClaim():
+            return FIRM_USER
+        case VerifyClaim():
+            return VERIFIER
+        case DecideClaim(officer=officer) | ClawBack(officer=officer):
+            return Actor(sub=officer, role=Role.OFFICER)
+        case IssueCertificate():
+            return CERTIFIER
+    raise TypeError(f"no actor for {type(command).__name__}")
+
+
+@dataclass
+class TaxcreditStream:
+    """One application's log, built by deciding commands against its own fold."""
+
+    application_id: str = "app-1"
+    token_firm_id: str = FIRM_ID
+    """The ``firm_id`` of the submitter's token, carried by every event of the application."""
+    envelopes: list[Envelope] = field(default_factory=list)
+    state: Application | None = None
+    clock: datetime = T0
+
+    def when(self, command: Any, *, by: Actor | None = None) -> list[NewEvent]:
+        """Decide ``command`` against the current state, append what it decides, return it."""
+        new_events = decide(command, self.state)
+        actor = by or actor_for(command)
+        for event in new_events:
+            self.clock += timedelta(minutes=1)
+            envelope = Envelope.seal(
+                aggregate_id=self.application_id,
+                aggregate_seq=len(self.envelopes) + 1,
+                event=event,
+                occurred_at=self.clock,
+                actor=actor,
+                firm_id=self.token_firm_id,
+                correlation_id=f"corr-{self.application_id}",
+                causation_id=self.envelopes[-1].event_id if self.envelopes else None,
+                prev_hash=self.envelopes[-1].hash if self.envelopes else GENESIS_HASH,
+            )
+            self.envelopes.append(envelope)
+            self.state = evolve(self.state, envelope)
+        return new_events
+
+    def given(self, *commands: Any) -> TaxcreditStream:
+        for command in commands:
+            self.when(command)
+        return self
+
+    def later(self, delta: timedelta) -> TaxcreditStream:
+        """Let time pass before the next command (a lagging consumer, a slow officer)."""
+        self.clock += delta
+        return self
+
+    @property
+    def app(self) -> Application:
+        assert self.state is not None, "nothing was submitted"
+        return self.state
+
+    def replayed(self) -> Application | None:
+        return fold(self.envelopes)
+
+
+def types(events: list[NewEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+# --- common starting points ---------------------------------------------------------------
+
+
+def submitted(command: SubmitClaim | None = None) -> TaxcreditStream:
+    return TaxcreditStream().given(command or submit_strategic())
+
+
+def verified(command: SubmitClaim | None = None) -> TaxcreditStream:
+    return submitted(command).given(verify())
+
+
+def approved(command: SubmitClaim | None = None) -> TaxcreditStream:
+    stream = verified(command)
+    if stream.app.needs_two_approvals:
+        return stream.given(approve(OFFICER_KIM), approve(OFFICER_LEE))
+    return stream.given(approve(OFFICER_KIM))
+
+
+def certified(command: SubmitClaim | None = None) -> TaxcreditStream:
+    return approved(command).given(issue())
