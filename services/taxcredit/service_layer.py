@@ -15,13 +15,18 @@ from services.taxcredit.domain.decider import (
     SubmitClaim,
     VerifyClaim,
 )
-from services.taxcredit.domain.events import EVENTS, RateTablePublished, rate_table_aggregate
-from services.taxcredit.domain.events import ApplicationSubmitted as Submitted
+from services.taxcredit.domain.events import (
+    EVENTS,
+    ClaimSubmitted,
+    E,
+    RateTablePublished,
+    rate_table_aggregate,
+)
 from services.taxcredit.domain.model import Application, Status
 from services.taxcredit.domain.rates import RateTable
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
-from shared.domain import Conflict, Decision, StrategicTechnology, today_in_korea
+from shared.domain import Conflict, Decision, load_technologies, today_in_korea
 from shared.eventstore import (
     NEW_STREAM,
     ConcurrencyConflict,
@@ -30,14 +35,17 @@ from shared.eventstore import (
     UnitOfWork,
     is_unique_violation,
 )
-from shared.kit.application import ApplicationService, Outcome, Step, caused_by
-
-VERIFIER = Actor(sub="taxcredit-verifier", role=Role.SYSTEM)
-CERTIFIER = Actor(sub="taxcredit-certificates", role=Role.SYSTEM)
+from shared.kit.application import ApplicationService, Outcome, Stages
 
 
 class VersionTaken(Conflict):
     code = "rate_table_version_taken"
+
+
+VERIFIER, CERTIFIER = (
+    Actor(sub=f"taxcredit-{stage}", role=Role.SYSTEM) for stage in ("verifier", "certificates")
+)
+"""The stages acting on their own, as their events record them."""
 
 
 def certificate_number(application: Application) -> str:
@@ -47,16 +55,20 @@ def certificate_number(application: Application) -> str:
 
 
 class TaxCreditService(ApplicationService[Application]):
-    def __init__(
-        self,
-        store: EventStore,
-        technologies: Mapping[str, StrategicTechnology],
-        catalogue_version: str,
-        clock: Clock,
-    ) -> None:
+    def __init__(self, store: EventStore, catalogue: Mapping[str, Any], clock: Clock) -> None:
+        """``catalogue``: the strategic-technology catalogue claims are checked against."""
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
-        self.technologies = dict(technologies)
-        self.catalogue_version = catalogue_version
+        self.technologies = load_technologies(catalogue)
+        self.catalogue_version = str(catalogue["version"])
+
+    def stages(self) -> Stages:
+        """Verification and the certificate stage react to events on taxcredit.events."""
+        return Stages(
+            batches={
+                E.SUBMITTED: self.when_applications_submitted_verify,
+                E.APPROVED: self.when_applications_approved_issue_certificates,
+            }
+        )
 
     # --- commands from people ----------------------------------------------------------
 
@@ -134,13 +146,11 @@ class TaxCreditService(ApplicationService[Application]):
             [
                 (str(c.programme), c.claim.claim_reference)
                 for c in claims
-                if isinstance(c, Submitted)
+                if isinstance(c, ClaimSubmitted)
             ],
         )
 
-        async def command(state: Application) -> VerifyClaim | None:
-            if state.status is not Status.SUBMITTED:
-                return None  # verified already, or withdrawn meanwhile
+        def verify(state: Application) -> VerifyClaim:
             holder = holders.get((str(state.programme), state.claim_reference))
             return VerifyClaim(
                 tables=tables,
@@ -154,25 +164,19 @@ class TaxCreditService(ApplicationService[Application]):
             if state.status is Status.VERIFIED and key not in holders:
                 holders[key] = state.id  # the next in this batch sees the claim taken
 
-        await self.execute_many(
-            uow,
-            [Step(e.aggregate_id, command, caused_by(e, VERIFIER)) for e in events],
-            after_each=note,
-        )
+        await self.react(uow, events, VERIFIER, verify, only_in=Status.SUBMITTED, after_each=note)
 
     async def when_applications_approved_issue_certificates(
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
-        """Issue the certificate of each approved application, once."""
+        """Issue the certificate of each approved claim, once (one issued already is passed over)."""
         issued_on = today_in_korea(self.clock.now())
-
-        async def command(state: Application) -> IssueCertificate | None:
-            if state.status is not Status.APPROVED:
-                return None  # certified already
-            return IssueCertificate(number=certificate_number(state), issued_on=issued_on)
-
-        await self.execute_many(
-            uow, [Step(e.aggregate_id, command, caused_by(e, CERTIFIER)) for e in events]
+        await self.react(
+            uow,
+            events,
+            CERTIFIER,
+            lambda state: IssueCertificate(number=certificate_number(state), issued_on=issued_on),
+            only_in=Status.APPROVED,
         )
 
 

@@ -15,19 +15,20 @@ from services.voucher.domain.errors import DuplicateProvider
 from services.voucher.domain.events import EVENTS
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import applications, router
-from services.voucher.entrypoints.consumers import (
-    expire_vouchers_periodically,
-    subscribe_voucher_stages,
-)
+from services.voucher.entrypoints.consumers import expire_vouchers_periodically
 from services.voucher.service_layer import VoucherService
 from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
-from shared.kit.catalogue import load_document
-from shared.service import ServiceRuntime, create_service_app
+from shared.kit.app import programme_app
+from shared.kit.catalogue import catalogue_for, load_document
+from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
 
 SEEDER = Actor(sub="voucher-catalogue", role=Role.SYSTEM)
+ABOUT = """Voucher service.
+Startup vouchers for business-support services inside a cluster: application,
+verification, officer approval, issue, redemption and payout."""
 
 
 def default_catalogue() -> dict[str, Any]:
@@ -42,34 +43,22 @@ def create_app(
     clock: Clock | None = None,
 ) -> FastAPI:
     settings = settings or ServiceSettings(service="voucher")
-    document = catalogue or load_document(
-        "services.voucher.catalogue", "default.json", settings.catalogue_path
+    document = catalogue_for(
+        settings.catalogue_path, "services.voucher.catalogue", "default.json", catalogue
     )
     programmes = load_catalogue(document)
     the_clock = clock or SystemClock()
 
-    async def start_voucher(runtime: ServiceRuntime) -> None:
+    async def start(runtime: ServiceRuntime) -> VoucherService:
         async with runtime.store.engine.begin() as connection:
-            await connection.run_sync(voucher_tables.create_all)
             await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
         service = VoucherService(runtime.store, programmes, payouts or LedgerPayouts(), the_clock)
-        runtime.app.state.service = service
         await _seed_providers(service, document.get("providers", []))
-        subscribe_voucher_stages(runtime, service)
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
+        return service
 
-    app = create_service_app(
-        settings,
-        title="Voucher service",
-        description="Startup vouchers for business-support services inside a cluster: "
-        "application, verification, officer approval, issue, redemption and payout.",
-        clock=the_clock,
-        on_startup=[start_voucher],
-        events=EVENTS,
-    )
-    app.include_router(applications)
-    app.include_router(router)
-    return app
+    routers = [applications, router]
+    return programme_app(settings, ABOUT, voucher_tables, start, EVENTS, routers, the_clock)
 
 
 async def _seed_providers(service: VoucherService, seeds: list[dict[str, Any]]) -> None:

@@ -44,7 +44,7 @@ from shared.eventstore import (
     StreamVersion,
     UnitOfWork,
 )
-from shared.kit.application import ApplicationService, Outcome, Step, caused_by, new_id
+from shared.kit.application import ApplicationService, Outcome, Stages, Step, caused_by, new_id
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
 ISSUER = Actor(sub="voucher-issue", role=Role.SYSTEM)
@@ -69,6 +69,16 @@ class VoucherService(ApplicationService[Application]):
         if found is None:
             raise NotFound(f"there is no programme {programme_id}")
         return found
+
+    def stages(self) -> Stages:
+        """Verification, voucher issue and payout react to events on voucher.events."""
+        return Stages(
+            batches={
+                E.SUBMITTED: self.when_applications_submitted_verify,
+                E.APPROVED: self.when_applications_approved_issue_vouchers,
+            },
+            singles={E.REDEMPTION_REQUESTED: self.when_redemption_requested_pay},
+        )
 
     # --- commands from people ----------------------------------------------------------
 
@@ -234,18 +244,11 @@ class VoucherService(ApplicationService[Application]):
     ) -> None:
         today = today_in_korea(self.clock.now())
 
-        async def command(state: Application) -> IssueVoucher | None:
-            if state.status is not Status.APPROVED:
-                return None  # issued already
-            return IssueVoucher(
-                voucher_id=new_id("vch"),
-                programme=self.programme(state.programme_id),
-                today=today,
-            )
+        def issue(state: Application) -> IssueVoucher:
+            programme = self.programme(state.programme_id)
+            return IssueVoucher(voucher_id=new_id("vch"), programme=programme, today=today)
 
-        await self.execute_many(
-            uow, [Step(e.aggregate_id, command, caused_by(e, ISSUER)) for e in events]
-        )
+        await self.react(uow, events, ISSUER, issue, only_in=Status.APPROVED)
 
     async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
         redemption_id = str(event.payload["redemption_id"])

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from functools import singledispatch
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from shared.contracts import Envelope, NewEvent
+
+if TYPE_CHECKING:
+    from functools import _SingleDispatchCallable
 
 S = TypeVar("S", bound="ProcessedState")
 
@@ -38,7 +42,23 @@ class Decider(Generic[S]):
     evolve: Callable[[S | None, Envelope], S]
 
     def fold(self, events: Iterable[Envelope]) -> S | None:
-        state: S | None = None
-        for event in events:
-            state = self.evolve(state, event)
-        return state
+        return fold_events(self.evolve, events)
+
+
+def fold_events(evolve: Callable[[S | None, Envelope], S], events: Iterable[Envelope]) -> S | None:
+    """The state ``events`` leave behind, folded with ``evolve`` from nothing."""
+    state: S | None = None
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def decide_by_command() -> _SingleDispatchCallable[list[NewEvent]]:
+    """A new ``decide(command, state)`` dispatching on the command's type: register one
+    function per command with ``@decide.register``; an unknown command is a ``TypeError``."""
+
+    @singledispatch
+    def decide(command: Any, state: Any) -> list[NewEvent]:
+        raise TypeError(f"no decider for {type(command).__name__}")
+
+    return decide

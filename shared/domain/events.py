@@ -20,6 +20,12 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 P = TypeVar("P", bound="EventPayload")
 
 
+class Part(BaseModel):
+    """A frozen part of an event payload (a nested object)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class EventPayload(BaseModel):
     """The payload of one registered event type (``event_type``, ``schema_version``)."""
 

@@ -9,13 +9,15 @@ arrive together in one group commit (:mod:`shared.batching`).
 
 from __future__ import annotations
 
+import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from shared.batching import GroupCommit
 from shared.clock import Clock
+from shared.consumer import BatchHandler, Handler
 from shared.contracts import Actor, Envelope
 from shared.domain import Decider, DomainError, NotFound, ProcessedState
 from shared.eventstore import (
@@ -64,6 +66,15 @@ class Outcome(Generic[S]):
     events: list[Envelope]
 
 
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """What a programme does on its own when its events arrive, by event type."""
+
+    batches: Mapping[str, BatchHandler] = field(default_factory=dict)
+    """Handlers taking consecutive events of their type together."""
+    singles: Mapping[str, Handler] = field(default_factory=dict)
+
+
 AfterOutcomes = Callable[[UnitOfWork, Sequence[Outcome[Any]]], Awaitable[None]]
 """Work that must share the commands' transaction (a budget hold); raising undoes them all."""
 
@@ -99,6 +110,10 @@ class ApplicationService(Generic[S]):
         self.clock = clock
         self.submissions = self.group_commit("submissions", fresh=True)
         self.decisions = self.group_commit("decisions", after=self.after_decisions)
+
+    def stages(self) -> Stages:
+        """The programme's consumer stages (verification, issue, payout...)."""
+        return Stages()
 
     async def after_decisions(self, uow: UnitOfWork, outcomes: Sequence[Outcome[Any]]) -> None:
         """What officers' decisions need besides their events (a programme may hold a budget)."""
@@ -221,6 +236,29 @@ class ApplicationService(Generic[S]):
         await self.projection.save(uow, changed, new={a.id for a in changed if not histories[a.id]})
         return outcomes
 
+    async def react(
+        self,
+        uow: UnitOfWork,
+        events: Sequence[Envelope],
+        actor: Actor,
+        command_for: Callable[[S], Any],
+        *,
+        only_in: str | None = None,
+        after_each: Callable[[S], None] | None = None,
+    ) -> list[Outcome[S]]:
+        """A stage's work on a batch of its events: ``command_for(state)`` of each event's
+        application (a command, an awaitable of one, or None), under ``actor``, caused by
+        the event. ``only_in``: applications in another status are passed over (done already)."""
+
+        async def command(state: S) -> Any:
+            if only_in is not None and str(state.status) != only_in:
+                return None
+            decided = command_for(state)
+            return await decided if inspect.isawaitable(decided) else decided
+
+        steps = [Step(e.aggregate_id, command, caused_by(e, actor)) for e in events]
+        return await self.execute_many(uow, steps, after_each=after_each)
+
     async def in_transaction(
         self, work: Callable[[UnitOfWork], Awaitable[T]], attempts: int = 5
     ) -> T:
@@ -324,6 +362,7 @@ __all__ = [
     "ApplicationService",
     "CommandRequest",
     "Outcome",
+    "Stages",
     "Step",
     "caused_by",
     "new_id",

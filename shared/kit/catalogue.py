@@ -23,3 +23,11 @@ def load_document(package: str, filename: str, override: Path | None = None) -> 
 def strategic_technologies() -> dict[str, Any]:
     """The national strategic technology catalogue every programme shares."""
     return load_document("shared.catalogue", "strategic-technologies.json")
+
+
+def catalogue_for(
+    settings_path: Path | None, package: str, filename: str, given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The catalogue a service runs with: ``given`` (tests), else the settings' file, else
+    the packaged default."""
+    return given if given is not None else load_document(package, filename, settings_path)

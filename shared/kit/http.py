@@ -12,7 +12,7 @@ request bodies and how each becomes a command (:class:`ApplicationsAPI`).
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +29,8 @@ from shared.kit.cursors import decode_cursor
 from shared.kit.schemas import Body, DecisionIn, WithdrawalIn
 from shared.problems import Problem
 
+T = TypeVar("T")
+
 Firms = Annotated[Principal, Depends(require_role(Role.FIRM))]
 Officers = Annotated[Principal, Depends(require_role(Role.OFFICER))]
 IdempotencyKey = Annotated[
@@ -37,6 +39,18 @@ IdempotencyKey = Annotated[
 ]
 READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
 """Roles that read every application; a firm reads its own."""
+
+
+def service_dependency(kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency giving the app's programme service, typed as ``kind``."""
+
+    def get(request: Request) -> T:
+        service = request.app.state.service
+        if not isinstance(service, kind):
+            raise TypeError(f"the app's service is a {type(service).__name__}, not {kind.__name__}")
+        return service
+
+    return get
 
 
 def service_of(request: Request) -> ApplicationService[Any]:
@@ -256,6 +270,7 @@ __all__ = [
     "applications_router",
     "context_of",
     "respond",
+    "service_dependency",
     "service_of",
     "together",
     "visible_document",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -66,23 +66,26 @@ def _bind_types(table: sa.Table, names: Sequence[str]) -> list[sa.BindParameter[
 class ApplicationProjection(Generic[S]):
     """One programme's applications table, kept by the kit.
 
-    ``resource(state)`` is the application as the API shows it (also stored as the
-    row's document); ``columns(state)`` gives the programme's own column values.
+    The API shows an application as its :meth:`resource`: what every application has
+    (id, status, firm, version, times) around what ``describe(state)`` says of it, the
+    programme's own part. That document is also the row's; a programme's own columns
+    are read from it: the member of the column's name, or the path ``paths`` gives
+    (``{"voucher_id": ("voucher", "id")}``).
     """
 
     def __init__(
         self,
         table: sa.Table,
-        resource: Callable[[S], dict[str, Any]],
-        columns: Callable[[S], Mapping[str, Any]] = lambda _: {},
+        describe: Callable[[S], dict[str, Any]],
+        paths: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.table = table
-        self.resource = resource
-        self._columns = columns
+        self.describe = describe
+        own = [c for c in table.columns if c.name not in COMMON_COLUMNS]
+        self._own = [(c.name, (paths or {}).get(c.name, (c.name,)), c.type) for c in own]
         names = list(COMMON_COLUMNS) + [
             c.name for c in table.columns if c.name not in COMMON_COLUMNS
         ]
-        self._names = names
         binds = _bind_types(table, names)
         self._insert = sa.text(
             f"INSERT INTO {table.name} ({', '.join(names)})"
@@ -97,20 +100,31 @@ class ApplicationProjection(Generic[S]):
             " FOR UPDATE"
         )
 
+    def resource(self, state: S) -> dict[str, Any]:
+        """The application as the API shows it."""
+        return {
+            "id": state.id,
+            "status": str(state.status),
+            "firm_id": state.firm_id,
+            **self.describe(state),
+            "version": state.version,
+            "created_at": iso(state.created_at),
+            "updated_at": iso(state.updated_at),
+        }
+
     def row(self, state: S) -> dict[str, Any]:
+        document = self.resource(state)
         row = {
             "id": state.id,
             "firm_id": state.firm_id,
             "status": str(state.status),
             "version": state.version,
-            "document": json.dumps(self.resource(state), separators=(",", ":"), ensure_ascii=False),
+            "document": json.dumps(document, separators=(",", ":"), ensure_ascii=False),
             "created_at": state.created_at,
             "updated_at": state.updated_at,
-            **self._columns(state),
         }
-        missing = set(self._names) - set(row)
-        if missing:
-            raise KeyError(f"no value for the columns {sorted(missing)}")
+        for name, path, column_type in self._own:
+            row[name] = _column_value(document, path, column_type)
         return row
 
     async def save(self, uow: UnitOfWork, states: Sequence[S], new: set[str]) -> None:
@@ -163,6 +177,17 @@ class ApplicationProjection(Generic[S]):
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return [_document(r.document) for r in page], next_cursor
+
+
+def _column_value(document: Mapping[str, Any], path: tuple[str, ...], column_type: Any) -> Any:
+    """The value at ``path`` in the document (None where a part is missing), as the column
+    takes it: a date column gets a date, not the document's ISO text."""
+    value: Any = document
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, str) and isinstance(column_type, sa.Date):
+        return date.fromisoformat(value)
+    return value
 
 
 def _document(value: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from services.taxcredit.domain.decider import (
 )
 from services.taxcredit.domain.events import (
     EVENTS,
-    ApplicationSubmitted,
+    ClaimSubmitted,
     E,
     Programme,
     RateTablePublished,
@@ -134,7 +134,7 @@ def test_submitting_the_same_application_twice_is_refused():
 
 
 def test_a_claim_for_another_programme_than_it_names_is_refused():
-    command = replace(submit_venture(), programme=Programme.STRATEGIC_INVESTMENT)
+    command = submit_venture()._replace(programme=Programme.STRATEGIC_INVESTMENT)
 
     with pytest.raises(Unprocessable) as refused:
         decide(command, None)
@@ -913,7 +913,7 @@ def test_a_submission_payload_round_trips_through_the_registry():
 
     parsed = EVENTS.parse(_sealed(event))
 
-    assert isinstance(parsed, ApplicationSubmitted)
+    assert isinstance(parsed, ClaimSubmitted)
     assert isinstance(parsed.claim, StrategicInvestmentClaim)
     assert parsed.claim.investment.previous_years == (300_000_000, 200_000_000, 100_000_000)
     assert parsed.firm == a_firm()

@@ -10,21 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.taxcredit.adapters.tables import CLAIM_HOLDING, applications, rate_tables
-from services.taxcredit.domain.model import Application
+from services.taxcredit.domain.model import Application, Certificate
 from services.taxcredit.domain.rates import PublishedTable, RateTable
 from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
 
 
-def application_resource(app: Application) -> dict[str, Any]:
-    """The application as the API shows it: what the firm filed, the credit, the certificate."""
-    certificate = app.certificate
+def describe(app: Application) -> dict[str, Any]:
+    """What the API shows of a claim: what the firm filed, the credit, the certificate."""
     return {
-        "id": app.id,
-        "status": str(app.status),
         "programme": str(app.programme),
         "tax_year": app.tax_year,
-        "firm_id": app.firm_id,
         "firm": app.firm.to_json(),
         **app.claim.model_dump(mode="json", exclude={"programme"}),
         "claim_reference": app.claim_reference,
@@ -35,39 +31,32 @@ def application_resource(app: Application) -> dict[str, Any]:
             for a in app.approvals
         ],
         "rejection_reasons": [r.to_json() for r in app.rejection_reasons],
-        "certificate": None
-        if certificate is None
-        else {
-            "number": certificate.number,
-            "amount": certificate.amount,
-            "original_amount": certificate.original_amount,
-            "issued_on": certificate.issued_on.isoformat(),
-            "status": certificate.status,
-            "event_id": certificate.event_id,
-            "event_hash": certificate.event_hash,
-        },
+        "certificate": _certificate(app.certificate),
         "clawbacks": [
             {"amount": c.amount, "reason": c.reason, "officer": c.officer, "at": iso(c.at)}
             for c in app.clawbacks
         ],
-        "version": app.version,
-        "created_at": iso(app.created_at),
-        "updated_at": iso(app.updated_at),
     }
 
 
-def _columns(app: Application) -> dict[str, Any]:
+def _certificate(certificate: Certificate | None) -> dict[str, Any] | None:
+    if certificate is None:
+        return None
     return {
-        "programme": str(app.programme),
-        "tax_year": app.tax_year,
-        "claim_reference": app.claim_reference,
-        "credit_amount": app.credit.amount if app.credit else None,
-        "certificate_number": app.certificate.number if app.certificate else None,
+        "number": certificate.number,
+        "amount": certificate.amount,
+        "original_amount": certificate.original_amount,
+        "issued_on": certificate.issued_on.isoformat(),
+        "status": certificate.status,
+        "event_id": certificate.event_id,
+        "event_hash": certificate.event_hash,
     }
 
 
 PROJECTION: ApplicationProjection[Application] = ApplicationProjection(
-    applications, application_resource, _columns
+    applications,
+    describe,
+    paths={"credit_amount": ("credit", "amount"), "certificate_number": ("certificate", "number")},
 )
 
 

@@ -10,22 +10,19 @@ as of the moment verification happens to run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
-from functools import singledispatch
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from services.taxcredit.domain.events import (
-    ApplicationApproved,
-    ApplicationRejected,
-    ApplicationSubmitted,
-    ApplicationVerified,
-    ApplicationWithdrawn,
-    ApprovalRecorded,
     CertificateClawedBack,
     CertificateIssued,
+    ClaimApprovalRecorded,
+    ClaimApproved,
+    ClaimRejected,
+    ClaimSubmitted,
+    ClaimVerified,
+    ClaimWithdrawn,
     MnaClaim,
-    ReasonPayload,
     StrategicInvestmentClaim,
     VentureInvestmentClaim,
     VerificationFacts,
@@ -48,23 +45,28 @@ from services.taxcredit.domain.rates import (
 )
 from shared.contracts import NewEvent
 from shared.domain import (
-    BUSINESS_NUMBER,
     Decider,
     Decision,
     Firm,
     FirmSize,
-    InvalidTransition,
+    OfficerDecides,
     Reason,
     StrategicTechnology,
     Unprocessable,
+    Withdraw,
+    decide_by_command,
+    firm_identity_failures,
     officer_decision,
+    require_new,
+    require_status,
 )
 
 # --- commands -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitClaim:
+class SubmitClaim(NamedTuple):
+    """A firm (or a stage acting for one) claims a credit."""
+
     programme: Programme
     tax_year: int
     firm: Firm
@@ -72,8 +74,9 @@ class SubmitClaim:
     """The programme's inputs; ``inputs.programme`` must be ``programme``."""
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyClaim:
+class VerifyClaim(NamedTuple):
+    """Automatic verification, with what it needs from outside the claim."""
+
     tables: tuple[PublishedTable, ...]
     """Every rate table published so far; the decider picks the one in force at submission."""
     technologies: Mapping[str, StrategicTechnology]
@@ -82,26 +85,22 @@ class VerifyClaim:
     """The id of an application holding the same claim reference, if any (maybe this one)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DecideClaim:
-    officer: str
-    decision: Decision
-    reason: str
+DecideClaim = OfficerDecides
+"""An officer approves or rejects a verified claim (the amount is the verified credit)."""
+WithdrawClaim = Withdraw
+"""The firm withdraws its claim before approval."""
 
 
-@dataclass(frozen=True, slots=True)
-class WithdrawClaim:
-    reason: str = ""
+class IssueCertificate(NamedTuple):
+    """The certificate stage issues the certificate of an approved claim."""
 
-
-@dataclass(frozen=True, slots=True)
-class IssueCertificate:
     number: str
     issued_on: date
 
 
-@dataclass(frozen=True, slots=True)
-class ClawBack:
+class ClawBack(NamedTuple):
+    """An officer claws back part or all of a certified credit."""
+
     officer: str
     reason: str
     amount: int | None = None
@@ -111,23 +110,19 @@ class ClawBack:
 # --- the decider --------------------------------------------------------------------------
 
 
-@singledispatch
-def decide(command: Any, state: Application | None) -> list[NewEvent]:
-    raise TypeError(f"no decider for {type(command).__name__}")
+decide = decide_by_command()
+"""``decide(command, state) -> events`` for every command of the programme."""
 
 
 @decide.register
 def _submit(command: SubmitClaim, state: Application | None) -> list[NewEvent]:
-    if state is not None:
-        raise InvalidTransition(
-            "this application was already submitted", current_status=str(state.status)
-        )
+    require_new(state)
     if command.inputs.programme != command.programme:
         raise Unprocessable(
             f"a {command.programme} application cannot carry {command.inputs.programme} inputs",
             field="programme",
         )
-    payload = ApplicationSubmitted(
+    payload = ClaimSubmitted(
         programme=command.programme,
         tax_year=command.tax_year,
         firm=command.firm,
@@ -166,7 +161,7 @@ def _verify(command: VerifyClaim, state: Application | None) -> list[NewEvent]:
         reasons.append(Reason("no_rate_table", lookup.why_none or "no rate table is in force"))
     if reasons or lookup.table is None:
         return [_rejected(reasons, stage="verification", facts=facts)]
-    verified = ApplicationVerified(
+    verified = ClaimVerified(
         credit=credit_for(application, lookup.table),
         four_eyes_threshold=lookup.table.four_eyes_threshold,
         facts=facts,
@@ -181,21 +176,7 @@ def verification_failures(
     firm = application.firm
     claim = application.claim
     reasons: list[Reason] = []
-    if not BUSINESS_NUMBER.fullmatch(firm.firm_id):
-        reasons.append(
-            Reason(
-                "firm_id_malformed",
-                f"business registration number {firm.firm_id!r} is not NNN-NN-NNNNN",
-            )
-        )
-    if firm.firm_id != application.firm_id:
-        reasons.append(
-            Reason(
-                "firm_id_mismatch",
-                f"the application names firm {firm.firm_id} but was filed by firm "
-                f"{application.firm_id}",
-            )
-        )
+    reasons.extend(firm_identity_failures(firm, application.firm_id))
     inconsistencies = figure_inconsistencies(application, as_of=as_of)
     if inconsistencies:
         reasons.append(Reason("inconsistent_figures", "; ".join(inconsistencies)))
@@ -275,7 +256,7 @@ def credit_for(application: Application, table: RateTable) -> Credit:
 
 
 @decide.register
-def _decide(command: DecideClaim, state: Application | None) -> list[NewEvent]:
+def _decide(command: OfficerDecides, state: Application | None) -> list[NewEvent]:
     application = _require(state, Status.VERIFIED, str(command.decision))
     credit = application.credit
     if credit is None:
@@ -291,20 +272,12 @@ def _decide(command: DecideClaim, state: Application | None) -> list[NewEvent]:
         reason = Reason("officer_rejected", command.reason or "rejected by an officer")
         return [_rejected([reason], stage="decision", officer=command.officer)]
     if outcome == "record":
-        recorded = ApprovalRecorded(
+        recorded = ClaimApprovalRecorded(
             officer=command.officer, amount=credit.amount, reason=command.reason
         )
         return [recorded.event()]
-    approved = ApplicationApproved(
-        officer=command.officer, amount=credit.amount, reason=command.reason
-    )
+    approved = ClaimApproved(officer=command.officer, amount=credit.amount, reason=command.reason)
     return [approved.event()]
-
-
-@decide.register
-def _withdraw(command: WithdrawClaim, state: Application | None) -> list[NewEvent]:
-    _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
-    return [ApplicationWithdrawn(reason=command.reason).event()]
 
 
 @decide.register
@@ -312,14 +285,17 @@ def _issue(command: IssueCertificate, state: Application | None) -> list[NewEven
     application = _require(state, Status.APPROVED, "issue a certificate for")
     if application.approved_amount is None:
         raise ValueError(f"{application.id}: approved without an amount")
+    grant = {  # what other programmes read to keep a firm's combined support in bounds
+        "firm_id": application.firm_id,
+        "tax_year": application.tax_year,
+        "programme": application.programme,
+        "cost_reference": application.claim_reference,
+    }
     issued = CertificateIssued(
         number=command.number,
         amount=application.approved_amount,
         issued_on=command.issued_on,
-        firm_id=application.firm_id,
-        tax_year=application.tax_year,
-        programme=application.programme,
-        cost_reference=application.claim_reference,
+        **grant,
     )
     return [issued.event()]
 
@@ -350,24 +326,20 @@ def _claw_back(command: ClawBack, state: Application | None) -> list[NewEvent]:
     return [clawed.event()]
 
 
+@decide.register
+def _withdraw(command: Withdraw, state: Application | None) -> list[NewEvent]:
+    _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
+    return [ClaimWithdrawn(reason=command.reason).event()]
+
+
 DECIDER: Decider[Application] = Decider(decide=decide, evolve=evolve)
 
 
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _require(
-    state: Application | None, allowed: Status | tuple[Status, ...], action: str
-) -> Application:
-    if state is None:
-        raise InvalidTransition(f"cannot {action} an application that does not exist")
-    statuses = allowed if isinstance(allowed, tuple) else (allowed,)
-    if state.status not in statuses:
-        raise InvalidTransition(
-            f"cannot {action} an application that is {state.status}",
-            current_status=str(state.status),
-        )
-    return state
+def _require(state: Application | None, allowed: Any, action: str) -> Application:
+    return require_status(state, allowed, action)
 
 
 def _technology(claim: ClaimInputs) -> str | None:
@@ -381,13 +353,7 @@ def _rejected(
     officer: str | None = None,
     facts: VerificationFacts | None = None,
 ) -> NewEvent:
-    rejected = ApplicationRejected(
-        stage=stage,
-        reasons=tuple(ReasonPayload(code=r.code, message=r.message) for r in reasons),
-        officer=officer,
-        facts=facts,
-    )
-    return rejected.event()
+    return ClaimRejected.of(reasons, stage=stage, officer=officer, facts=facts).event()
 
 
 __all__ = [

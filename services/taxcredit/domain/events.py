@@ -11,10 +11,10 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from services.taxcredit.domain.rates import Credit, RateTable
-from shared.domain import EventPayload, EventRegistry, Firm
+from shared.domain import EventPayload, EventRegistry, Firm, Part, lifecycle
 
 MAX_WON = 2**53 - 1
 """The largest amount a JSON event can carry exactly (RFC 8785 numbers)."""
@@ -23,20 +23,6 @@ Won = Annotated[int, Field(ge=0, le=MAX_WON)]
 PositiveWon = Annotated[int, Field(gt=0, le=MAX_WON)]
 Reference = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(max_length=2000)]
-
-
-class E:
-    """Registered event type names."""
-
-    SUBMITTED = "taxcredit.application.submitted"
-    VERIFIED = "taxcredit.application.verified"
-    REJECTED = "taxcredit.application.rejected"
-    APPROVAL_RECORDED = "taxcredit.application.approval_recorded"
-    APPROVED = "taxcredit.application.approved"
-    WITHDRAWN = "taxcredit.application.withdrawn"
-    CERTIFICATE_ISSUED = "taxcredit.certificate.issued"
-    CERTIFICATE_CLAWED_BACK = "taxcredit.certificate.clawed_back"
-    RATE_TABLE_PUBLISHED = "taxcredit.rate_table.published"
 
 
 class Programme(StrEnum):
@@ -50,21 +36,17 @@ class Programme(StrEnum):
     """A corporation investing in a venture firm or a mother fund."""
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 # --- what a firm claims (a union discriminated on "programme") ---------------------------------
 
 
-class Investment(_Part):
+class Investment(Part):
     current_year: PositiveWon
     """The investment of the tax year, in won."""
     previous_years: tuple[Won, ...] = Field(default=(), max_length=3)
     """The investments of tax_year − 1, − 2, − 3 in that order; fewer for a younger firm."""
 
 
-class StrategicInvestmentClaim(_Part):
+class StrategicInvestmentClaim(Part):
     programme: Literal[Programme.STRATEGIC_INVESTMENT] = Programme.STRATEGIC_INVESTMENT
     technology: Reference
     """The id of a national strategic technology in the catalogue."""
@@ -76,7 +58,7 @@ class StrategicInvestmentClaim(_Part):
         return self.facility_reference
 
 
-class MnaClaim(_Part):
+class MnaClaim(Part):
     programme: Literal[Programme.MNA_TECHNOLOGY_VALUE] = Programme.MNA_TECHNOLOGY_VALUE
     technology: Reference
     target_firm_id: Reference
@@ -88,7 +70,7 @@ class MnaClaim(_Part):
         return self.deal_reference
 
 
-class VentureInvestmentClaim(_Part):
+class VentureInvestmentClaim(Part):
     programme: Literal[Programme.CORPORATE_VENTURE_INVESTMENT] = (
         Programme.CORPORATE_VENTURE_INVESTMENT
     )
@@ -111,12 +93,7 @@ Claim = Annotated[
 # --- the facts a verification was made on --------------------------------------------------------
 
 
-class ReasonPayload(_Part):
-    code: str
-    message: str
-
-
-class VerificationFacts(_Part):
+class VerificationFacts(Part):
     """What verification looked at, so an auditor can redo it from the log alone."""
 
     as_of: date
@@ -136,8 +113,8 @@ class VerificationFacts(_Part):
 # --- application events ------------------------------------------------------------------------
 
 
-class ApplicationSubmitted(EventPayload):
-    event_type: ClassVar[str] = E.SUBMITTED
+class ClaimSubmitted(EventPayload):
+    event_type: ClassVar[str] = "taxcredit.application.submitted"
 
     programme: Programme
     tax_year: int = Field(ge=1900, le=9999)
@@ -146,7 +123,7 @@ class ApplicationSubmitted(EventPayload):
     """The programme's inputs; ``claim.programme`` equals ``programme``."""
 
     @model_validator(mode="after")
-    def _one_programme(self) -> ApplicationSubmitted:
+    def _one_programme(self) -> ClaimSubmitted:
         if self.claim.programme != self.programme:
             raise ValueError(
                 f"a {self.programme} application carries a {self.claim.programme} claim"
@@ -154,8 +131,8 @@ class ApplicationSubmitted(EventPayload):
         return self
 
 
-class ApplicationVerified(EventPayload):
-    event_type: ClassVar[str] = E.VERIFIED
+class ClaimVerified(EventPayload):
+    event_type: ClassVar[str] = "taxcredit.application.verified"
 
     credit: Credit
     four_eyes_threshold: Won
@@ -163,43 +140,35 @@ class ApplicationVerified(EventPayload):
     facts: VerificationFacts
 
 
-class ApplicationRejected(EventPayload):
-    event_type: ClassVar[str] = E.REJECTED
+class ClaimRejected(lifecycle.RejectionPayload):
+    """Verification found the claim wanting, or an officer refused it."""
 
-    stage: Literal["verification", "decision"]
-    reasons: tuple[ReasonPayload, ...] = Field(min_length=1)
-    officer: str | None = None
+    event_type: ClassVar[str] = "taxcredit.application.rejected"
     facts: VerificationFacts | None = None
 
 
-class ApprovalRecorded(EventPayload):
+class ClaimApprovalRecorded(lifecycle.ApprovalPayload):
     """The first of two approvals a credit at or above the four-eyes threshold needs."""
 
-    event_type: ClassVar[str] = E.APPROVAL_RECORDED
-
-    officer: str
-    amount: Won
-    reason: Text = ""
+    event_type: ClassVar[str] = "taxcredit.application.approval_recorded"
 
 
-class ApplicationApproved(EventPayload):
-    event_type: ClassVar[str] = E.APPROVED
+class ClaimApproved(lifecycle.ApprovalPayload):
+    """The credit is approved for certification (``amount``: the verified credit)."""
 
-    officer: str
-    amount: Won
-    reason: Text = ""
+    event_type: ClassVar[str] = "taxcredit.application.approved"
 
 
-class ApplicationWithdrawn(EventPayload):
-    event_type: ClassVar[str] = E.WITHDRAWN
+class ClaimWithdrawn(lifecycle.WithdrawalPayload):
+    """The firm withdrew its claim before approval."""
 
-    reason: Text = ""
+    event_type: ClassVar[str] = "taxcredit.application.withdrawn"
 
 
 class CertificateIssued(EventPayload):
     """The grant: the credit the tax authority will honour (read by the other programmes)."""
 
-    event_type: ClassVar[str] = E.CERTIFICATE_ISSUED
+    event_type: ClassVar[str] = "taxcredit.certificate.issued"
 
     number: Reference
     amount: Won
@@ -212,7 +181,7 @@ class CertificateIssued(EventPayload):
 
 
 class CertificateClawedBack(EventPayload):
-    event_type: ClassVar[str] = E.CERTIFICATE_CLAWED_BACK
+    event_type: ClassVar[str] = "taxcredit.certificate.clawed_back"
 
     number: Reference
     amount: PositiveWon
@@ -225,20 +194,34 @@ class CertificateClawedBack(EventPayload):
 class RateTablePublished(RateTable, EventPayload):
     """A ministry publishes a rate table (on the aggregate ``rate-table:<version>``)."""
 
-    event_type: ClassVar[str] = E.RATE_TABLE_PUBLISHED
+    event_type: ClassVar[str] = "taxcredit.rate_table.published"
 
     @property
     def table(self) -> RateTable:
         return RateTable.from_json(self.to_json())
 
 
+class E:
+    """Registered event type names, as each payload class declares them."""
+
+    SUBMITTED = ClaimSubmitted.event_type
+    VERIFIED = ClaimVerified.event_type
+    REJECTED = ClaimRejected.event_type
+    APPROVAL_RECORDED = ClaimApprovalRecorded.event_type
+    APPROVED = ClaimApproved.event_type
+    WITHDRAWN = ClaimWithdrawn.event_type
+    CERTIFICATE_ISSUED = CertificateIssued.event_type
+    CERTIFICATE_CLAWED_BACK = CertificateClawedBack.event_type
+    RATE_TABLE_PUBLISHED = RateTablePublished.event_type
+
+
 APPLICATION_EVENTS: tuple[type[EventPayload], ...] = (
-    ApplicationSubmitted,
-    ApplicationVerified,
-    ApplicationRejected,
-    ApprovalRecorded,
-    ApplicationApproved,
-    ApplicationWithdrawn,
+    ClaimSubmitted,
+    ClaimVerified,
+    ClaimRejected,
+    ClaimApprovalRecorded,
+    ClaimApproved,
+    ClaimWithdrawn,
     CertificateIssued,
     CertificateClawedBack,
 )
@@ -255,21 +238,20 @@ __all__ = [
     "APPLICATION_EVENTS",
     "EVENTS",
     "MAX_WON",
-    "ApplicationApproved",
-    "ApplicationRejected",
-    "ApplicationSubmitted",
-    "ApplicationVerified",
-    "ApplicationWithdrawn",
-    "ApprovalRecorded",
     "CertificateClawedBack",
     "CertificateIssued",
     "Claim",
+    "ClaimApprovalRecorded",
+    "ClaimApproved",
+    "ClaimRejected",
+    "ClaimSubmitted",
+    "ClaimVerified",
+    "ClaimWithdrawn",
     "E",
     "Investment",
     "MnaClaim",
     "Programme",
     "RateTablePublished",
-    "ReasonPayload",
     "StrategicInvestmentClaim",
     "VentureInvestmentClaim",
     "VerificationFacts",

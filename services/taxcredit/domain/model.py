@@ -10,14 +10,14 @@ from typing import Literal
 
 from services.taxcredit.domain.events import (
     EVENTS,
-    ApplicationApproved,
-    ApplicationRejected,
-    ApplicationSubmitted,
-    ApplicationVerified,
-    ApplicationWithdrawn,
-    ApprovalRecorded,
     CertificateClawedBack,
     CertificateIssued,
+    ClaimApprovalRecorded,
+    ClaimApproved,
+    ClaimRejected,
+    ClaimSubmitted,
+    ClaimVerified,
+    ClaimWithdrawn,
     MnaClaim,
     Programme,
     RateTablePublished,
@@ -27,7 +27,7 @@ from services.taxcredit.domain.events import (
 )
 from services.taxcredit.domain.rates import Credit
 from shared.contracts import Envelope
-from shared.domain import Approval, Firm, Reason
+from shared.domain import Approval, Firm, Reason, advanced, fold_events, opening
 
 
 class Status(StrEnum):
@@ -111,40 +111,22 @@ class Application:
 def evolve(state: Application | None, event: Envelope) -> Application:
     """Apply one event; an event that makes no sense for the state is a corrupt log."""
     payload = EVENTS.parse(event)
-    at = event.occurred_at
-    if isinstance(payload, ApplicationSubmitted):
-        if state is not None:
-            raise ValueError(f"{event.aggregate_id}: submitted twice")
-        return Application(
-            id=event.aggregate_id,
-            status=Status.SUBMITTED,
-            programme=payload.programme,
-            tax_year=payload.tax_year,
-            firm_id=event.firm_id or "",
-            firm=payload.firm,
-            claim=payload.claim,
-            claim_reference=payload.claim.claim_reference,
-            submitted_by=event.actor.sub,
-            created_at=at,
-            updated_at=at,
-            version=event.aggregate_seq,
-            last_hash=event.hash,
-        )
     if isinstance(payload, RateTablePublished):
         raise ValueError(
             f"{event.aggregate_id}: {event.type} belongs to a rate-table aggregate, "
             "not to an application"
         )
-    if state is None:
-        raise ValueError(f"{event.aggregate_id}: {event.type} before submission")
+    if state is None or isinstance(payload, ClaimSubmitted):
+        return _opened(state, payload, event)
+    at = event.occurred_at
 
     def expect(*statuses: Status) -> None:
         if state.status not in statuses:
             raise ValueError(f"{event.aggregate_id}: {event.type} on a {state.status} application")
 
-    after = replace(state, updated_at=at, version=event.aggregate_seq, last_hash=event.hash)
+    after = advanced(state, event)
     match payload:
-        case ApplicationVerified(credit=credit, four_eyes_threshold=threshold, facts=facts):
+        case ClaimVerified(credit=credit, four_eyes_threshold=threshold, facts=facts):
             expect(Status.SUBMITTED)
             return replace(
                 after,
@@ -153,7 +135,7 @@ def evolve(state: Application | None, event: Envelope) -> Application:
                 four_eyes_threshold=threshold,
                 facts=facts,
             )
-        case ApplicationRejected(stage=stage, reasons=reasons, facts=facts):
+        case ClaimRejected(stage=stage, reasons=reasons, facts=facts):
             expect(Status.SUBMITTED if stage == "verification" else Status.VERIFIED)
             return replace(
                 after,
@@ -161,11 +143,11 @@ def evolve(state: Application | None, event: Envelope) -> Application:
                 rejection_reasons=tuple(Reason(r.code, r.message) for r in reasons),
                 facts=facts if facts is not None else state.facts,
             )
-        case ApprovalRecorded(officer=officer, amount=amount, reason=reason):
+        case ClaimApprovalRecorded(officer=officer, amount=amount, reason=reason):
             expect(Status.VERIFIED)
             approval = Approval(officer=officer, amount=amount, reason=reason, at=at)
             return replace(after, approvals=(*state.approvals, approval))
-        case ApplicationApproved(officer=officer, amount=amount, reason=reason):
+        case ClaimApproved(officer=officer, amount=amount, reason=reason):
             expect(Status.VERIFIED)
             approval = Approval(officer=officer, amount=amount, reason=reason, at=at)
             return replace(
@@ -174,7 +156,7 @@ def evolve(state: Application | None, event: Envelope) -> Application:
                 approved_amount=amount,
                 approvals=(*state.approvals, approval),
             )
-        case ApplicationWithdrawn():
+        case ClaimWithdrawn():
             expect(Status.SUBMITTED, Status.VERIFIED)
             return replace(after, status=Status.WITHDRAWN)
         case CertificateIssued(number=number, amount=amount, issued_on=issued_on):
@@ -216,11 +198,26 @@ def evolve(state: Application | None, event: Envelope) -> Application:
     raise ValueError(f"{event.aggregate_id}: {event.type} is not an application event")
 
 
+def _opened(state: Application | None, payload: object, event: Envelope) -> Application:
+    """The claim its submission opens; any other first event, or a second submission, is corrupt."""
+    if state is not None:
+        raise ValueError(f"{event.aggregate_id}: submitted twice")
+    if not isinstance(payload, ClaimSubmitted):
+        raise ValueError(f"{event.aggregate_id}: {event.type} before submission")
+    claim = payload.claim
+    return Application(
+        **opening(event),
+        status=Status.SUBMITTED,
+        programme=payload.programme,
+        tax_year=payload.tax_year,
+        firm=payload.firm,
+        claim=claim,
+        claim_reference=claim.claim_reference,
+    )
+
+
 def fold(events: Iterable[Envelope]) -> Application | None:
-    state: Application | None = None
-    for event in events:
-        state = evolve(state, event)
-    return state
+    return fold_events(evolve, events)
 
 
 __all__ = [

@@ -3,6 +3,7 @@ tables, the technology catalogue, certificates and clawbacks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -20,25 +21,13 @@ from shared.contracts import Role
 from shared.domain import NotFound
 from shared.eventstore import UnitOfWork
 from shared.idempotency import StoredResponse
-from shared.kit.http import (
-    ApplicationsAPI,
-    IdempotencyKey,
-    Officers,
-    applications_router,
-    context_of,
-    respond,
-)
+from shared.kit import http as kit
 from shared.kit.schemas import DecisionIn
 
 Ministries = Annotated[Principal, Depends(require_role(Role.MINISTRY))]
 
 
-def service_of(request: Request) -> TaxCreditService:
-    service: TaxCreditService = request.app.state.service
-    return service
-
-
-Service = Annotated[TaxCreditService, Depends(service_of)]
+Service = Annotated[TaxCreditService, Depends(kit.service_dependency(TaxCreditService))]
 
 
 def _submission(service: TaxCreditService, body: ClaimIn) -> SubmitClaim:
@@ -55,16 +44,8 @@ def _decision(service: TaxCreditService, body: DecisionIn, officer: str) -> Any:
     return service.decision(officer=officer, decision=body.decision, reason=body.reason)
 
 
-applications = applications_router(
-    ApplicationsAPI(
-        submit_body=SubmitClaimIn,  # type: ignore[arg-type]
-        submission=_submission,
-        decision=_decision,
-        withdrawal=WithdrawClaim,
-        id_prefix="tc",
-        what="a tax-credit certificate",
-    )
-)
+CLAIMS = kit.ApplicationsAPI(SubmitClaimIn, _submission, _decision, WithdrawClaim)  # type: ignore[arg-type]
+applications = kit.applications_router(replace(CLAIMS, id_prefix="tc", what="a tax credit"))
 
 router = APIRouter(prefix="/v1")
 
@@ -88,16 +69,16 @@ async def publish_rate_table(
     request: Request,
     service: Service,
     ministry: Ministries,
-    key: IdempotencyKey = None,
+    key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
     """Publish a new rate table (ministries); a version already taken is 409."""
     table = RateTable.from_json(body.to_json())
 
     async def work(uow: UnitOfWork) -> StoredResponse:
-        published = await service.publish_rate_table(uow, table, context_of(request, ministry))
+        published = await service.publish_rate_table(uow, table, kit.context_of(request, ministry))
         return StoredResponse(201, published)
 
-    return await respond(request, service, ministry, key, body.to_json(), work)
+    return await kit.respond(request, service, ministry, key, body.to_json(), work)
 
 
 @router.get("/technologies", tags=["rate tables"])
@@ -149,8 +130,8 @@ async def claw_back(
     body: ClawbackIn,
     request: Request,
     service: Service,
-    officer: Officers,
-    key: IdempotencyKey = None,
+    officer: kit.Officers,
+    key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
     """Claw back part or all of a certified credit (officers); all of it revokes the certificate."""
 
@@ -160,8 +141,8 @@ async def claw_back(
             application_id,
             reason=body.reason,
             amount=body.amount,
-            context=context_of(request, officer),
+            context=kit.context_of(request, officer),
         )
         return StoredResponse(200, service.projection.resource(outcome.application))
 
-    return await respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    return await kit.respond(request, service, officer, key, body.model_dump(mode="json"), work)

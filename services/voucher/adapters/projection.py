@@ -20,14 +20,11 @@ from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
 
 
-def application_resource(app: Application) -> dict[str, Any]:
-    """The application as the API shows it."""
+def describe(app: Application) -> dict[str, Any]:
+    """What the API shows of a voucher application besides what every application shows."""
     voucher = app.voucher
     return {
-        "id": app.id,
-        "status": str(app.status),
         "programme_id": app.programme_id,
-        "firm_id": app.firm_id,
         "firm": app.firm.to_json(),
         "service_category": app.service_category,
         "purpose": app.purpose,
@@ -49,24 +46,13 @@ def application_resource(app: Application) -> dict[str, Any]:
             "expires_on": voucher.expires_on.isoformat(),
         },
         "returned_amount": app.returned_amount,
-        "version": app.version,
-        "created_at": iso(app.created_at),
-        "updated_at": iso(app.updated_at),
-    }
-
-
-def _columns(app: Application) -> dict[str, Any]:
-    return {
-        "programme_id": app.programme_id,
-        "approved_amount": app.approved_amount,
-        "returned_amount": app.returned_amount,
-        "voucher_id": app.voucher.id if app.voucher else None,
-        "voucher_expires_on": app.voucher.expires_on if app.voucher else None,
     }
 
 
 PROJECTION: ApplicationProjection[Application] = ApplicationProjection(
-    applications, application_resource, _columns
+    applications,
+    describe,
+    paths={"voucher_id": ("voucher", "id"), "voucher_expires_on": ("voucher", "expires_on")},
 )
 """The applications table as the service kit keeps it."""
 

@@ -27,7 +27,6 @@ from services.voucher.domain.events import (
     ApplicationVerified,
     ApplicationWithdrawn,
     ApprovalRecorded,
-    ReasonPart,
     RedemptionPaid,
     RedemptionRequested,
     VerificationFacts,
@@ -39,13 +38,16 @@ from services.voucher.domain.model import Application, Status, evolve
 from services.voucher.domain.programmes import Programme
 from shared.contracts import NewEvent
 from shared.domain import (
-    BUSINESS_NUMBER,
     Decider,
     Decision,
     Firm,
+    OfficerDecides,
     Reason,
     StrategicIndustry,
+    Withdraw,
+    firm_identity_failures,
     officer_decision,
+    require_status,
     today_in_korea,
     years_before,
 )
@@ -74,17 +76,12 @@ class VerifyApplication:
 
 
 @dataclass(frozen=True, slots=True)
-class DecideApplication:
-    officer: str
-    decision: Decision
-    reason: str
+class DecideApplication(OfficerDecides):
     programme: Programme
     approved_amount: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WithdrawApplication:
-    reason: str = ""
+WithdrawApplication = Withdraw
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +155,7 @@ def verification_facts(application: Application, command: VerifyApplication) -> 
         catalogue_version=programme.catalogue_version if programme else "unknown",
         programme_id=application.programme_id,
         max_startup_age_years=programme.max_startup_age_years if programme else None,
-        clusters=list(programme.clusters) if programme else [],
+        clusters=programme.clusters if programme else (),
         max_amount_per_firm=programme.max_amount_per_firm if programme else None,
         held_in_programme=command.held_in_programme,
         requested_amount=application.requested_amount,
@@ -182,23 +179,8 @@ CHECKS = (
 def verification_failures(application: Application, command: VerifyApplication) -> list[Reason]:
     """Every rule the application breaks, in the order an officer would read them."""
     firm = application.firm
-    reasons: list[Reason] = []
+    reasons = firm_identity_failures(firm, application.firm_id)
     programme = command.programme
-    if not BUSINESS_NUMBER.fullmatch(firm.firm_id):
-        reasons.append(
-            Reason(
-                "firm_id_malformed",
-                f"business registration number {firm.firm_id!r} is not NNN-NN-NNNNN",
-            )
-        )
-    if firm.firm_id != application.firm_id:
-        reasons.append(
-            Reason(
-                "firm_id_mismatch",
-                f"the application names firm {firm.firm_id} but was filed by firm "
-                f"{application.firm_id}",
-            )
-        )
     if programme is None:
         reasons.append(
             Reason("programme_unknown", f"there is no programme {application.programme_id!r}")
@@ -313,7 +295,7 @@ def _approval_amount(application: Application, command: DecideApplication) -> in
 
 
 @decide.register
-def _withdraw(command: WithdrawApplication, state: Application | None) -> list[NewEvent]:
+def _withdraw(command: Withdraw, state: Application | None) -> list[NewEvent]:
     _require(state, (Status.SUBMITTED, Status.VERIFIED), "withdraw")
     return [ApplicationWithdrawn(reason=command.reason).event()]
 
@@ -409,18 +391,8 @@ def _expire(command: ExpireVoucher, state: Application | None) -> list[NewEvent]
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _require(
-    state: Application | None, allowed: Status | tuple[Status, ...], action: str
-) -> Application:
-    if state is None:
-        raise InvalidTransition(f"cannot {action} an application that does not exist")
-    statuses = allowed if isinstance(allowed, tuple) else (allowed,)
-    if state.status not in statuses:
-        raise InvalidTransition(
-            f"cannot {action} an application that is {state.status}",
-            current_status=str(state.status),
-        )
-    return state
+def _require(state: Application | None, allowed: Any, action: str) -> Application:
+    return require_status(state, allowed, action)
 
 
 def _require_redeemable(state: Application | None, today: date) -> Application:
@@ -444,9 +416,9 @@ def _rejected(
     officer: str | None = None,
     facts: VerificationFacts | None = None,
 ) -> NewEvent:
-    return ApplicationRejected(
+    return ApplicationRejected.of(
+        reasons,
         stage="verification" if stage == "verification" else "decision",
-        reasons=[ReasonPart(code=r.code, message=r.message) for r in reasons],
         officer=officer,
         facts=facts,
     ).event()

@@ -7,11 +7,17 @@ same fold the service runs (:func:`services.voucher.domain.model.evolve`).
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
-from shared.domain import EventPayload, EventRegistry, Firm
+from shared.domain import (
+    ApprovalPayload,
+    EventPayload,
+    EventRegistry,
+    Firm,
+    Part,
+    RejectionPayload,
+    WithdrawalPayload,
+)
 
 
 class E:
@@ -31,15 +37,6 @@ class E:
     PROVIDER_REGISTERED = "voucher.provider.registered"
 
 
-class Part(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ReasonPart(Part):
-    code: str
-    message: str
-
-
 class VerificationFacts(Part):
     """What verification compared, so that an auditor can decide again from the log alone."""
 
@@ -48,7 +45,7 @@ class VerificationFacts(Part):
     catalogue_version: str
     programme_id: str
     max_startup_age_years: int | None = None
-    clusters: list[str] = []
+    clusters: tuple[str, ...] = ()
     max_amount_per_firm: int | None = None
     held_in_programme: int
     """Won the firm already held in the programme from other applications."""
@@ -77,40 +74,30 @@ class ApplicationVerified(EventPayload):
     """``None`` only for events written before the facts were recorded (version 1)."""
 
 
-class ApplicationRejected(EventPayload):
+class ApplicationRejected(RejectionPayload):
     """Verification or an officer refused the application."""
 
     event_type: ClassVar[str] = E.REJECTED
-    stage: Literal["verification", "decision"]
-    reasons: list[ReasonPart]
-    officer: str | None = None
     facts: VerificationFacts | None = None
 
 
-class ApprovalRecorded(EventPayload):
+class ApprovalRecorded(ApprovalPayload):
     """The first of two approvals (four eyes above the programme's threshold)."""
 
     event_type: ClassVar[str] = E.APPROVAL_RECORDED
-    officer: str
-    amount: int
-    reason: str = ""
 
 
-class ApplicationApproved(EventPayload):
+class ApplicationApproved(ApprovalPayload):
     """Approved; the programme's budget holds ``approved_amount``."""
 
     event_type: ClassVar[str] = E.APPROVED
-    officer: str
-    amount: int
-    reason: str = ""
     approved_amount: int
 
 
-class ApplicationWithdrawn(EventPayload):
+class ApplicationWithdrawn(WithdrawalPayload):
     """The firm withdrew its application before approval."""
 
     event_type: ClassVar[str] = E.WITHDRAWN
-    reason: str = ""
 
 
 class VoucherIssued(EventPayload):

@@ -24,7 +24,7 @@ from services.voucher.domain.events import (
     VoucherIssued,
 )
 from shared.contracts import Envelope
-from shared.domain import Approval, Firm, Reason
+from shared.domain import Approval, Firm, Reason, advanced, fold_events, opening
 
 
 class Status(StrEnum):
@@ -110,23 +110,17 @@ def evolve(state: Application | None, event: Envelope) -> Application:
         if state is not None:
             raise ValueError(f"{event.aggregate_id}: submitted twice")
         return Application(
-            id=event.aggregate_id,
+            **opening(event),
             status=Status.SUBMITTED,
             programme_id=p.programme_id,
-            firm_id=event.firm_id or "",
             firm=p.firm,
             service_category=p.service_category,
             requested_amount=p.requested_amount,
             purpose=p.purpose,
-            submitted_by=event.actor.sub,
-            created_at=at,
-            updated_at=at,
-            version=event.aggregate_seq,
-            last_hash=event.hash,
         )
     if state is None:
         raise ValueError(f"{event.aggregate_id}: {event.type} before submission")
-    state = replace(state, updated_at=at, version=event.aggregate_seq, last_hash=event.hash)
+    state = advanced(state, event)
     match p:
         case ApplicationVerified():
             return replace(state, status=Status.VERIFIED, verification=p.facts)
@@ -194,10 +188,7 @@ def evolve(state: Application | None, event: Envelope) -> Application:
 
 
 def fold(events: Iterable[Envelope]) -> Application | None:
-    state: Application | None = None
-    for event in events:
-        state = evolve(state, event)
-    return state
+    return fold_events(evolve, events)
 
 
 def _voucher(state: Application) -> Voucher:

@@ -30,18 +30,14 @@ from shared.kit.http import (
     applications_router,
     context_of,
     respond,
+    service_dependency,
     visible_to,
 )
 
 Providers = Annotated[Principal, Depends(require_role(Role.PROVIDER))]
 
 
-def service_of(request: Request) -> VoucherService:
-    service: VoucherService = request.app.state.service
-    return service
-
-
-Service = Annotated[VoucherService, Depends(service_of)]
+Service = Annotated[VoucherService, Depends(service_dependency(VoucherService))]
 
 
 def _submission(service: VoucherService, body: SubmitApplicationIn) -> SubmitApplication:

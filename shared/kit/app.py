@@ -1,0 +1,63 @@
+"""A programme service's app: the shared one, with the programme's tables, service and stages."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI
+
+from shared.clock import Clock
+from shared.domain import EventRegistry
+from shared.kit.application import ApplicationService
+from shared.kit.stages import subscribe_stages
+from shared.service import ServiceRuntime, create_service_app
+from shared.settings import ServiceSettings
+
+Start = Callable[[ServiceRuntime], Awaitable[ApplicationService[Any]]]
+"""Builds the programme's service once the runtime (database, broker) is up."""
+
+
+def programme_app(
+    settings: ServiceSettings,
+    about: str,
+    tables: sa.MetaData,
+    start: Start,
+    events: EventRegistry,
+    routers: Sequence[APIRouter],
+    clock: Clock,
+) -> FastAPI:
+    """The app of one programme service.
+
+    ``about``: the title on its first line, the description after. At startup the
+    programme's ``tables`` are created, ``start`` builds its service (kept in
+    ``app.state.service``), and the service's stages consume its topic.
+    """
+    title, _, description = about.strip().partition("\n")
+
+    async def startup(runtime: ServiceRuntime) -> None:
+        async with runtime.store.engine.begin() as connection:
+            await connection.run_sync(tables.create_all)
+        service = await start(runtime)
+        runtime.app.state.service = service
+        stages = service.stages()
+        if stages.batches or stages.singles:
+            subscribe_stages(
+                runtime,
+                f"{settings.service}-stages",
+                batches=stages.batches,
+                singles=stages.singles,
+            )
+
+    app = create_service_app(
+        settings,
+        title=title.strip().rstrip("."),
+        description=" ".join(description.split()),
+        clock=clock,
+        on_startup=[startup],
+        events=events,
+    )
+    for router in routers:
+        app.include_router(router)
+    return app
