@@ -3,6 +3,7 @@ table in force, certificates and clawbacks. HTTP routes and consumer stages end 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,11 @@ VERIFIER, CERTIFIER = (
     Actor(sub=f"taxcredit-{stage}", role=Role.SYSTEM) for stage in ("verifier", "certificates")
 )
 """The stages acting on their own, as their events record them."""
+
+
+def claim_id(source: str, reference: str) -> str:
+    """The id of a claim a consumer opens: the same source and reference give the same id."""
+    return "tc_" + hashlib.sha256(f"{source}\x00{reference}".encode()).hexdigest()[:32]
 
 
 def certificate_number(application: Application) -> str:
@@ -127,10 +133,20 @@ class TaxCreditService(ApplicationService[Application]):
     # --- what a command from a consumer may open ---------------------------------------
 
     async def open_claim(
-        self, uow: UnitOfWork, application_id: str, command: SubmitClaim, context: EventContext
+        self, uow: UnitOfWork, source: str, command: SubmitClaim, context: EventContext
     ) -> Outcome[Application]:
-        """Open a claim for a firm (from its HTTP request, or from a consumer stage, e.g. a
-        co-investment recorded by the fund service); verification follows on its own."""
+        """Open a claim for a firm on a consumer's command (e.g. a corporate co-investment the
+        fund service recorded); verification follows on its own, as for a firm's request.
+
+        The claim's id comes from ``source`` and the claim's reference, so the same command
+        delivered again finds the claim it opened and opens no other.
+        """
+        application_id = claim_id(source, command.inputs.claim_reference)
+        history = (await uow.read_streams([application_id]))[application_id]
+        if history:
+            opened = self.decider.fold(history)
+            assert opened is not None
+            return Outcome(opened, [])
         return await self.submit(uow, application_id, command, context)
 
     # --- policies: what the service does on its own ------------------------------------
@@ -180,4 +196,11 @@ class TaxCreditService(ApplicationService[Application]):
         )
 
 
-__all__ = ["CERTIFIER", "VERIFIER", "TaxCreditService", "VersionTaken", "certificate_number"]
+__all__ = [
+    "CERTIFIER",
+    "VERIFIER",
+    "TaxCreditService",
+    "VersionTaken",
+    "certificate_number",
+    "claim_id",
+]

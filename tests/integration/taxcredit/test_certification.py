@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import Role, verify_chain
+from services.taxcredit.domain.decider import SubmitClaim
+from services.taxcredit.domain.events import Programme
+from services.taxcredit.entrypoints.schemas import CorporateVentureInvestmentIn
+from shared.contracts import Actor, Role, verify_chain
+from shared.eventstore import EventContext
+from shared.kit.schemas import FirmIn
 from tests.integration.harness import FIRM_ID, ServiceHarness, wait_for_status
 from tests.integration.taxcredit.conftest import decide, mna, strategic, submit, venture
 
@@ -343,3 +348,31 @@ async def test_technologies_and_the_asyncapi_document(taxcredit: ServiceHarness)
     assert document["asyncapi"] == "3.0.0"
     messages = document["components"]["messages"]
     assert "taxcredit_certificate_issued" in messages
+
+
+async def test_a_consumer_opens_a_venture_claim_once_however_often_it_is_told(
+    taxcredit: ServiceHarness,
+) -> None:
+    """What the fund service's co-investments will do: open a claim for the investor."""
+    body = venture(2_000_000_000, reference="FUND-COINVEST-7", firm_id="220-81-12345")
+    command = SubmitClaim(
+        programme=Programme.CORPORATE_VENTURE_INVESTMENT,
+        tax_year=2026,
+        firm=FirmIn.model_validate(body["firm"]).to_domain(),
+        inputs=CorporateVentureInvestmentIn.model_validate(body).inputs(),
+    )
+    context = EventContext(
+        actor=Actor(sub="taxcredit-fund-coinvestments", role=Role.SYSTEM),
+        correlation_id="fund-event-1",
+        firm_id="220-81-12345",
+    )
+    service = taxcredit.service
+    for _ in range(2):  # the fund event delivered twice
+        async with service.store.transaction() as uow:
+            outcome = await service.open_claim(uow, "fund", command, context)
+        taxcredit.app.state.runtime.wake_relay()
+    verified = await wait_for_status(taxcredit, outcome.application.id, "verified")
+    assert verified["credit"]["amount"] == 100_000_000  # 0.05 × 2,000,000,000
+    assert verified["firm_id"] == "220-81-12345"
+    officers = await taxcredit.client.get("/v1/applications", headers=taxcredit.officer())
+    assert [a["id"] for a in officers.json()["items"]] == [outcome.application.id]
