@@ -49,15 +49,16 @@ VERIFIER, CERTIFIER = (
 """The stages acting on their own, as their events record them."""
 
 
-def claim_id(source: str, reference: str) -> str:
-    """The id of a claim a consumer opens: the same source and reference give the same id."""
-    return "tc_" + hashlib.sha256(f"{source}\x00{reference}".encode()).hexdigest()[:32]
+def claim_id(source: str, firm_id: str, reference: str) -> str:
+    """The id of a claim a consumer opens: the same source, firm and reference give the same."""
+    key = "\x00".join((source, firm_id, reference))
+    return "tc_" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def certificate_number(application: Application) -> str:
-    """A certificate's number, derived from its application: issuing again gives the same."""
-    tail = application.id.rsplit("_", 1)[-1][:12].upper()
-    return f"TC-{application.tax_year}-{tail}"
+    """A certificate's number: from the hash of the approval it certifies (issuing again gives
+    the same number; nobody can work it out before the approval exists)."""
+    return f"TC-{application.tax_year}-{application.last_hash[:12].upper()}"
 
 
 class TaxCreditService(ApplicationService[Application]):
@@ -110,9 +111,7 @@ class TaxCreditService(ApplicationService[Application]):
                 f"rate table {table.version} is published already; tables never change",
                 field="version",
             ) from error
-        return await projection.save_rate_table(
-            uow, table, published_by=context.actor.sub, event_hash=published.hash
-        )
+        return await projection.save_rate_table(uow, table, published)
 
     async def publish_once(self, table: RateTable, context: EventContext) -> bool:
         """Publish ``table`` unless its version is published (seeding; replicas race for it)."""
@@ -141,7 +140,7 @@ class TaxCreditService(ApplicationService[Application]):
         The claim's id comes from ``source`` and the claim's reference, so the same command
         delivered again finds the claim it opened and opens no other.
         """
-        application_id = claim_id(source, command.inputs.claim_reference)
+        application_id = claim_id(source, command.firm.firm_id, command.inputs.claim_reference)
         history = (await uow.read_streams([application_id]))[application_id]
         if history:
             opened = self.decider.fold(history)
@@ -167,18 +166,19 @@ class TaxCreditService(ApplicationService[Application]):
         )
 
         def verify(state: Application) -> VerifyClaim:
-            holder = holders.get((str(state.programme), state.claim_reference))
+            holder, firm = holders.get((str(state.programme), state.claim_reference), (None, None))
             return VerifyClaim(
                 tables=tables,
                 technologies=self.technologies,
                 catalogue_version=self.catalogue_version,
                 claimed_by=holder if holder != state.id else None,
+                claimed_by_firm=firm,
             )
 
         def note(state: Application) -> None:
             key = (str(state.programme), state.claim_reference)
             if state.status is Status.VERIFIED and key not in holders:
-                holders[key] = state.id  # the next in this batch sees the claim taken
+                holders[key] = (state.id, state.firm_id)  # later ones in the batch see it taken
 
         await self.react(uow, events, VERIFIER, verify, only_in=Status.SUBMITTED, after_each=note)
 

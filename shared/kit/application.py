@@ -185,8 +185,9 @@ class ApplicationService(Generic[S]):
             histories: dict[str, list[Envelope]] = {i: [] for i in ids}
         else:
             # commands on one application queue here instead of failing on the version check
-            await self.projection.lock(uow, ids)
-            histories = await uow.read_streams(ids)
+            existing = await self.projection.lock(uow, ids)
+            histories = await uow.read_streams([i for i in ids if i in existing])
+            histories.update({i: [] for i in ids if i not in existing})
         fold = self.decider.fold
         states = {i: fold(history) for i, history in histories.items()}
         versions = {i: StreamVersion.after(history) for i, history in histories.items()}

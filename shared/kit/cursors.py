@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.problems import Problem
 
@@ -33,7 +33,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(decoded[0])
         if created_at.tzinfo is None or not decoded[1] or "\x00" in decoded[1]:
             raise ValueError("not a cursor")
-    except (ValueError, TypeError, binascii.Error, RecursionError) as error:
+        created_at = created_at.astimezone(UTC)  # out of range at the ends of time: refused
+    except (ValueError, TypeError, OverflowError, binascii.Error, RecursionError) as error:
         raise Problem(
             status=422,
             title="Invalid request",

@@ -133,12 +133,20 @@ class ApplicationProjection(Generic[S]):
         await uow.write_many(self._insert, [r for r in rows if r["id"] in new])
         await uow.write_many(self._update, [r for r in rows if r["id"] not in new])
 
-    async def lock(self, uow: UnitOfWork, application_ids: Sequence[str]) -> None:
+    async def lock(self, uow: UnitOfWork, application_ids: Sequence[str]) -> set[str]:
         """Hold the applications' rows until the transaction ends, taken in id order so that
         two transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite
-        writers queue for the whole database anyway)."""
-        if uow.connection.dialect.name == "postgresql" and application_ids:
-            await uow.fetch_all(self._lock, {"ids": list(application_ids)})
+        writers queue for the whole database anyway). Returns the ids that are applications:
+        another id (none, or another aggregate's, such as a provider's) names none."""
+        if not application_ids:
+            return set()
+        if uow.connection.dialect.name == "postgresql":
+            rows = await uow.fetch_all(self._lock, {"ids": list(application_ids)})
+            return {row["id"] for row in rows}
+        found = await uow.connection.execute(
+            sa.select(self.table.c.id).where(self.table.c.id.in_(list(application_ids)))
+        )
+        return set(found.scalars())
 
     async def document(
         self, connection: AsyncConnection, application_id: str

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.taxcredit.adapters.tables import CLAIM_HOLDING, applications, rate_tables
 from services.taxcredit.domain.model import Application, Certificate
 from services.taxcredit.domain.rates import PublishedTable, RateTable
+from shared.contracts import Envelope
 from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
 
@@ -62,18 +63,23 @@ PROJECTION: ApplicationProjection[Application] = ApplicationProjection(
 
 async def claim_holders(
     uow: UnitOfWork, references: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
-    """``{(programme, reference): application id}`` for the references already claimed."""
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """``{(programme, reference): (application id, firm id)}`` for the references claimed."""
     wanted = set(references)
     if not wanted:
         return {}
     result = await uow.connection.execute(
-        sa.select(applications.c.id, applications.c.programme, applications.c.claim_reference)
+        sa.select(
+            applications.c.id,
+            applications.c.firm_id,
+            applications.c.programme,
+            applications.c.claim_reference,
+        )
         .where(applications.c.claim_reference.in_(sorted({r for _, r in wanted})))
         .where(applications.c.status.in_(CLAIM_HOLDING))
     )
     return {
-        (row.programme, row.claim_reference): row.id
+        (row.programme, row.claim_reference): (row.id, row.firm_id)
         for row in result
         if (row.programme, row.claim_reference) in wanted
     }
@@ -137,20 +143,20 @@ async def published_tables(connection: AsyncConnection) -> list[tuple[PublishedT
     return [(_published(row), row) for row in rows]
 
 
-async def save_rate_table(
-    uow: UnitOfWork, table: RateTable, *, published_by: str, event_hash: str
-) -> dict[str, Any]:
-    """Record a published table; its sequence is its place in publication order."""
+async def save_rate_table(uow: UnitOfWork, table: RateTable, published: Envelope) -> dict[str, Any]:
+    """Record a table as its ``published`` event says (the same moment, by the same actor);
+    its sequence is its place in publication order."""
+    published_by, event_hash = published.actor.sub, published.hash
     result = await uow.connection.execute(
         rate_tables.insert().values(
             version=table.version,
             valid_from=table.valid_from,
             table=table.to_json(),
-            published_at=uow.now,
+            published_at=published.occurred_at,
             published_by=published_by,
             event_hash=event_hash,
         )
     )
     (sequence,) = result.inserted_primary_key or (0,)
-    published = PublishedTable(table=table, published_at=uow.now, sequence=int(sequence))
-    return published_resource(published, published_by, event_hash)
+    entry = PublishedTable(table=table, published_at=published.occurred_at, sequence=int(sequence))
+    return published_resource(entry, published_by, event_hash)

@@ -83,6 +83,8 @@ class VerifyClaim(NamedTuple):
     catalogue_version: str
     claimed_by: str | None
     """The id of an application holding the same claim reference, if any (maybe this one)."""
+    claimed_by_firm: str | None = None
+    """The firm whose application that is."""
 
 
 DecideClaim = OfficerDecides
@@ -201,11 +203,15 @@ def verification_failures(
             )
         )
     if command.claimed_by is not None and command.claimed_by != application.id:
+        holder = (  # another firm's application is not this firm's to know of
+            f"application {command.claimed_by}"
+            if command.claimed_by_firm == application.firm_id
+            else "another firm's application"
+        )
         reasons.append(
             Reason(
                 "duplicate_claim",
-                f"reference {application.claim_reference!r} is already claimed by application "
-                f"{command.claimed_by}",
+                f"reference {application.claim_reference!r} is already claimed by {holder}",
             )
         )
     return reasons

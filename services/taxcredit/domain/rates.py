@@ -17,7 +17,7 @@ from fractions import Fraction
 from math import floor
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from shared.domain import FirmSize, today_in_korea
 
@@ -84,8 +84,19 @@ class RateTable(_Frozen):
     strategic_investment: StrategicInvestmentRates
     mna_technology_value: SingleRate
     corporate_venture_investment: SingleRate
-    four_eyes_threshold: int = Field(ge=0)
+    four_eyes_threshold: int = Field(ge=0, le=2**53 - 1)
     """A credit at or above this many won needs two officers' approvals."""
+
+    @model_validator(mode="after")
+    def _no_credit_above_the_investment(self) -> RateTable:
+        rates = self.strategic_investment
+        for size in FirmSize:
+            if rates.base_rate.for_size(size) + rates.incremental_rate > 1:
+                raise ValueError(
+                    f"base_rate({size}) + incremental_rate is above 1: a credit would exceed "
+                    "the investment"
+                )
+        return self
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -29,6 +29,9 @@ class RedemptionIn(Body):
 
 
 class ProviderIn(Body):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", examples=["prov-hanbit-law"])
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}$",  # its log is "provider:<id>", 64 at most
+        examples=["prov-hanbit-law"],
+    )
     name: str = Field(min_length=1, max_length=200)
     service_categories: list[ServiceCategory] = Field(min_length=1)

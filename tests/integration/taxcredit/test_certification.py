@@ -178,6 +178,19 @@ async def test_rate_tables_are_published_once_by_ministries_only(
     )
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"].startswith("mna_technology_value.rate")
+    over_one = {
+        **table,
+        "version": "2026-9",
+        "strategic_investment": {
+            "base_rate": {"large": "0.15", "medium": "0.15", "sme": "0.95"},
+            "incremental_rate": "0.10",
+        },
+    }
+    for body in (over_one, {**table, "version": "2026-9", "four_eyes_threshold": 2**60}):
+        response = await taxcredit.client.post(
+            "/v1/rate-tables", json=body, headers=taxcredit.ministry()
+        )
+        assert response.status_code == 422, response.text
     listed = await taxcredit.client.get("/v1/rate-tables", headers=taxcredit.officer())
     assert [t["version"] for t in listed.json()["items"]] == ["2023-1"]
 
@@ -239,6 +252,21 @@ async def test_a_duplicate_facility_reference_is_rejected_with_its_reason(
     rejected = await wait_for_status(taxcredit, second["id"], "rejected")
     assert [r["code"] for r in rejected["rejection_reasons"]] == ["duplicate_claim"]
     assert first["id"] in rejected["rejection_reasons"][0]["message"]
+    rival = taxcredit.firm(firm_id="987-65-43210", sub="rival")
+    response = await taxcredit.client.post(
+        "/v1/applications",
+        json=strategic(80_000_000, reference="FAC-SAME", firm_id="987-65-43210"),
+        headers={**rival, "Idempotency-Key": "three"},
+    )
+    theirs = await wait_for_status(taxcredit, response.json()["id"], "rejected")
+    assert [r["code"] for r in theirs["rejection_reasons"]] == ["duplicate_claim"]
+    assert first["id"] not in theirs["rejection_reasons"][0]["message"]  # not theirs to know
+    path_of_a_table = await taxcredit.client.post(
+        "/v1/applications/rate-table:2023-1/clawback",
+        json={"reason": "x"},
+        headers=taxcredit.officer(),
+    )
+    assert path_of_a_table.status_code == 404
 
 
 async def test_rules_reject_with_machine_readable_codes(taxcredit: ServiceHarness) -> None:

@@ -48,6 +48,8 @@ def b64(value: Any) -> str:
         b64(b"\xff\xfe"),
         b64("x" * 10),
         "A" * 600,
+        b64(["0001-01-01T00:00:00+14:00", "app_1"]),  # before year 1 in UTC
+        b64(["9999-12-31T23:59:59-14:00", "app_1"]),  # after 9999 in UTC
     ],
 )
 async def test_a_malformed_cursor_is_a_422_naming_it(voucher: VoucherHarness, cursor: str) -> None:
@@ -197,3 +199,23 @@ async def test_a_firm_naming_another_firms_number_is_refused_at_once(
             "/v1/applications", headers=voucher.firm(firm_id=firm_id, sub=f"ceo-{firm_id}")
         )
         assert listed.json()["items"] == []
+
+
+async def test_an_id_that_names_no_application_is_404_not_a_crash(voucher: VoucherHarness) -> None:
+    # the log also holds providers' registrations; their ids are not applications
+    response = await voucher.client.post(
+        "/v1/applications/provider:prov-hanbit-law/decisions",
+        json={"decision": "approve", "reason": "x"},
+        headers=voucher.officer(),
+    )
+    assert response.status_code == 404, response.text
+
+
+async def test_a_provider_id_too_long_for_its_log_is_refused(voucher: VoucherHarness) -> None:
+    response = await voucher.client.post(
+        "/v1/providers",
+        json={"id": "p" + "a" * 55, "name": "Long Law", "service_categories": ["legal"]},
+        headers=voucher.officer(),
+    )
+    assert response.status_code == 422, response.text
+    assert fields_of(response) == ["id"]
