@@ -1,4 +1,5 @@
-"""The voucher service as its own process, on PostgreSQL and the real broker."""
+"""One service as its own process (``services.<name>.main:create_app``), on PostgreSQL and the
+real broker."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from shared.auth import HS256Verifier
 from shared.broker import die_with_parent
@@ -20,7 +25,9 @@ SECRET = "e2e-secret-" + "y" * 32
 
 
 @dataclass
-class VoucherProcess:
+class ServiceProcess:
+    service: str
+    """The service's name: its app is ``services.<service>.main:create_app``."""
     database_url: str
     bootstrap: str
     topic_prefix: str
@@ -33,10 +40,14 @@ class VoucherProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / f"{self.service}.log"
+
     def start(self, timeout: float = 30) -> None:
         env = {
             **os.environ,
-            "INCENTIVES_SERVICE": "voucher",
+            "INCENTIVES_SERVICE": self.service,
             "INCENTIVES_DATABASE_URL": self.database_url,
             "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "INCENTIVES_TOPIC_PREFIX": self.topic_prefix,
@@ -45,13 +56,13 @@ class VoucherProcess:
             "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
             "INCENTIVES_TOPIC_PARTITIONS": "2",
         }
-        log = open(self.state_dir / "voucher.log", "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "services.voucher.main:create_app",
+                f"services.{self.service}.main:create_app",
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -68,14 +79,14 @@ class VoucherProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"voucher exited at start:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.service} exited at start:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"voucher not ready in time:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.service} not ready in time:\n{self.log_tail()}")
 
     def kill(self) -> None:
         """Die at once, as a crash would: no shutdown hooks run."""
@@ -93,7 +104,7 @@ class VoucherProcess:
                 self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.state_dir / "voucher.log"
+        path = self.log_path
         return (
             "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
             if path.exists()
@@ -105,3 +116,48 @@ class VoucherProcess:
     ) -> dict[str, str]:
         token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
         return {"Authorization": f"Bearer {token}"}
+
+
+StartService = Callable[[str], ServiceProcess]
+"""The ``start_service`` fixture: a service's name -> the service, running and ready."""
+
+
+def wait_for_status(
+    http: httpx.Client,
+    application_id: str,
+    status: str,
+    headers: dict[str, str],
+    within: float = 30,
+) -> dict[str, Any]:
+    """The application once it has ``status``; fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = http.get(f"/v1/applications/{application_id}", headers=headers).json()
+        if body.get("status") == status:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{application_id} stayed {body.get('status')}, expected {status}: {body}")
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, within: float = 20) -> list[Any]:
+    """Up to ``count`` records of ``topic`` from its beginning, read for at most ``within`` s."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + within
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
