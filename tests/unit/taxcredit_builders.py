@@ -8,21 +8,20 @@ chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import services.taxcredit.rates as rates_package
 import shared.catalogue as catalogue_package
 from services.taxcredit.domain.decider import (
+    DECIDER,
     ClawBack,
     DecideClaim,
     IssueCertificate,
     SubmitClaim,
     VerifyClaim,
     WithdrawClaim,
-    decide,
 )
 from services.taxcredit.domain.events import (
     Investment,
@@ -31,10 +30,14 @@ from services.taxcredit.domain.events import (
     StrategicInvestmentClaim,
     VentureInvestmentClaim,
 )
-from services.taxcredit.domain.model import Application, evolve, fold
+from services.taxcredit.domain.model import Application
 from services.taxcredit.domain.rates import PublishedTable, RateTable, load_rate_tables
-from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.contracts import Actor, Role
 from shared.domain import Decision, Firm, FirmSize, StrategicTechnology, load_technologies
+from tests.unit.streams import FIRM_ID as FIRM_ID
+from tests.unit.streams import T0 as T0
+from tests.unit.streams import DecidedStream
+from tests.unit.streams import types as types
 
 # --- the default rate table and catalogue (read once; every test after that is pure) ---------
 
@@ -63,7 +66,6 @@ PURIFICATION = "biopharma-purification"
 
 # --- people ---------------------------------------------------------------------------
 
-FIRM_ID = "123-45-67890"
 TARGET_ID = "234-56-78901"
 VENTURE_ID = "345-67-89012"
 FIRM_USER = Actor(sub="firm-user-1", role=Role.FIRM)
@@ -75,7 +77,6 @@ CERTIFIER = Actor(sub="taxcredit-certifier", role=Role.SYSTEM)
 
 # --- the calendar -----------------------------------------------------------------------
 
-T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
 """The stream's clock starts here; the submission is sealed a minute later (09:31 KST)."""
 SUBMISSION_DAY = date(2026, 3, 2)
 TAX_YEAR = 2025
@@ -235,59 +236,11 @@ def actor_for(command: Any) -> Actor:
     raise TypeError(f"no actor for {type(command).__name__}")
 
 
-@dataclass
-class TaxcreditStream:
+class TaxcreditStream(DecidedStream[Application]):
     """One application's log, built by deciding commands against its own fold."""
 
-    application_id: str = "app-1"
-    token_firm_id: str = FIRM_ID
-    """The ``firm_id`` of the submitter's token, carried by every event of the application."""
-    envelopes: list[Envelope] = field(default_factory=list)
-    state: Application | None = None
-    clock: datetime = T0
-
-    def when(self, command: Any, *, by: Actor | None = None) -> list[NewEvent]:
-        """Decide ``command`` against the current state, append what it decides, return it."""
-        new_events = decide(command, self.state)
-        actor = by or actor_for(command)
-        for event in new_events:
-            self.clock += timedelta(minutes=1)
-            envelope = Envelope.seal(
-                aggregate_id=self.application_id,
-                aggregate_seq=len(self.envelopes) + 1,
-                event=event,
-                occurred_at=self.clock,
-                actor=actor,
-                firm_id=self.token_firm_id,
-                correlation_id=f"corr-{self.application_id}",
-                causation_id=self.envelopes[-1].event_id if self.envelopes else None,
-                prev_hash=self.envelopes[-1].hash if self.envelopes else GENESIS_HASH,
-            )
-            self.envelopes.append(envelope)
-            self.state = evolve(self.state, envelope)
-        return new_events
-
-    def given(self, *commands: Any) -> TaxcreditStream:
-        for command in commands:
-            self.when(command)
-        return self
-
-    def later(self, delta: timedelta) -> TaxcreditStream:
-        """Let time pass before the next command (a lagging consumer, a slow officer)."""
-        self.clock += delta
-        return self
-
-    @property
-    def app(self) -> Application:
-        assert self.state is not None, "nothing was submitted"
-        return self.state
-
-    def replayed(self) -> Application | None:
-        return fold(self.envelopes)
-
-
-def types(events: list[NewEvent]) -> list[str]:
-    return [e.type for e in events]
+    decider = DECIDER
+    actor_for = staticmethod(actor_for)
 
 
 # --- common starting points ---------------------------------------------------------------

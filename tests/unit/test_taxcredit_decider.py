@@ -31,6 +31,7 @@ from services.taxcredit.domain.rates import (
 )
 from shared.contracts import GENESIS_HASH, Envelope, NewEvent, verify_chain
 from shared.domain import FirmSize, InvalidTransition, SameOfficer, Unprocessable
+from tests.unit.streams import sealed
 from tests.unit.taxcredit_builders import (
     CATALOGUE_VERSION,
     CELL_CULTURE,
@@ -814,17 +815,7 @@ def test_fold_of_no_events_is_no_application():
 
 
 def _sealed(event: NewEvent, seq: int = 1) -> Envelope:
-    return Envelope.seal(
-        aggregate_id="app-x",
-        aggregate_seq=seq,
-        event=event,
-        occurred_at=T0,
-        actor=CERTIFIER,
-        firm_id=FIRM_ID,
-        correlation_id="corr-x",
-        causation_id=None,
-        prev_hash=GENESIS_HASH,
-    )
+    return sealed(event, CERTIFIER, seq=seq)
 
 
 def test_an_event_before_submission_is_a_corrupt_log():

@@ -21,7 +21,8 @@ from services.voucher.domain.errors import (
     VoucherNotRedeemable,
 )
 from services.voucher.domain.model import E, Status, evolve, fold
-from shared.contracts import GENESIS_HASH, Envelope, NewEvent, verify_chain
+from shared.contracts import Envelope, NewEvent, verify_chain
+from tests.unit.streams import sealed
 from tests.unit.voucher_builders import (
     ACCOUNTANT,
     BIO,
@@ -32,7 +33,6 @@ from tests.unit.voucher_builders import (
     OFFICER_LEE,
     OFFICER_PARK,
     STARTUP,
-    T0,
     TODAY,
     VERIFIER,
     VoucherStream,
@@ -856,17 +856,7 @@ def test_fold_of_no_events_is_no_application():
 
 
 def _sealed(event: NewEvent, seq: int = 1) -> Envelope:
-    return Envelope.seal(
-        aggregate_id="app-x",
-        aggregate_seq=seq,
-        event=event,
-        occurred_at=T0,
-        actor=VERIFIER,
-        firm_id=FIRM_ID,
-        correlation_id="corr-x",
-        causation_id=None,
-        prev_hash=GENESIS_HASH,
-    )
+    return sealed(event, VERIFIER, seq=seq)
 
 
 def test_event_before_submission_is_a_corrupt_log():

@@ -8,13 +8,13 @@ chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import services.voucher.catalogue as catalogue_package
 from services.voucher.domain.decider import (
+    DECIDER,
     DecideApplication,
     ExpireVoucher,
     IssueVoucher,
@@ -23,12 +23,15 @@ from services.voucher.domain.decider import (
     SubmitApplication,
     VerifyApplication,
     WithdrawApplication,
-    decide,
 )
-from services.voucher.domain.model import Application, Firm, evolve, fold
+from services.voucher.domain.model import Application, Firm
 from services.voucher.domain.programmes import Programme, load_catalogue
-from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.contracts import Actor, Role
 from shared.domain import Decision
+from tests.unit.streams import FIRM_ID as FIRM_ID
+from tests.unit.streams import T0 as T0
+from tests.unit.streams import DecidedStream
+from tests.unit.streams import types as types
 
 # --- the default catalogue (read once; every test after that is pure) ------------------
 
@@ -49,7 +52,6 @@ ACCOUNTANT = "prov-samil-accounting"  # accounting, tax
 
 # --- people ---------------------------------------------------------------------------
 
-FIRM_ID = "123-45-67890"
 FIRM_USER = Actor(sub="firm-user-1", role=Role.FIRM)
 OFFICER_KIM = "officer-kim"
 OFFICER_LEE = "officer-lee"
@@ -61,7 +63,6 @@ EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
 # --- the calendar -----------------------------------------------------------------------
 
 TODAY = date(2026, 3, 2)
-T0 = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
 
 # --- command builders -------------------------------------------------------------------
 
@@ -198,54 +199,11 @@ def actor_for(command: Any) -> Actor:
     raise TypeError(f"no actor for {type(command).__name__}")
 
 
-@dataclass
-class VoucherStream:
+class VoucherStream(DecidedStream[Application]):
     """One application's log, built by deciding commands against its own fold."""
 
-    application_id: str = "app-1"
-    token_firm_id: str = FIRM_ID
-    """The ``firm_id`` of the submitter's token, carried by every event of the application."""
-    envelopes: list[Envelope] = field(default_factory=list)
-    state: Application | None = None
-    clock: datetime = T0
-
-    def when(self, command: Any, *, by: Actor | None = None) -> list[NewEvent]:
-        """Decide ``command`` against the current state, append what it decides, return it."""
-        new_events = decide(command, self.state)
-        actor = by or actor_for(command)
-        for event in new_events:
-            self.clock += timedelta(minutes=1)
-            envelope = Envelope.seal(
-                aggregate_id=self.application_id,
-                aggregate_seq=len(self.envelopes) + 1,
-                event=event,
-                occurred_at=self.clock,
-                actor=actor,
-                firm_id=self.token_firm_id,
-                correlation_id=f"corr-{self.application_id}",
-                causation_id=self.envelopes[-1].event_id if self.envelopes else None,
-                prev_hash=self.envelopes[-1].hash if self.envelopes else GENESIS_HASH,
-            )
-            self.envelopes.append(envelope)
-            self.state = evolve(self.state, envelope)
-        return new_events
-
-    def given(self, *commands: Any) -> VoucherStream:
-        for command in commands:
-            self.when(command)
-        return self
-
-    @property
-    def app(self) -> Application:
-        assert self.state is not None, "nothing was submitted"
-        return self.state
-
-    def replayed(self) -> Application | None:
-        return fold(self.envelopes)
-
-
-def types(events: list[NewEvent]) -> list[str]:
-    return [e.type for e in events]
+    decider = DECIDER
+    actor_for = staticmethod(actor_for)
 
 
 # --- common starting points ---------------------------------------------------------------
