@@ -436,6 +436,8 @@ class IdempotentConsumer:
         return True
 
     def _parse(self, delivery: Delivery) -> Envelope | None:
+        if self.ignore_unknown and self._passes_by(delivery):
+            return None
         try:
             document = json.loads(delivery.value)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -479,6 +481,15 @@ class IdempotentConsumer:
                 envelope.event_id,
             )
         return envelope
+
+    def _passes_by(self, delivery: Delivery) -> bool:
+        """An event its ``type`` header says no handler here wants: a consumer that ignores
+        such events need not parse and hash it (the topic carries every event of a
+        programme; a stage wants a few). Without the header, the body decides."""
+        for name, value in delivery.headers:
+            if name == "type":
+                return value.decode("utf-8", "replace") not in self._handlers
+        return False
 
     def _dead(self, delivery: Delivery, poison: _Poison) -> DeadLetter:
         return DeadLetter(delivery, self.name, poison.kind, str(poison), poison.event_id)

@@ -67,6 +67,7 @@ class TaxCreditService(ApplicationService[Application]):
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.technologies = load_technologies(catalogue)
         self.catalogue_version = str(catalogue["version"])
+        self.tables = projection.TablesInForce()
 
     def stages(self) -> Stages:
         """Verification and the certificate stage react to events on taxcredit.events."""
@@ -154,7 +155,7 @@ class TaxCreditService(ApplicationService[Application]):
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
         """Verify submitted claims together: one read of the tables and of the claimed references."""
-        tables = tuple(table for table, _ in await projection.published_tables(uow.connection))
+        tables = await self.tables.read(uow)
         claims = [EVENTS.parse(e) for e in events]
         holders = await projection.claim_holders(
             uow,

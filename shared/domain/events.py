@@ -50,6 +50,7 @@ class EventRegistry:
         self.service = service
         self._types: dict[str, type[EventPayload]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._parsed: dict[tuple[str, str, int], EventPayload] = {}
         for payload in payloads:
             self.register(payload)
 
@@ -93,7 +94,23 @@ class EventRegistry:
         return payload
 
     def parse(self, envelope: Envelope) -> EventPayload:
-        """The envelope's payload as its current model (upcast first if it is older)."""
+        """The envelope's payload as its current model (upcast first if it is older).
+
+        Parsed once per event: the hash covers the payload, so an envelope with the same
+        hash (and type) has the same payload, and folds that read it again reuse it.
+        """
+        key = (envelope.hash, envelope.type, envelope.schema_version)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = self._parse(envelope)
+            if len(self._parsed) >= self.CACHE_SIZE:
+                self._parsed.pop(next(iter(self._parsed)))  # the oldest
+            self._parsed[key] = parsed
+        return parsed
+
+    CACHE_SIZE = 16384
+
+    def _parse(self, envelope: Envelope) -> EventPayload:
         payload = envelope.payload
         model = self._model(envelope.type)
         if envelope.schema_version != model.schema_version:

@@ -97,6 +97,9 @@ class ApplicationService(Generic[S]):
     """The use cases common to every programme: a programme service subclasses it and
     adds its own commands, policies and queries."""
 
+    RECENT_STATES = 20_000
+    """Folded states kept for the next command on the same application."""
+
     def __init__(
         self,
         store: EventStore,
@@ -108,6 +111,7 @@ class ApplicationService(Generic[S]):
         self.decider = decider
         self.projection = projection
         self.clock = clock
+        self._recent: dict[str, S] = {}
         self.submissions = self.group_commit("submissions", fresh=True)
         self.decisions = self.group_commit("decisions", after=self.after_decisions)
 
@@ -182,15 +186,12 @@ class ApplicationService(Generic[S]):
         events were only sealed, not written: writes come last, for all steps at once)."""
         ids = list(dict.fromkeys(step.application_id for step in steps))
         if fresh:
-            histories: dict[str, list[Envelope]] = {i: [] for i in ids}
+            states: dict[str, S | None] = dict.fromkeys(ids)
+            versions = {i: StreamVersion() for i in ids}
         else:
             # commands on one application queue here instead of failing on the version check
-            existing = await self.projection.lock(uow, ids)
-            histories = await uow.read_streams([i for i in ids if i in existing])
-            histories.update({i: [] for i in ids if i not in existing})
-        fold = self.decider.fold
-        states = {i: fold(history) for i, history in histories.items()}
-        versions = {i: StreamVersion.after(history) for i, history in histories.items()}
+            states, versions = await self._load(uow, ids)
+        initial = dict(versions)
         outcomes: list[Outcome[S] | DomainError] = []
         sealed: list[Envelope] = []
         for step in steps:
@@ -230,12 +231,47 @@ class ApplicationService(Generic[S]):
             outcomes.append(Outcome(state, appended))
         await uow.insert(sealed)
         changed = [
-            state
-            for i, state in states.items()
-            if state is not None and versions[i] != StreamVersion.after(histories[i])
+            state for i, state in states.items() if state is not None and versions[i] != initial[i]
         ]
-        await self.projection.save(uow, changed, new={a.id for a in changed if not histories[a.id]})
+        await self.projection.save(
+            uow, changed, new={a.id for a in changed if not initial[a.id].seq}
+        )
+        self._recall(changed)
         return outcomes
+
+    async def _load(
+        self, uow: UnitOfWork, ids: Sequence[str]
+    ) -> tuple[dict[str, S | None], dict[str, StreamVersion]]:
+        """Lock the applications and read their states: a state this process folded
+        before is taken again if its chain has not moved since (same version and hash,
+        read under the lock); the others are folded from their logs, the source of truth."""
+        heads = await self.projection.lock(uow, ids)
+        states: dict[str, S | None] = {}
+        versions: dict[str, StreamVersion] = {}
+        unknown = []
+        for i in ids:
+            head = heads.get(i)
+            known = self._recent.get(i)
+            if head is None:
+                states[i], versions[i] = None, StreamVersion()
+            elif known is not None and (known.version, known.last_hash) == (head.seq, head.hash):
+                states[i], versions[i] = known, head
+            else:
+                unknown.append(i)
+        for i, history in (await uow.read_streams(unknown)).items():
+            states[i], versions[i] = self.decider.fold(history), StreamVersion.after(history)
+        self._recall([s for i in unknown if (s := states[i]) is not None])
+        return states, versions
+
+    def _recall(self, states: Sequence[S]) -> None:
+        """Keep the latest folded states (bounded): the next command on one of them need
+        not read and fold its whole log again. Whether a transaction commits does not
+        matter: a state is reused only when the locked row shows its version and hash."""
+        for state in states:
+            self._recent.pop(state.id, None)
+            self._recent[state.id] = state
+        while len(self._recent) > self.RECENT_STATES:
+            self._recent.pop(next(iter(self._recent)))
 
     async def react(
         self,

@@ -17,13 +17,22 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.domain import ProcessedState
-from shared.eventstore import UnitOfWork
+from shared.eventstore import StreamVersion, UnitOfWork
 from shared.eventstore.schema import JSONDocument, UTCDateTime
 from shared.kit.cursors import encode_cursor
 
 S = TypeVar("S", bound=ProcessedState)
 
-COMMON_COLUMNS = ("id", "firm_id", "status", "version", "document", "created_at", "updated_at")
+COMMON_COLUMNS = (
+    "id",
+    "firm_id",
+    "status",
+    "version",
+    "last_hash",
+    "document",
+    "created_at",
+    "updated_at",
+)
 
 
 def applications_table(
@@ -37,6 +46,7 @@ def applications_table(
         sa.Column("firm_id", sa.String(64), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("last_hash", sa.String(64), nullable=False),
         sa.Column("document", JSONDocument, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -96,8 +106,8 @@ class ApplicationProjection(Generic[S]):
             f"UPDATE {table.name} SET {', '.join(f'{n} = :{n}' for n in updated)} WHERE id = :id"
         ).bindparams(*[b for b in binds if b.key != "created_at"])
         self._lock = sa.text(
-            f"SELECT id FROM {table.name} WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id"
-            " FOR UPDATE"
+            f"SELECT id, version, last_hash FROM {table.name}"
+            " WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id FOR UPDATE"
         )
 
     def resource(self, state: S) -> dict[str, Any]:
@@ -119,6 +129,7 @@ class ApplicationProjection(Generic[S]):
             "firm_id": state.firm_id,
             "status": str(state.status),
             "version": state.version,
+            "last_hash": state.last_hash,
             "document": json.dumps(document, separators=(",", ":"), ensure_ascii=False),
             "created_at": state.created_at,
             "updated_at": state.updated_at,
@@ -133,20 +144,25 @@ class ApplicationProjection(Generic[S]):
         await uow.write_many(self._insert, [r for r in rows if r["id"] in new])
         await uow.write_many(self._update, [r for r in rows if r["id"] not in new])
 
-    async def lock(self, uow: UnitOfWork, application_ids: Sequence[str]) -> set[str]:
+    async def lock(
+        self, uow: UnitOfWork, application_ids: Sequence[str]
+    ) -> dict[str, StreamVersion]:
         """Hold the applications' rows until the transaction ends, taken in id order so that
         two transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite
-        writers queue for the whole database anyway). Returns the ids that are applications:
-        another id (none, or another aggregate's, such as a provider's) names none."""
+        writers queue for the whole database anyway). Returns where each application's
+        chain stands (its row is written with its events); an id missing from the answer
+        names no application (none, or another aggregate's, such as a provider's)."""
         if not application_ids:
-            return set()
+            return {}
         if uow.connection.dialect.name == "postgresql":
             rows = await uow.fetch_all(self._lock, {"ids": list(application_ids)})
-            return {row["id"] for row in rows}
-        found = await uow.connection.execute(
-            sa.select(self.table.c.id).where(self.table.c.id.in_(list(application_ids)))
-        )
-        return set(found.scalars())
+        else:
+            t = self.table.c
+            result = await uow.connection.execute(
+                sa.select(t.id, t.version, t.last_hash).where(t.id.in_(list(application_ids)))
+            )
+            rows = [dict(row._mapping) for row in result]
+        return {row["id"]: StreamVersion(row["version"], row["last_hash"]) for row in rows}
 
     async def document(
         self, connection: AsyncConnection, application_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from pydantic import ValidationError
 
-from shared.auth import HS256Verifier, Principal, dev_secret, require_role
+from shared.auth import HS256Verifier, InvalidToken, Principal, dev_secret, require_role
 from shared.contracts import Role
 from shared.problems import install_problem_handlers
 from shared.settings import ServiceSettings
@@ -97,3 +98,22 @@ def test_development_secret_is_created_once_and_kept(tmp_path: Path) -> None:
     assert dev_secret(tmp_path) == first
     assert len(first) >= 32
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0
+
+
+def test_a_token_checked_once_is_still_refused_once_it_expires() -> None:
+    verifier = HS256Verifier(SECRET)
+    token = verifier.issue(sub="officer-kim", role=Role.OFFICER, ttl=timedelta(seconds=2))
+    assert verifier.verify(token).sub == "officer-kim"
+    assert verifier.verify(token).sub == "officer-kim"  # again, from what was checked
+    time.sleep(2.5)  # exp is whole seconds: at most 2 s from now
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+
+
+def test_a_tampered_token_is_not_mistaken_for_a_checked_one() -> None:
+    verifier = HS256Verifier(SECRET)
+    token = verifier.issue(sub="officer-kim", role=Role.OFFICER)
+    verifier.verify(token)
+    head, claims, signature = token.split(".")
+    with pytest.raises(InvalidToken):
+        verifier.verify(f"{head}.{claims}.{signature[:-2]}AA")

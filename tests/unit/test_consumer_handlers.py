@@ -215,6 +215,24 @@ async def test_a_consumer_of_a_shared_topic_may_ignore_other_types(store: EventS
     assert svc.dead == []
 
 
+async def test_an_ignoring_consumer_passes_by_other_types_on_their_header_alone(
+    store: EventStore,
+) -> None:
+    svc = service(store, ignore_unknown=True)
+    svc.consumer.handles(SUBMITTED)(record)
+    svc.consumer.subscribe(svc.broker, TOPIC)
+    mine = sealed()
+    async with TestKafkaBroker(svc.broker) as broker:
+        # not parsed, not hashed: no handler here wants the type its header names
+        await broker.publish(b"{not json", TOPIC, headers={"type": "voucher.voucher.issued"})
+        # a type it handles is checked whole: this one is no envelope
+        await broker.publish(b"{not json", TOPIC, headers={"type": SUBMITTED})
+        await broker.publish(value(mine), TOPIC, headers={"type": SUBMITTED})
+    assert await applied(store) == [mine.event_id]
+    assert svc.consumer.stats.ignored == 1
+    assert [headers["error_kind"] for _, headers, _ in svc.dead] == [PoisonKind.INVALID]
+
+
 async def test_headers_that_are_not_text_do_not_stop_the_consumer(store: EventStore) -> None:
     svc = service(store)
     svc.consumer.handles(SUBMITTED)(record)

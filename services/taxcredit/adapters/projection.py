@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,21 +69,29 @@ async def claim_holders(
     wanted = set(references)
     if not wanted:
         return {}
-    result = await uow.connection.execute(
-        sa.select(
-            applications.c.id,
-            applications.c.firm_id,
-            applications.c.programme,
-            applications.c.claim_reference,
+    refs = sorted({r for _, r in wanted})
+    if uow.connection.dialect.name == "postgresql":
+        rows = await uow.fetch_all(_CLAIM_HOLDERS, {"refs": refs})
+    else:
+        t = applications.c
+        result = await uow.connection.execute(
+            sa.select(t.id, t.firm_id, t.programme, t.claim_reference)
+            .where(t.claim_reference.in_(refs))
+            .where(t.status.in_(CLAIM_HOLDING))
         )
-        .where(applications.c.claim_reference.in_(sorted({r for _, r in wanted})))
-        .where(applications.c.status.in_(CLAIM_HOLDING))
-    )
+        rows = [dict(row._mapping) for row in result]
     return {
-        (row.programme, row.claim_reference): (row.id, row.firm_id)
-        for row in result
-        if (row.programme, row.claim_reference) in wanted
+        (row["programme"], row["claim_reference"]): (row["id"], row["firm_id"])
+        for row in rows
+        if (row["programme"], row["claim_reference"]) in wanted
     }
+
+
+_CLAIM_HOLDERS = sa.text(
+    "SELECT id, firm_id, programme, claim_reference FROM applications"
+    " WHERE claim_reference = ANY(CAST(:refs AS TEXT[]))"
+    f" AND status IN ({', '.join(repr(s) for s in CLAIM_HOLDING)})"
+)
 
 
 def certificate_view(document: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +150,42 @@ async def published_tables(connection: AsyncConnection) -> list[tuple[PublishedT
     """Every rate table published, in publication order, each with its row."""
     rows = await connection.execute(sa.select(rate_tables).order_by(rate_tables.c.sequence))
     return [(_published(row), row) for row in rows]
+
+
+class TablesInForce:
+    """The published tables as verification reads them: once per batch, in one round trip
+    for what was published since, each parsed once (a published table never changes)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, PublishedTable] = {}
+
+    async def read(self, uow: UnitOfWork) -> tuple[PublishedTable, ...]:
+        after = max(self._known, default=0)
+        if uow.connection.dialect.name == "postgresql":
+            rows = await uow.fetch_all(_TABLES_SINCE, {"after": after})
+        else:
+            t = rate_tables.c
+            result = await uow.connection.execute(
+                sa.select(t.sequence, t.table, t.published_at).where(t.sequence > after)
+            )
+            rows = [dict(row._mapping) for row in result]
+        for row in rows:
+            table = json.loads(row["table"]) if isinstance(row["table"], str) else row["table"]
+            published_at = row["published_at"]
+            if published_at.tzinfo is None:  # SQLite through the plain select: naive UTC
+                published_at = published_at.replace(tzinfo=UTC)
+            self._known[row["sequence"]] = PublishedTable(
+                table=RateTable.from_json(table),
+                published_at=published_at,
+                sequence=row["sequence"],
+            )
+        return tuple(self._known[s] for s in sorted(self._known))
+
+
+_TABLES_SINCE = sa.text(
+    'SELECT sequence, "table"::text AS table, published_at FROM rate_tables'
+    " WHERE sequence > :after ORDER BY sequence"
+)
 
 
 async def save_rate_table(uow: UnitOfWork, table: RateTable, published: Envelope) -> dict[str, Any]:
