@@ -16,9 +16,14 @@ from typing import Any
 
 import uvloop
 
-from bench import append, relay, voucher
+from bench import append, relay, taxcredit, voucher
 
-SECTIONS = {"append": append.run, "relay": relay.run, "voucher": voucher.run}
+SECTIONS = {
+    "append": append.run,
+    "relay": relay.run,
+    "voucher": voucher.run,
+    "taxcredit": taxcredit.run,
+}
 
 
 def main() -> int:

@@ -1,0 +1,434 @@
+"""Applications fully processed per second by one service, from submit to its last stage.
+
+The service runs as its own process (uvicorn) on PostgreSQL and the embedded broker.
+Firms submit over HTTP, 32 at a time; a scripted officer who watches the service's
+topic decides each application as soon as it is verified; the service's own stages do
+the rest. Stage times come from the events' own ``occurred_at``.
+
+Printed beside the raw asyncpg 3-statement transaction rate measured in the same run;
+then the latency with submissions paced at half the peak rate found in the same run.
+A section (``bench/voucher.py``, ``bench/taxcredit.py``) names its service, its stage
+event types and its request body; everything else is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from bench.append import PROJECTION_DDL, raw_rate
+from bench.common import drop_database, fresh_database, line, percentile
+from bench.lean_http import HTTPError, LeanClient
+from bench.relay import broker_for_bench
+from shared.auth import HS256Verifier
+from shared.broker import die_with_parent
+from shared.clock import SystemClock
+from shared.contracts import Role
+from shared.eventstore import EventStore, create_engine
+
+SECRET = "bench-secret-" + "z" * 32
+FIRMS_AT_ONCE = 32
+PACED_FRACTION = 0.5  # latency is measured at this fraction of the peak found in the same run
+STATE = Path("var") / "bench"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What a section tells this module about its service.
+
+    Every service built on ``shared.kit`` names its application events
+    ``<service>.application.submitted``, ``.verified`` and ``.approved``; the last stage,
+    the service's own, is ``last``.
+    """
+
+    service: str
+    """``services.<service>.main:create_app``; its topic is ``<service>.events``."""
+    body: Callable[[int, str], dict[str, Any]]
+    """The ``n``-th application's request body in run ``run``; ``firm.firm_id`` is its firm."""
+    last: tuple[str, str]
+    """The last stage's event type and its label."""
+    decision_path: str = "/v1/applications/{id}/decisions"
+    submit_path: str = "/v1/applications"
+    decision: tuple[str, str] = ("approve", "scripted")
+    count: int = 1500
+    paced_seconds: float = 15.0
+
+    @property
+    def stages(self) -> dict[str, str]:
+        """Event type -> label, in order."""
+        kit = {f"{self.service}.application.{s}": s for s in ("submitted", "verified", "approved")}
+        return {**kit, self.last[0]: self.last[1]}
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(self.stages)
+
+    @property
+    def verified(self) -> bytes:
+        return self.types[1].encode()
+
+
+def firm_id(n: int) -> str:
+    """A business registration number (NNN-NN-NNNNN) of its own for each ``n`` of a run."""
+    return f"{100 + n // 100000 % 900:03d}-{10 + n // 10000 % 90:02d}-{10000 + n % 10000 * 7 % 90000:05d}"
+
+
+def firm(n: int, run: str, **profile: str) -> dict[str, Any]:
+    """The ``n``-th firm of a run: an SME with ``profile`` (founded_on, cluster, industry)."""
+    return {"firm_id": firm_id(n), "name": f"Bench Firm {run}-{n}", "size": "sme", **profile}
+
+
+class Stack:
+    """The service under test as its own uvicorn process, on a fresh database and topic prefix."""
+
+    def __init__(self, service: str, dsn: str, url: str, bootstrap: str, state: Path) -> None:
+        self.service, self.dsn, self.url, self.bootstrap = service, dsn, url, bootstrap
+        self.state = state
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}."
+        self.tokens = HS256Verifier(SECRET)
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}{self.service}.events"
+
+    @property
+    def log(self) -> Path:
+        return self.state / f"{self.service}.log"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "INCENTIVES_DATABASE_URL": self.url,
+            "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "INCENTIVES_TOPIC_PREFIX": self.prefix,
+            "INCENTIVES_JWT_SECRET": SECRET,
+            "INCENTIVES_STATE_DIR": str(self.state),
+            "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"services.{self.service}.main:create_app",
+                "--factory",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            env=env,
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    time.sleep(1.5)  # the stages' consumer group settles
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the {self.service} service did not start (see {self.log})")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(15)
+
+    def headers(self, role: Role, sub: str, firm_id: str | None = None) -> dict[str, str]:
+        token = self.tokens.issue(sub=sub, role=role, firm_id=firm_id)
+        return {"Authorization": f"Bearer {token}"}
+
+
+async def drive(
+    pipeline: Pipeline, stack: Stack, count: int, rate: float | None, run: str, first: int = 0
+) -> None:
+    """Firms submit ``count`` applications, paced at ``rate``/s, or 32 at a time flat out.
+
+    The scripted officer (``Officer``) runs beside, for the stack's whole life.
+    Tokens and bodies are prepared before the clock starts: the firms' side is not measured.
+    """
+    requests = []
+    for n in range(first, first + count):  # every application of the bench has a firm of its own
+        body = pipeline.body(n, run)
+        owner = body["firm"]["firm_id"]
+        headers = {
+            **stack.headers(Role.FIRM, f"ceo-{n}", firm_id=owner),
+            "Idempotency-Key": f"{run}-{n}",
+        }
+        requests.append((json.dumps(body).encode(), headers))
+    http = LeanClient("127.0.0.1", stack.port, connections=FIRMS_AT_ONCE)
+
+    async def submit(i: int) -> None:
+        await post(http, pipeline.submit_path, *requests[i])
+
+    started = time.perf_counter()
+    try:
+        if rate is None:
+            todo = iter(range(count))
+
+            async def firms() -> None:
+                for i in todo:
+                    await submit(i)
+
+            await asyncio.gather(*(firms() for _ in range(FIRMS_AT_ONCE)))
+        else:
+            tasks = []
+            for i in range(count):
+                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(submit(i)))
+            await asyncio.gather(*tasks)
+    finally:
+        await http.close()
+
+
+async def post(http: LeanClient, path: str, body: Any, headers: dict[str, str]) -> bytes:
+    for attempt in range(5):  # same Idempotency-Key: a retry cannot act twice
+        try:
+            status, answer = await http.post(path, body, headers)
+        except (OSError, HTTPError, asyncio.IncompleteReadError) as error:
+            print(f"  ({path}: retried after {error!r})", flush=True)
+            await asyncio.sleep(0.05 * (attempt + 1))
+            continue
+        if status >= 400:
+            raise RuntimeError(f"{path}: {status} {answer.decode()}")
+        return answer
+    raise RuntimeError(f"{path}: no answer after 5 tries")
+
+
+class Officer:
+    """A scripted officer who watches the service's topic and decides each verified application."""
+
+    def __init__(self, pipeline: Pipeline, stack: Stack) -> None:
+        self.pipeline, self.stack = pipeline, stack
+        self.headers = stack.headers(Role.OFFICER, "officer-bench")
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.stack.topic,
+            bootstrap_servers=self.stack.bootstrap,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        http = LeanClient("127.0.0.1", self.stack.port, connections=16)
+        pending: set[asyncio.Task[bytes]] = set()
+        decision, reason = self.pipeline.decision
+        body = json.dumps({"decision": decision, "reason": reason}).encode()
+        try:
+            async for record in consumer:
+                if record.key and dict(record.headers).get("type") == self.pipeline.verified:
+                    application_id = record.key.decode()
+                    headers = {**self.headers, "Idempotency-Key": f"decide-{application_id}"}
+                    path = self.pipeline.decision_path.format(id=application_id)
+                    task = asyncio.create_task(post(http, path, body, headers))
+                    pending.add(task)
+                    task.add_done_callback(self._settled(pending))
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await consumer.stop()
+            await http.close()
+
+    def _settled(self, pending: set[asyncio.Task[bytes]]) -> Any:
+        def settled(task: asyncio.Task[bytes]) -> None:
+            pending.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                print(f"  (the officer could not decide: {task.exception()!r})", flush=True)
+
+        return settled
+
+
+async def stage_times(
+    dsn: str, types: tuple[str, ...], run_since: float
+) -> dict[str, dict[str, float]]:
+    """``{application id: {event type: epoch seconds}}`` for the given types since ``run_since``."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT aggregate_id, type, extract(epoch from occurred_at) AS at FROM events"
+            " WHERE type = ANY($1::text[]) AND occurred_at >= to_timestamp($2)",
+            list(types),
+            run_since,
+        )
+    finally:
+        await connection.close()
+    times: dict[str, dict[str, float]] = {}
+    for row in rows:
+        times.setdefault(row["aggregate_id"], {})[row["type"]] = float(row["at"])
+    return times
+
+
+async def wait_done(
+    pipeline: Pipeline,
+    dsn: str,
+    count: int,
+    since: float,
+    officer: asyncio.Task[None],
+    within: float = 120,
+) -> dict[str, dict[str, float]]:
+    """Until ``count`` applications submitted since ``since`` reached the last stage.
+
+    Counted by applications with every stage in the window, so that a previous run's
+    applications whose last stages fall into it are not taken for this run's.
+    """
+    deadline = time.monotonic() + within
+    times: dict[str, dict[str, float]] = {}
+    while time.monotonic() < deadline:
+        if officer.done():
+            officer.result()  # the officer gave up: say why
+            raise RuntimeError("the scripted officer stopped")
+        times = await stage_times(dsn, pipeline.types, since)
+        if sum(1 for t in times.values() if len(t) == len(pipeline.types)) >= count:
+            return times
+        if refused := await rejections(dsn, pipeline.service, since):
+            raise RuntimeError(f"{len(refused)} applications rejected, the first: {refused[0]}")
+        await asyncio.sleep(0.2)
+    reached = {
+        label: sum(1 for t in times.values() if s in t) for s, label in pipeline.stages.items()
+    }
+    raise RuntimeError(f"not every application reached {pipeline.last[1]} in time: {reached}")
+
+
+async def rejections(dsn: str, service: str, since: float) -> list[str]:
+    """The payloads of the applications the service rejected since ``since``."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT payload::text FROM events WHERE type = $1 AND occurred_at >= to_timestamp($2)",
+            f"{service}.application.rejected",
+            since,
+        )
+    finally:
+        await connection.close()
+    return [row[0] for row in rows]
+
+
+def summarise(pipeline: Pipeline, times: dict[str, dict[str, float]]) -> dict[str, Any]:
+    types, labels = pipeline.types, pipeline.stages
+    complete = [t for t in times.values() if all(s in t for s in types)]
+    first = min(t[types[0]] for t in complete)
+    last = max(t[types[-1]] for t in complete)
+    per_stage = {}
+    for a, b in itertools.pairwise(types):
+        samples = [(t[b] - t[a]) * 1000 for t in complete]
+        per_stage[f"{labels[a]}->{labels[b]}"] = (percentile(samples, 50), percentile(samples, 99))
+    total = [(t[types[-1]] - t[types[0]]) * 1000 for t in complete]
+    return {
+        "count": len(complete),
+        "per_s": len(complete) / (last - first),
+        "stages": per_stage,
+        "total_p50": percentile(total, 50),
+        "total_p99": percentile(total, 99),
+    }
+
+
+async def raw_reference(count: int = 4000) -> float:
+    """Raw asyncpg's 3-statement transactions per second, on a fresh database of the same schema."""
+    dsn, url = await fresh_database("raw")
+    try:
+        engine = create_engine(url)
+        try:
+            await EventStore(engine, SystemClock()).create_schema()
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql(PROJECTION_DDL)
+        finally:
+            await engine.dispose()
+        await raw_rate(dsn, count // 10)  # warm, as the append section does
+        raw = await raw_rate(dsn, count)
+    finally:
+        await drop_database(dsn)
+    print(f"  (raw asyncpg measured: {raw:,.0f} tx/s)", flush=True)
+    return raw
+
+
+async def measure(pipeline: Pipeline) -> dict[str, Any]:
+    """Peak, then paced at half the peak: the section's whole run, printed."""
+    raw = await raw_reference()
+    async with broker_for_bench() as bootstrap:
+        dsn, url = await fresh_database(pipeline.service)
+        STATE.mkdir(parents=True, exist_ok=True)
+        stack = Stack(pipeline.service, dsn, url, bootstrap, STATE)
+        stack.start()
+        officer = asyncio.create_task(Officer(pipeline, stack).run())
+        try:
+            since = time.time()
+            await drive(pipeline, stack, pipeline.count, None, f"peak{int(since)}")
+            print(
+                f"  (peak run submitted; waiting until every one is {pipeline.last[1]})", flush=True
+            )
+            peak = summarise(
+                pipeline, await wait_done(pipeline, dsn, pipeline.count, since, officer)
+            )
+            paced_rate = peak["per_s"] * PACED_FRACTION
+            paced_count = round(paced_rate * pipeline.paced_seconds)
+            print(f"  (paced run: {paced_count:,} at {paced_rate:,.0f}/s)", flush=True)
+            since = time.time()
+            run = f"paced{int(since)}"
+            await drive(pipeline, stack, paced_count, paced_rate, run, first=pipeline.count)
+            paced = summarise(pipeline, await wait_done(pipeline, dsn, paced_count, since, officer))
+        finally:
+            officer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await officer
+            stack.stop()
+            await drop_database(dsn)
+    report(pipeline, raw, peak, paced, paced_rate)
+    return {"raw_tx_per_s": raw, "peak": peak, "paced_rate": paced_rate, "paced": paced}
+
+
+def report(
+    pipeline: Pipeline,
+    raw: float,
+    peak: dict[str, Any],
+    paced: dict[str, Any],
+    paced_rate: float,
+) -> None:
+    labels = list(pipeline.stages.values())
+    steps = ["submit", labels[1], f"{labels[2]} (scripted officer)", *labels[3:]]
+    print(f"{pipeline.service}: {' -> '.join(steps)}, PostgreSQL + Tansu")
+    line("raw asyncpg 3-statement transactions", f"{raw:,.0f} tx/s")
+    line(
+        f"applications fully processed ({peak['count']:,}, {FIRMS_AT_ONCE} firms at once)",
+        f"{peak['per_s']:,.0f} apps/s",
+        f"ratio {peak['per_s'] / raw:.3f} of raw (target >= 0.08)",
+    )
+    stage_lines(peak, "at peak")
+    line(
+        f"submit -> {labels[-1]} at {paced_rate:,.0f} apps/s = peak/2 ({paced['count']:,})",
+        f"p50 {paced['total_p50']:,.0f} ms",
+        f"p99 {paced['total_p99']:,.0f} ms (target < 500 ms)",
+    )
+    stage_lines(paced, f"at {paced_rate:,.0f}/s")
+
+
+def stage_lines(figures: dict[str, Any], where: str) -> None:
+    for stage, (p50, p99) in figures["stages"].items():
+        line(f"  {stage} {where}", f"p50 {p50:,.0f} ms", f"p99 {p99:,.0f} ms")
