@@ -154,19 +154,22 @@ async def published_tables(connection: AsyncConnection) -> list[tuple[PublishedT
 
 class TablesInForce:
     """The published tables as verification reads them: once per batch, in one round trip
-    for what was published since, each parsed once (a published table never changes)."""
+    for those not read before, each parsed once (a published table never changes).
+
+    Not read before, rather than of a higher sequence: on PostgreSQL a sequence is taken
+    at insert, so a table can commit after one with a higher sequence was read."""
 
     def __init__(self) -> None:
         self._known: dict[int, PublishedTable] = {}
 
     async def read(self, uow: UnitOfWork) -> tuple[PublishedTable, ...]:
-        after = max(self._known, default=0)
+        known = sorted(self._known)
         if uow.connection.dialect.name == "postgresql":
-            rows = await uow.fetch_all(_TABLES_SINCE, {"after": after})
+            rows = await uow.fetch_all(_TABLES_NOT_READ, {"known": known})
         else:
             t = rate_tables.c
             result = await uow.connection.execute(
-                sa.select(t.sequence, t.table, t.published_at).where(t.sequence > after)
+                sa.select(t.sequence, t.table, t.published_at).where(t.sequence.not_in(known))
             )
             rows = [dict(row._mapping) for row in result]
         for row in rows:
@@ -182,9 +185,9 @@ class TablesInForce:
         return tuple(self._known[s] for s in sorted(self._known))
 
 
-_TABLES_SINCE = sa.text(
+_TABLES_NOT_READ = sa.text(
     'SELECT sequence, "table"::text AS table, published_at FROM rate_tables'
-    " WHERE sequence > :after ORDER BY sequence"
+    " WHERE NOT (sequence = ANY(CAST(:known AS INTEGER[]))) ORDER BY sequence"
 )
 
 
