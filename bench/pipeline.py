@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.append import PROJECTION_DDL, raw_rate
@@ -37,10 +34,10 @@ from bench.common import drop_database, fresh_database, line, percentile
 from bench.lean_http import HTTPError, LeanClient
 from bench.relay import broker_for_bench
 from shared.auth import HS256Verifier
-from shared.broker import die_with_parent
 from shared.clock import SystemClock
 from shared.contracts import Role
 from shared.eventstore import EventStore, create_engine
+from shared.processes import ServiceStartError, start_service, wait_until_up
 
 SECRET = "bench-secret-" + "z" * 32
 FIRMS_AT_ONCE = 32
@@ -111,13 +108,8 @@ class Stack:
     def topic(self) -> str:
         return f"{self.prefix}{self.service}.events"
 
-    @property
-    def log(self) -> Path:
-        return self.state / f"{self.service}.log"
-
     def start(self) -> None:
-        env = {
-            **os.environ,
+        environment = {
             "INCENTIVES_DATABASE_URL": self.url,
             "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "INCENTIVES_TOPIC_PREFIX": self.prefix,
@@ -125,36 +117,27 @@ class Stack:
             "INCENTIVES_STATE_DIR": str(self.state),
             "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
         }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"services.{self.service}.main:create_app",
-                "--factory",
-                "--port",
-                str(self.port),
+        started = start_service(
+            self.service,
+            self.port,
+            environment=environment,
+            log_dir=self.state,
+            options=(
                 "--no-access-log",
                 "--log-level",
                 "warning",
                 "--timeout-graceful-shutdown",
                 "5",
-            ],
-            env=env,
-            stdout=open(self.log, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+            ),
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
-                    time.sleep(1.5)  # the stages' consumer group settles
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the {self.service} service did not start (see {self.log})")
+        self.process = started.process
+        try:
+            wait_until_up([started], path="/readyz", timeout=30)
+        except ServiceStartError as error:
+            raise RuntimeError(
+                f"the {self.service} service did not start (see {started.log_path})"
+            ) from error
+        time.sleep(1.5)  # the stages' consumer group settles
 
     def stop(self) -> None:
         if self.process is not None:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from shared.auth import HS256Verifier
-from shared.broker import EmbeddedBroker, die_with_parent, port_open, wait_for_broker
+from shared.broker import EmbeddedBroker, port_open, wait_for_broker
 from shared.contracts import Role
+from shared.processes import (
+    ServiceExited,
+    ServiceNotReady,
+    ServiceRun,
+    start_service,
+    wait_until_up,
+)
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics, standard_topics
 
@@ -132,31 +136,29 @@ def run(
     asyncio.run(ensure_topics(bootstrap, standard_topics(settings.topic_partitions)))
 
     ports = {service: port + port_offset for service, port in SERVICES.items()}
+    services: list[ServiceRun] = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    env = {**os.environ, "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    environment = {"INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     try:
         for service, port in ports.items():
-            log = open(state / "logs" / f"{service}.log", "ab")  # noqa: SIM115
-            processes[service] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    f"services.{service}.main:create_app",
-                    "--factory",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--no-access-log",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
+            started = start_service(
+                service,
+                port,
+                environment=environment,
+                log_dir=state / "logs",
+                host=host,
             )
-            log.close()
-        _wait_until_healthy(host, ports, processes, state)
+            services.append(started)
+            processes[service] = started.process
+        try:
+            wait_until_up(services, path="/healthz", timeout=60, interval=0.2)
+        except ServiceExited as error:
+            raise typer.Exit(
+                _fail(f"{error.service.name} exited at start; see {error.service.log_path}")
+            ) from error
+        except ServiceNotReady as error:
+            names = ", ".join(service.name for service in error.services)
+            raise typer.Exit(_fail(f"not healthy in time: {names}")) from error
         for service, port in ports.items():
             typer.echo(f"{service:<11} http://{host}:{port}  (docs: /docs)")
         typer.echo(f"logs in {state / 'logs'}; tokens: .venv/bin/incentives token --help")
@@ -173,31 +175,6 @@ def run(
                 process.kill()
         if embedded is not None:
             embedded.stop()
-
-
-def _wait_until_healthy(
-    host: str,
-    ports: dict[str, int],
-    processes: dict[str, subprocess.Popen[bytes]],
-    state: Path,
-    timeout: float = 60,
-) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    pending = dict(processes)
-    while pending:
-        for service, process in list(pending.items()):
-            if process.poll() is not None:
-                raise typer.Exit(
-                    _fail(f"{service} exited at start; see {state / 'logs' / service}.log")
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{host}:{ports[service]}/healthz", timeout=1).is_success:
-                    del pending[service]
-        if time.monotonic() > deadline:
-            raise typer.Exit(_fail(f"not healthy in time: {', '.join(pending)}"))
-        time.sleep(0.2)
 
 
 def _fail(message: str) -> int:

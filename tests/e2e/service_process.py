@@ -3,10 +3,8 @@ real broker."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,8 +16,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from shared.auth import HS256Verifier
-from shared.broker import die_with_parent
 from shared.contracts import Role
+from shared.processes import start_service, wait_until_up
 
 SECRET = "e2e-secret-" + "y" * 32
 
@@ -40,13 +38,8 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / f"{self.service}.log"
-
     def start(self, timeout: float = 30) -> None:
-        env = {
-            **os.environ,
+        environment = {
             "INCENTIVES_SERVICE": self.service,
             "INCENTIVES_DATABASE_URL": self.database_url,
             "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -56,37 +49,11 @@ class ServiceProcess:
             "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
             "INCENTIVES_TOPIC_PARTITIONS": "2",
         }
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"services.{self.service}.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+        started = start_service(
+            self.service, self.port, environment=environment, log_dir=self.state_dir
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.service} exited at start:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.service} not ready in time:\n{self.log_tail()}")
+        self.process = started.process
+        wait_until_up([started], path="/readyz", timeout=timeout)
 
     def kill(self) -> None:
         """Die at once, as a crash would: no shutdown hooks run."""
@@ -102,14 +69,6 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.log_path
-        return (
-            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-            if path.exists()
-            else ""
-        )
 
     def headers(
         self, role: Role, sub: str, *, firm_id: str | None = None, provider_id: str | None = None
