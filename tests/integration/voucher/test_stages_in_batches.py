@@ -148,3 +148,52 @@ async def test_the_voucher_is_issued_under_the_issue_stage_not_the_payout(
     assert issued.type == E.ISSUED
     assert issued.actor == Actor(sub="voucher-issue", role=Role.SYSTEM)
     assert issued.causation_id == approved.event_id
+
+
+def officer(sub: str) -> EventContext:
+    return EventContext(actor=Actor(sub=sub, role=Role.OFFICER), correlation_id=new_id("c"))
+
+
+async def approve(service: VoucherService, application_id: str, sub: str) -> None:
+    async with service.store.transaction() as uow:
+        await service.decide_application(
+            uow,
+            application_id,
+            decision=Decision.APPROVE,
+            reason="fine",
+            approved_amount=None,
+            context=officer(sub),
+        )
+
+
+async def test_a_replica_never_acts_on_a_state_another_replica_moved_on(
+    service: VoucherService,
+) -> None:
+    """Each process keeps the states it folded; another replica's events make them stale."""
+    replica = VoucherService(service.store, service.programmes, LedgerPayouts(), service.clock)
+    event = await submitted(service, FIRM_ID, amount=12_000_000)  # this process knows v1
+    async with replica.store.transaction() as uow:  # the other verifies: v2
+        await replica.when_applications_submitted_verify(uow, [event])
+    await approve(service, event.aggregate_id, "officer-kim")  # must see v2, not its own v1
+    await approve(replica, event.aggregate_id, "officer-park")  # and this one the first approval
+    chain = await service.store.read_stream(event.aggregate_id)
+    assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED, E.APPROVAL_RECORDED, E.APPROVED]
+    assert verify_chain([e.to_json_dict() for e in chain]).ok
+    assert (await document_of(service, event.aggregate_id))["version"] == 4
+
+
+async def test_a_state_from_a_rolled_back_transaction_is_never_used(
+    service: VoucherService,
+) -> None:
+    event = await submitted(service, FIRM_ID)
+    with pytest.raises(RuntimeError, match="went away"):
+        async with service.store.transaction() as uow:
+            await service.when_applications_submitted_verify(uow, [event])
+            raise RuntimeError("the process went away before the commit")
+    chain = await service.store.read_stream(event.aggregate_id)
+    assert [e.type for e in chain] == [E.SUBMITTED]  # the verification never happened
+    async with service.store.transaction() as uow:  # so it happens now, from the log's state
+        await service.when_applications_submitted_verify(uow, [event])
+    chain = await service.store.read_stream(event.aggregate_id)
+    assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED]
+    assert verify_chain([e.to_json_dict() for e in chain]).ok
