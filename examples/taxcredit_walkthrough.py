@@ -23,10 +23,12 @@ def main() -> int:
     firm = walk.firm("cfo@osong-cell")
     auditor = walk.bearer(Role.AUDITOR, "auditor-lee")
     with walk.http:
-        technologies = walk.http.get("/v1/technologies", headers=firm).json()
-        listed = {t["id"]: t for t in technologies["items"]}
+        technologies = walk.http.get("/v1/technologies", headers=firm)
+        listed = {t["id"]: t for t in technologies.json()}
         if TECHNOLOGY not in listed:
-            raise SystemExit(f"{TECHNOLOGY} is not in catalogue {technologies['version']}")
+            raise SystemExit(
+                f"{TECHNOLOGY} is not in catalogue {technologies.headers['Catalogue-Version']}"
+            )
         print(
             f"technology {TECHNOLOGY}: {listed[TECHNOLOGY]['name']} ({listed[TECHNOLOGY]['group']})"
         )
@@ -60,7 +62,7 @@ def main() -> int:
         for step in credit["trace"]:
             print(f"  {step['step']:<24} {step['value']:>16}  {step['formula']}")
 
-        tables = walk.http.get("/v1/rate-tables", headers=firm).json()["items"]
+        tables = walk.http.get("/v1/rate-tables", headers=firm).json()
         [table] = [t for t in tables if t["version"] == credit["table_version"]]
         threshold = table["four_eyes_threshold"]
         needed = 2 if credit["amount"] >= threshold else 1

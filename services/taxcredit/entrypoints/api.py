@@ -51,16 +51,14 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get("/rate-tables", tags=["rate tables"])
-async def list_rate_tables(service: Service, principal: CurrentPrincipal) -> dict[str, Any]:
+async def list_rate_tables(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     """Every rate table published, in publication order; none ever changes."""
     async with service.store.engine.connect() as connection:
         published = await projection.published_tables(connection)
-    return {
-        "items": [
-            projection.published_resource(table, row.published_by, row.event_hash)
-            for table, row in published
-        ]
-    }
+    return [
+        projection.published_resource(table, row.published_by, row.event_hash)
+        for table, row in published
+    ]
 
 
 @router.post("/rate-tables", status_code=201, tags=["rate tables"])
@@ -82,15 +80,15 @@ async def publish_rate_table(
 
 
 @router.get("/technologies", tags=["rate tables"])
-async def list_technologies(service: Service, principal: CurrentPrincipal) -> dict[str, Any]:
-    """The national strategic technologies a strategic investment or M&A credit can be for."""
-    return {
-        "version": service.catalogue_version,
-        "items": [
-            {"id": t.id, "name": t.name, "group": str(t.group)}
-            for t in service.technologies.values()
-        ],
-    }
+async def list_technologies(
+    service: Service, principal: CurrentPrincipal, response: Response
+) -> list[dict[str, Any]]:
+    """The national strategic technologies a strategic investment or M&A credit can be for
+    (the catalogue's version in the ``Catalogue-Version`` header)."""
+    response.headers["Catalogue-Version"] = service.catalogue_version
+    return [
+        {"id": t.id, "name": t.name, "group": str(t.group)} for t in service.technologies.values()
+    ]
 
 
 async def _certificate(service: TaxCreditService, number: str) -> dict[str, Any]:

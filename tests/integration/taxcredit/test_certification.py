@@ -143,14 +143,14 @@ async def test_a_later_table_never_changes_a_verified_application_and_the_next_g
     assert verified["payload"]["facts"]["as_of"] == "2026-11-25"
 
     listed = await taxcredit.client.get("/v1/rate-tables", headers=taxcredit.auth_auditor())
-    assert [t["version"] for t in listed.json()["items"]] == ["2023-1", "2026-2"]
+    assert [t["version"] for t in listed.json()] == ["2023-1", "2026-2"]
 
 
 async def test_rate_tables_are_published_once_by_ministries_only(
     taxcredit: ServiceHarness,
 ) -> None:
     listed = await taxcredit.client.get("/v1/rate-tables", headers=taxcredit.officer())
-    [default] = listed.json()["items"]
+    [default] = listed.json()
     assert default["version"] == "2023-1"
     assert any("assumption" in a.lower() for a in default["assumptions"])
     assert default["corporate_venture_investment"] == {"rate": "0.05"}
@@ -192,7 +192,7 @@ async def test_rate_tables_are_published_once_by_ministries_only(
         )
         assert response.status_code == 422, response.text
     listed = await taxcredit.client.get("/v1/rate-tables", headers=taxcredit.officer())
-    assert [t["version"] for t in listed.json()["items"]] == ["2023-1"]
+    assert [t["version"] for t in listed.json()] == ["2023-1"]
 
 
 async def test_four_eyes_at_the_threshold_then_the_certificate(taxcredit: ServiceHarness) -> None:
@@ -369,7 +369,8 @@ async def test_a_firm_sees_only_its_own_claims_and_can_withdraw(taxcredit: Servi
 
 async def test_technologies_and_the_asyncapi_document(taxcredit: ServiceHarness) -> None:
     technologies = await taxcredit.client.get("/v1/technologies", headers=taxcredit.firm())
-    ids = {t["id"]: t for t in technologies.json()["items"]}
+    ids = {t["id"]: t for t in technologies.json()}
+    assert technologies.headers["Catalogue-Version"] == "2026-1"
     assert ids["biopharma-animal-cell-culture"]["group"] == "advanced_bio"
     assert "biopharma-purification" in ids
     document = (await taxcredit.client.get("/asyncapi.json")).json()
