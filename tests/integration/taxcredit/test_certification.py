@@ -377,6 +377,11 @@ async def test_technologies_and_the_asyncapi_document(taxcredit: ServiceHarness)
     assert document["asyncapi"] == "3.0.0"
     messages = document["components"]["messages"]
     assert "taxcredit_certificate_issued" in messages
+    openapi = (await taxcredit.client.get("/openapi.json")).json()
+    assert {"StrategicInvestmentIn", "MnaTechnologyValueIn", "CorporateVentureInvestmentIn"} <= set(
+        openapi["components"]["schemas"]
+    )
+    assert "/v1/certificates/{number}.pdf" in openapi["paths"]
 
 
 async def test_a_consumer_opens_a_venture_claim_once_however_often_it_is_told(
