@@ -296,6 +296,11 @@ class ApplicationService(Generic[S]):
         steps = [Step(e.aggregate_id, command, caused_by(e, actor)) for e in events]
         return await self.execute_many(uow, steps, after_each=after_each)
 
+    async def read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``query(connection, *args)`` on a connection of its own: a read for the API."""
+        async with self.store.engine.connect() as connection:
+            return await query(connection, *args)
+
     async def in_transaction(
         self, work: Callable[[UnitOfWork], Awaitable[T]], attempts: int = 5
     ) -> T:

@@ -77,8 +77,7 @@ async def visible_document(
     service: ApplicationService[Any], principal: Principal, application_id: str
 ) -> dict[str, Any]:
     """The application's document, or 404 if it does not exist or is not the caller's to see."""
-    async with service.store.engine.connect() as connection:
-        document = await service.projection.document(connection, application_id)
+    document = await service.read(service.projection.document, application_id)
     if document is None or not visible_to(principal, document):
         raise NotFound(f"there is no application {application_id}")
     return document

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from shared.auth import HS256Verifier
@@ -85,6 +86,26 @@ async def running(
             transport=transport, base_url=f"http://{settings.service}"
         ) as client:
             yield ServiceHarness(app, client, clock, HS256Verifier(SECRET))
+
+
+Start = Callable[..., contextlib.AbstractAsyncContextManager[ServiceHarness]]
+
+
+@pytest.fixture
+def start_service(
+    database_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> Start:
+    """``start_service(name, create_app, **options)``: a service on this test's database
+    (each kind in turn), the real broker and topics of the test's own."""
+
+    def start(
+        name: str, create_app: Callable[..., FastAPI], **options: Any
+    ) -> contextlib.AbstractAsyncContextManager[ServiceHarness]:
+        prefix = unique_name("t") + "."
+        settings = service_settings(name, database_url, kafka_bootstrap, prefix, tmp_path)
+        return running(create_app, settings, **options)
+
+    return start
 
 
 async def wait_for_status(

@@ -146,10 +146,10 @@ def published_resource(
     }
 
 
-async def published_tables(connection: AsyncConnection) -> list[tuple[PublishedTable, Any]]:
-    """Every rate table published, in publication order, each with its row."""
+async def published_resources(connection: AsyncConnection) -> list[dict[str, Any]]:
+    """Every rate table published, as the API lists them, in publication order."""
     rows = await connection.execute(sa.select(rate_tables).order_by(rate_tables.c.sequence))
-    return [(_published(row), row) for row in rows]
+    return [published_resource(_published(r), r.published_by, r.event_hash) for r in rows]
 
 
 class TablesInForce:

@@ -53,11 +53,18 @@ router = APIRouter(prefix="/v1")
 @router.get("/rate-tables", tags=["rate tables"])
 async def list_rate_tables(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     """Every rate table published, in publication order; none ever changes."""
-    async with service.store.engine.connect() as connection:
-        published = await projection.published_tables(connection)
+    return await service.read(projection.published_resources)
+
+
+@router.get("/technologies", tags=["rate tables"])
+async def list_technologies(
+    service: Service, principal: CurrentPrincipal, response: Response
+) -> list[dict[str, Any]]:
+    """The national strategic technologies a strategic investment or M&A credit can be for
+    (the catalogue's version in the ``Catalogue-Version`` header)."""
+    response.headers["Catalogue-Version"] = service.catalogue_version
     return [
-        projection.published_resource(table, row.published_by, row.event_hash)
-        for table, row in published
+        {"id": t.id, "name": t.name, "group": str(t.group)} for t in service.technologies.values()
     ]
 
 
@@ -79,21 +86,8 @@ async def publish_rate_table(
     return await kit.respond(request, service, ministry, key, body.to_json(), work)
 
 
-@router.get("/technologies", tags=["rate tables"])
-async def list_technologies(
-    service: Service, principal: CurrentPrincipal, response: Response
-) -> list[dict[str, Any]]:
-    """The national strategic technologies a strategic investment or M&A credit can be for
-    (the catalogue's version in the ``Catalogue-Version`` header)."""
-    response.headers["Catalogue-Version"] = service.catalogue_version
-    return [
-        {"id": t.id, "name": t.name, "group": str(t.group)} for t in service.technologies.values()
-    ]
-
-
 async def _certificate(service: TaxCreditService, number: str) -> dict[str, Any]:
-    async with service.store.engine.connect() as connection:
-        found = await projection.certificate(connection, number)
+    found = await service.read(projection.certificate, number)
     if found is None:
         raise NotFound(f"there is no certificate {number}")
     return found

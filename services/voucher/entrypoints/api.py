@@ -79,8 +79,7 @@ router = APIRouter(prefix="/v1")
 @router.get("/programmes", tags=["programmes"])
 async def list_programmes(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     """Voucher programmes with their rules and remaining budget."""
-    async with service.store.engine.connect() as connection:
-        held = await budgets.read(connection)
+    held = await service.read(budgets.read)
     return [
         {
             "id": p.id,
@@ -125,8 +124,7 @@ async def register_provider(
 @router.get("/providers", tags=["providers"])
 async def list_providers(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
     """Registered providers and the services they may be paid for."""
-    async with service.store.engine.connect() as connection:
-        return await projection.list_providers(connection)
+    return await service.read(projection.list_providers)
 
 
 @router.post("/vouchers/{voucher_id}/redemptions", status_code=202, tags=["vouchers"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from services.taxcredit.main import create_app
-from tests.integration.harness import FIRM_ID, ServiceHarness, running, service_settings
+from tests.integration.harness import FIRM_ID, ServiceHarness, Start
 
 
 def firm(**overrides: Any) -> dict[str, Any]:
@@ -68,16 +67,8 @@ def venture(amount: int, *, reference: str = "INV-1", **firm_overrides: Any) -> 
 
 
 @pytest.fixture
-async def taxcredit(
-    database_url: str,
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    tmp_path: Path,
-) -> AsyncIterator[ServiceHarness]:
-    settings = service_settings(
-        "taxcredit", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
-    )
-    async with running(create_app, settings) as harness:
+async def taxcredit(start_service: Start) -> AsyncIterator[ServiceHarness]:
+    async with start_service("taxcredit", create_app) as harness:
         yield harness
 
 

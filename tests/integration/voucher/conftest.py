@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,8 +13,7 @@ from tests.integration.harness import (
     OTHER_FIRM_ID,
     SECRET,
     ServiceHarness,
-    running,
-    service_settings,
+    Start,
     wait_for_status,
 )
 
@@ -46,16 +44,8 @@ def application_body(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def voucher(
-    database_url: str,
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    tmp_path: Path,
-) -> AsyncIterator[ServiceHarness]:
-    settings = service_settings(
-        "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
-    )
-    async with running(create_app, settings) as harness:
+async def voucher(start_service: Start) -> AsyncIterator[ServiceHarness]:
+    async with start_service("voucher", create_app) as harness:
         yield harness
 
 
