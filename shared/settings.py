@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     catalogue_path: Path | None = None
     """A programme catalogue (JSON) to load instead of the service's default one."""
+    support_policy_path: Path | None = None
+    """The cross-programme support policy (JSON) to apply instead of the packaged default."""
 
     @model_validator(mode="after")
     def _production_needs_explicit_secrets(self) -> ServiceSettings:

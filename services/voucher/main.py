@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.voucher.adapters import projection
-from services.voucher.adapters.payouts import LedgerPayouts, PayoutGateway
-from services.voucher.adapters.tables import budgets
+from services.voucher.adapters.tables import budgets, ledger_entries
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.errors import DuplicateProvider
 from services.voucher.domain.events import EVENTS
@@ -22,6 +21,7 @@ from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
+from shared.kit.payouts import LedgerPayouts, PayoutGateway
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
 
@@ -52,7 +52,9 @@ def create_app(
     async def start(runtime: ServiceRuntime) -> VoucherService:
         async with runtime.store.engine.begin() as connection:
             await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
-        service = VoucherService(runtime.store, programmes, payouts or LedgerPayouts(), the_clock)
+        service = VoucherService(
+            runtime.store, programmes, payouts or LedgerPayouts(ledger_entries), the_clock
+        )
         await _seed_providers(service, document.get("providers", []))
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
         return service

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.voucher.adapters import projection
-from services.voucher.adapters.payouts import PayoutGateway, PayoutOrder, payout_id_for
 from services.voucher.adapters.tables import budgets
 from services.voucher.domain.decider import (
     DECIDER,
@@ -45,6 +44,7 @@ from shared.eventstore import (
     UnitOfWork,
 )
 from shared.kit.application import ApplicationService, Outcome, Stages, Step, caused_by, new_id
+from shared.kit.payouts import PayoutGateway, PayoutOrder
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
 ISSUER = Actor(sub="voucher-issue", role=Role.SYSTEM)
@@ -260,11 +260,10 @@ class VoucherService(ApplicationService[Application]):
             receipt = await self.payouts.pay(
                 uow,
                 PayoutOrder(
-                    payout_id=payout_id_for(redemption_id),
-                    redemption_id=redemption_id,
-                    voucher_id=state.voucher.id,
-                    programme_id=state.programme_id,
-                    provider_id=redemption.provider_id,
+                    payout_id=f"po-{redemption_id}",
+                    reference=redemption_id,
+                    payer=f"programme:{state.programme_id}",
+                    payee=f"provider:{redemption.provider_id}",
                     amount=redemption.amount,
                 ),
             )

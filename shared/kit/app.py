@@ -12,6 +12,7 @@ from shared.clock import Clock
 from shared.domain import EventRegistry
 from shared.kit.application import ApplicationService
 from shared.kit.stages import subscribe_stages
+from shared.kit.support import SupportBook, support_router
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import ServiceSettings
 
@@ -27,12 +28,15 @@ def programme_app(
     events: EventRegistry,
     routers: Sequence[APIRouter],
     clock: Clock,
+    support: SupportBook | None = None,
 ) -> FastAPI:
     """The app of one programme service.
 
     ``about``: the title on its first line, the description after. At startup the
     programme's ``tables`` are created, ``start`` builds its service (kept in
-    ``app.state.service``), and the service's stages consume its topic.
+    ``app.state.service``), and the service's stages consume its topic. ``support``: the
+    programme's read model of every programme's grants, fed from their topics and
+    published at ``GET /v1/support-policy``.
     """
     title, _, description = about.strip().partition("\n")
 
@@ -49,6 +53,8 @@ def programme_app(
                 batches=stages.batches,
                 singles=stages.singles,
             )
+        if support is not None:
+            support.subscribe(runtime)
 
     app = create_service_app(
         settings,
@@ -60,4 +66,7 @@ def programme_app(
     )
     for router in routers:
         app.include_router(router)
+    if support is not None:
+        app.state.support = support
+        app.include_router(support_router())
     return app

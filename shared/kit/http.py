@@ -142,8 +142,9 @@ class ApplicationsAPI:
     """The body of ``POST /v1/applications``; it has a ``firm`` (:class:`~shared.kit.schemas.FirmIn`)."""
     submission: Callable[[Any, Any], Any]
     """``(service, body) -> command``; may raise a domain error (422 naming the field)."""
-    decision: Callable[[Any, Any, str], Any]
-    """``(service, body, officer) -> command``, or an async function of the state returning one."""
+    decision: Callable[[Any, Any, str], Any] | None
+    """``(service, body, officer) -> command``, or an async function of the state returning
+    one; None for a programme whose officers do not decide one by one (a committee votes)."""
     withdrawal: Callable[[str], Any]
     """``reason -> command``."""
     decision_body: type[Body] = DecisionIn
@@ -222,19 +223,8 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
         await visible_document(service, principal, application_id)
         return [e.to_json_dict() for e in await service.store.read_stream(application_id)]
 
-    @router.post("/applications/{application_id}/decisions", summary="Decide an application")
-    async def decide_application(
-        application_id: str,
-        body: DecisionBody,  # type: ignore[valid-type]
-        request: Request,
-        officer: Officers,
-        key: IdempotencyKey = None,
-    ) -> JSONResponse:
-        """Approve or reject a verified application (officers; four eyes at the threshold)."""
-        service = service_of(request)
-        command = api.decision(service, body, officer.sub)
-        step = Step(application_id, command, context_of(request, officer))
-        return await together(request, service.decisions, officer, key, body, step, 200)
+    if api.decision is not None:
+        _decisions_route(router, api.decision, DecisionBody)
 
     @router.post("/applications/{application_id}/withdrawal", summary="Withdraw an application")
     async def withdraw_application(
@@ -258,6 +248,24 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
         return await respond(request, service, firm, key, {"reason": reason}, work)
 
     return router
+
+
+def _decisions_route(
+    router: APIRouter, decision: Callable[[Any, Any, str], Any], DecisionBody: type[Body]
+) -> None:
+    @router.post("/applications/{application_id}/decisions", summary="Decide an application")
+    async def decide_application(
+        application_id: str,
+        body: DecisionBody,  # type: ignore[valid-type]
+        request: Request,
+        officer: Officers,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Approve or reject a verified application (officers; four eyes at the threshold)."""
+        service = service_of(request)
+        command = decision(service, body, officer.sub)
+        step = Step(application_id, command, context_of(request, officer))
+        return await together(request, service.decisions, officer, key, body, step, 200)
 
 
 __all__ = [

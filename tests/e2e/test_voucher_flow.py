@@ -178,13 +178,13 @@ def test_killed_during_a_redemption_burst_every_accepted_redemption_is_paid_once
         try:
             async with engine.connect() as connection:
                 rows = await connection.execute(
-                    sa.text("SELECT payout_id, redemption_id, amount FROM ledger_entries")
+                    sa.text("SELECT payout_id, reference, amount FROM ledger_entries")
                 )
                 return list(rows)
         finally:
             await engine.dispose()
 
     entries = asyncio.run(ledger())
-    assert sorted(e.redemption_id for e in entries) == sorted(by_id)
+    assert sorted(e.reference for e in entries) == sorted(by_id)
     assert {e.payout_id for e in entries} == {r["payout_id"] for r in redemptions}
     assert verify_chain(served).ok

@@ -18,6 +18,7 @@ from services.fund.domain.decider import (
     CancelInvestment,
     CommitInvestment,
     PayTranche,
+    RefuseCommitment,
     ReleaseTranche,
     SubmitApplication,
     VerifyApplication,
@@ -35,6 +36,7 @@ from services.fund.domain.funds import Fund, Stage, catalogue_version, load_fund
 from services.fund.domain.model import Application
 from shared.contracts import Actor, Role
 from shared.domain import Firm, FirmSize
+from shared.domain.support import SupportFacts
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -148,9 +150,14 @@ def verify(
         fund=fund,
         catalogue_version=CATALOGUE_VERSION,
         available_capacity=(fund.capacity if fund else 0) if available is None else available,
-        combined_support=combined_support,
-        combined_cap=combined_cap,
-        supported_elsewhere=supported_elsewhere,
+        support=SupportFacts(
+            policy_version="test-policy",
+            year=2026,
+            cost_reference="TRIAL-2026-PH2-001",
+            supported_elsewhere=supported_elsewhere,
+            combined_support=combined_support,
+            combined_yearly_cap=combined_cap,
+        ),
     )
 
 
@@ -208,7 +215,7 @@ def actor_for(command: Any) -> Actor:
             | CancelInvestment(officer=officer)
         ):
             return Actor(sub=officer, role=Role.OFFICER)
-        case CommitInvestment():
+        case CommitInvestment() | RefuseCommitment():
             return COMMITMENT_STAGE
         case PayTranche():
             return PAYOUT_STAGE

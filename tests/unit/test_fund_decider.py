@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.fund.domain.decider import CHECKS, DECIDER, decide
+from services.fund.domain.decider import CHECKS, DECIDER, RefuseCommitment, decide
 from services.fund.domain.events import EVENTS, ApplicationSubmitted, E, VoteChoice
 from services.fund.domain.funds import Stage, load_funds
 from services.fund.domain.model import Status, evolve, fold
@@ -221,9 +221,9 @@ def test_a_sound_application_is_verified_with_the_facts_it_rests_on():
     assert facts.committee == GOIF.committee
     assert facts.amount == AMOUNT
     assert facts.available_capacity == 5_000_000_000
-    assert facts.combined_support == 7_000_000_000
-    assert facts.combined_cap == COMBINED_CAP
-    assert facts.supported_elsewhere is None
+    assert facts.support.combined_support == 7_000_000_000
+    assert facts.support.combined_yearly_cap == COMBINED_CAP
+    assert facts.support.supported_elsewhere is None
     assert facts.checks == CHECKS
     assert events[0].payload["facts"]["as_of"] == "2026-03-02"
 
@@ -537,6 +537,23 @@ def test_without_co_investors_the_commitment_is_the_only_event():
     stream = approved(submit(co_investors=()))
 
     assert types(stream.when(commit())) == [E.COMMITTED]
+
+
+def test_a_commitment_the_capacity_cannot_hold_rejects_the_approved_application():
+    stream = approved()
+
+    events = stream.when(RefuseCommitment(available_capacity=AMOUNT - 1))
+
+    assert types(events) == [E.REJECTED]
+    assert events[0].payload["stage"] == "commitment"
+    assert events[0].payload["available_capacity"] == AMOUNT - 1
+    assert stream.app.status == Status.REJECTED
+    assert reason_codes(stream) == ["insufficient_capacity"]
+
+
+def test_a_commitment_is_not_refused_when_the_capacity_was_there():
+    with pytest.raises(ValueError):
+        approved().when(RefuseCommitment(available_capacity=AMOUNT))
 
 
 @pytest.mark.parametrize("build", [submitted, verified, committed])

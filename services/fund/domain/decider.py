@@ -51,6 +51,7 @@ from shared.domain import (
     require_status,
     today_in_korea,
 )
+from shared.domain.support import SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -79,12 +80,8 @@ class VerifyApplication(NamedTuple):
     catalogue_version: str
     available_capacity: int
     """What the fund has left to commit, in won."""
-    combined_support: int
-    """Support the firm already has for the year across programmes, in won."""
-    combined_cap: int
-    """The most a firm may receive in a year across programmes, in won."""
-    supported_elsewhere: str | None = None
-    """Another programme's application or grant already supporting the cost reference."""
+    support: SupportFacts
+    """The other programmes' grants for the cost, and the firm's combined support in the year."""
 
 
 class Vote(NamedTuple):
@@ -105,6 +102,12 @@ class CommitInvestment(NamedTuple):
     """The fund commits an approved investment (the service holds the capacity)."""
 
     committed_on: date
+
+
+class RefuseCommitment(NamedTuple):
+    """The commitment stage could not hold the capacity: the fund (or a parent) has less left."""
+
+    available_capacity: int
 
 
 class ReleaseTranche(NamedTuple):
@@ -195,9 +198,7 @@ def verification_facts(application: Application, command: VerifyApplication) -> 
         committee=fund.committee if fund else None,
         amount=application.amount,
         available_capacity=command.available_capacity,
-        supported_elsewhere=command.supported_elsewhere,
-        combined_support=command.combined_support,
-        combined_cap=command.combined_cap,
+        support=command.support,
         checks=CHECKS,
     )
 
@@ -228,24 +229,7 @@ def verification_failures(application: Application, command: VerifyApplication) 
                 f"{command.available_capacity} won left to commit",
             )
         )
-    if command.supported_elsewhere is not None:
-        reasons.append(
-            Reason(
-                "duplicate_support",
-                f"cost {application.cost_reference!r} is already supported by "
-                f"{command.supported_elsewhere}",
-            )
-        )
-    combined = command.combined_support + application.amount
-    if combined > command.combined_cap:
-        reasons.append(
-            Reason(
-                "combined_cap_exceeded",
-                f"the firm already has {command.combined_support} won of support this year; "
-                f"with {application.amount} won more it would have {combined} won, over the "
-                f"combined cap of {command.combined_cap} won",
-            )
-        )
+    reasons.extend(support_failures(command.support, application.amount))
     return reasons
 
 
@@ -345,6 +329,22 @@ def _commit(command: CommitInvestment, state: Application | None) -> list[NewEve
 
 
 @decide.register
+def _refuse(command: RefuseCommitment, state: Application | None) -> list[NewEvent]:
+    application = require_status(state, Status.APPROVED, "refuse the commitment of")
+    if command.available_capacity >= application.amount:
+        raise ValueError(f"{application.id}: refused with {command.available_capacity} won left")
+    short = Reason(
+        "insufficient_capacity",
+        f"{application.amount} won was approved; when it came to commit, the fund had "
+        f"{command.available_capacity} won left (other investments were committed first)",
+    )
+    refused = ApplicationRejected.of(
+        [short], stage="commitment", available_capacity=command.available_capacity
+    )
+    return [refused.event()]
+
+
+@decide.register
 def _release(command: ReleaseTranche, state: Application | None) -> list[NewEvent]:
     application = require_status(state, Status.COMMITTED, "release a tranche of")
     tranche = _numbered(application, command.number)
@@ -427,6 +427,7 @@ __all__ = [
     "CancelInvestment",
     "CommitInvestment",
     "PayTranche",
+    "RefuseCommitment",
     "ReleaseTranche",
     "SubmitApplication",
     "VerifyApplication",

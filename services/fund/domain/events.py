@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from services.fund.domain.funds import MAX_WON, Committee, Remit, Stage
 from shared.domain import EventPayload, EventRegistry, Firm, Part, lifecycle
+from shared.domain.support import SupportConflictDetected, SupportFacts
 
 AmountWon = Annotated[int, Field(gt=0, le=MAX_WON)]
 """A positive amount of integer won."""
@@ -87,11 +88,8 @@ class VerificationFacts(Part):
     amount: SumWon
     available_capacity: SumWon
     """What the fund had left to commit when verification ran."""
-    supported_elsewhere: str | None
-    """Another programme's application or grant already supporting the cost reference."""
-    combined_support: SumWon
-    """Support the firm already has for the year, across programmes."""
-    combined_cap: SumWon
+    support: SupportFacts
+    """The other programmes' grants for the cost, and the firm's combined support in the year."""
     checks: tuple[str, ...]
 
 
@@ -144,9 +142,13 @@ class ApplicationVerified(EventPayload):
 
 
 class ApplicationRejected(lifecycle.RejectionPayload):
-    """Verification found the application wanting, or the committee can no longer approve it."""
+    """Verification found the application wanting, the committee can no longer approve it,
+    or (stage ``commitment``) the fund no longer had the capacity when it came to commit."""
 
     event_type: ClassVar[str] = "fund.application.rejected"
+    stage: Literal["verification", "decision", "commitment"]  # type: ignore[assignment]
+    available_capacity: SumWon | None = None
+    """At the commitment stage: what the fund (or a parent) had left when the hold failed."""
     facts: VerificationFacts | None = None
     tally: Tally | None = None
 
@@ -256,6 +258,8 @@ class E:
     TRANCHE_RELEASED, TRANCHE_PAID, COMPLETED, CANCELLED = _types(
         TrancheReleased, TranchePaid, InvestmentCompleted, InvestmentCancelled
     )
+    SUPPORT_CONFLICT = SupportConflictDetected.event_type
+    """Recorded by the support detector on an aggregate of its own (see shared.domain.support)."""
 
 
 EVENTS = EventRegistry(
@@ -273,6 +277,7 @@ EVENTS = EventRegistry(
         TranchePaid,
         InvestmentCompleted,
         InvestmentCancelled,
+        SupportConflictDetected,
     ],
 )
 

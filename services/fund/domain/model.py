@@ -179,6 +179,9 @@ def evolve(state: Application | None, event: Envelope) -> Application:
             return replace(
                 now, status=Status.REJECTED, rejection_reasons=_reasons(reasons), facts=facts
             )
+        case ev.ApplicationRejected(stage="commitment", reasons=reasons):
+            only_when(Status.APPROVED)
+            return replace(now, status=Status.REJECTED, rejection_reasons=_reasons(reasons))
         case ev.ApplicationRejected(reasons=reasons):
             only_when(Status.VERIFIED)
             return replace(now, status=Status.REJECTED, rejection_reasons=_reasons(reasons))

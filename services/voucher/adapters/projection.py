@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.voucher.adapters.tables import (
     applications,
-    ledger_entries,
     providers,
     redemptions,
 )
@@ -207,36 +206,6 @@ async def application_for_voucher(connection: AsyncConnection, voucher_id: str) 
         )
     ).scalar_one_or_none()
     return str(found) if found is not None else None
-
-
-async def record_ledger_entry(
-    uow: UnitOfWork,
-    *,
-    payout_id: str,
-    debit_account: str,
-    credit_account: str,
-    amount: int,
-    redemption_id: str,
-) -> bool:
-    """One entry per payout id; ``False`` if the payout was already booked."""
-    exists = (
-        await uow.connection.execute(
-            sa.select(ledger_entries.c.payout_id).where(ledger_entries.c.payout_id == payout_id)
-        )
-    ).first()
-    if exists is not None:
-        return False
-    await uow.connection.execute(
-        ledger_entries.insert().values(
-            payout_id=payout_id,
-            debit_account=debit_account,
-            credit_account=credit_account,
-            amount=amount,
-            redemption_id=redemption_id,
-            recorded_at=uow.now,
-        )
-    )
-    return True
 
 
 async def redemptions_of(connection: AsyncConnection, voucher_id: str) -> list[dict[str, Any]]:

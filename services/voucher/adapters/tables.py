@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from shared.eventstore.schema import JSONDocument, UTCDateTime
 from shared.kit.holds import Pools
+from shared.kit.payouts import ledger_table
 from shared.kit.projection import applications_table
 
 metadata = sa.MetaData()
@@ -63,14 +64,5 @@ redemptions = sa.Table(
     sa.CheckConstraint("amount > 0", name="ck_redemption_positive"),
 )
 
-ledger_entries = sa.Table(
-    "ledger_entries",
-    metadata,
-    sa.Column("payout_id", sa.String(100), primary_key=True),
-    sa.Column("debit_account", sa.String(100), nullable=False),
-    sa.Column("credit_account", sa.String(100), nullable=False),
-    sa.Column("amount", Money, nullable=False),
-    sa.Column("redemption_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("recorded_at", UTCDateTime, nullable=False),
-    sa.CheckConstraint("amount > 0", name="ck_ledger_positive"),
-)
+ledger_entries = ledger_table(metadata)
+"""Payouts to providers: programme account debited, provider account credited."""

@@ -12,8 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.voucher.adapters.payouts import LedgerPayouts
-from services.voucher.adapters.tables import budgets
+from services.voucher.adapters.tables import budgets, ledger_entries
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.decider import SubmitApplication
 from services.voucher.domain.model import E, Firm
@@ -25,6 +24,7 @@ from shared.contracts import Actor, Envelope, Role, verify_chain
 from shared.domain import Decision
 from shared.eventstore import EventContext, EventStore
 from shared.kit.application import new_id
+from shared.kit.payouts import LedgerPayouts
 from tests.integration.voucher.conftest import FIRM_ID, OTHER_FIRM_ID
 
 PROGRAMME = "cluster-startup-support-2026"
@@ -38,7 +38,9 @@ async def service(store: EventStore) -> AsyncIterator[VoucherService]:
         await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
     clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
     # the log and the service read one clock, as in a service process
-    yield VoucherService(EventStore(store.engine, clock), programmes, LedgerPayouts(), clock)
+    yield VoucherService(
+        EventStore(store.engine, clock), programmes, LedgerPayouts(ledger_entries), clock
+    )
 
 
 async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_000) -> Envelope:
@@ -170,7 +172,9 @@ async def test_a_replica_never_acts_on_a_state_another_replica_moved_on(
     service: VoucherService,
 ) -> None:
     """Each process keeps the states it folded; another replica's events make them stale."""
-    replica = VoucherService(service.store, service.programmes, LedgerPayouts(), service.clock)
+    replica = VoucherService(
+        service.store, service.programmes, LedgerPayouts(ledger_entries), service.clock
+    )
     event = await submitted(service, FIRM_ID, amount=12_000_000)  # this process knows v1
     async with replica.store.transaction() as uow:  # the other verifies: v2
         await replica.when_applications_submitted_verify(uow, [event])

@@ -1,7 +1,7 @@
 """The payout gateway port and its two adapters: the in-database ledger and a treasury over HTTP.
 
-Either way a payout id is derived from its redemption, so a retry after a crash
-asks for the same payout again and the payee is paid once.
+A payout id is derived from what it pays (a redemption, a tranche), so a retry after a
+crash asks for the same payout again and the payee is paid once.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
+import sqlalchemy as sa
 
-from services.voucher.adapters.projection import record_ledger_entry
 from shared.eventstore import UnitOfWork
+from shared.eventstore.schema import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class PayoutOrder:
     payout_id: str
-    redemption_id: str
-    voucher_id: str
-    programme_id: str
-    provider_id: str
+    """The idempotency key of the payment: the same id is never paid twice."""
+    reference: str
+    """What is paid: a redemption id, a tranche of an investment."""
+    payer: str
+    """The account debited (``programme:<id>``, ``fund:<id>``)."""
+    payee: str
+    """The account credited (``provider:<id>``, ``firm:<id>``)."""
     amount: int
 
 
@@ -41,22 +45,43 @@ class PayoutGateway(Protocol):
         ...
 
 
-def payout_id_for(redemption_id: str) -> str:
-    return f"po-{redemption_id}"
+def ledger_table(metadata: sa.MetaData) -> sa.Table:
+    """``ledger_entries``: one double entry per payout id, one per thing paid."""
+    return sa.Table(
+        "ledger_entries",
+        metadata,
+        sa.Column("payout_id", sa.String(100), primary_key=True),
+        sa.Column("debit_account", sa.String(100), nullable=False),
+        sa.Column("credit_account", sa.String(100), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("reference", sa.String(200), nullable=False, unique=True),
+        sa.Column("recorded_at", UTCDateTime, nullable=False),
+        sa.CheckConstraint("amount > 0", name="ck_ledger_positive"),
+    )
 
 
 class LedgerPayouts:
-    """Double entry in the service's own database: programme budget account to provider account."""
+    """Double entry in the service's own database, in the payout stage's transaction."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
 
     async def pay(self, uow: UnitOfWork, order: PayoutOrder) -> PayoutReceipt:
-        await record_ledger_entry(
-            uow,
-            payout_id=order.payout_id,
-            debit_account=f"programme:{order.programme_id}",
-            credit_account=f"provider:{order.provider_id}",
-            amount=order.amount,
-            redemption_id=order.redemption_id,
+        t = self.table
+        booked = await uow.connection.execute(
+            sa.select(t.c.payout_id).where(t.c.payout_id == order.payout_id)
         )
+        if booked.first() is None:
+            await uow.connection.execute(
+                t.insert().values(
+                    payout_id=order.payout_id,
+                    debit_account=order.payer,
+                    credit_account=order.payee,
+                    amount=order.amount,
+                    reference=order.reference,
+                    recorded_at=uow.now,
+                )
+            )
         return PayoutReceipt(order.payout_id, reference=f"ledger:{order.payout_id}")
 
 
@@ -82,11 +107,11 @@ class TreasuryPayouts:
     async def pay(self, uow: UnitOfWork, order: PayoutOrder) -> PayoutReceipt:
         body = {
             "payout_id": order.payout_id,
-            "payee": f"provider:{order.provider_id}",
-            "payer": f"programme:{order.programme_id}",
+            "payee": order.payee,
+            "payer": order.payer,
             "amount": order.amount,
             "currency": "KRW",
-            "reference": order.redemption_id,
+            "reference": order.reference,
         }
         delay = self._first_backoff
         last: Exception | None = None
@@ -110,3 +135,14 @@ class TreasuryPayouts:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise TreasuryError(f"treasury unreachable for payout {order.payout_id}: {last}")
+
+
+__all__ = [
+    "LedgerPayouts",
+    "PayoutGateway",
+    "PayoutOrder",
+    "PayoutReceipt",
+    "TreasuryError",
+    "TreasuryPayouts",
+    "ledger_table",
+]

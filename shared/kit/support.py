@@ -1,0 +1,244 @@
+"""The support read model every programme service keeps: every programme's grants, fed from
+the three events topics, checked at verification (see :mod:`shared.domain.support`).
+
+Grants are kept per application (``programme``, ``application_id``): what was granted,
+what went back, the year it counts in and the cost it covers. The consumer writes them
+in the inbox's transaction, so a redelivered event changes nothing; a conflict it finds
+is appended once, on an aggregate named after it, and published on the service's topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+
+from shared.consumer import IdempotentConsumer, broker_dead_letters
+from shared.contracts import Actor, Envelope, Role
+from shared.domain.support import (
+    GIVE_BACK_EVENTS,
+    GRANT_EVENTS,
+    PROGRAMMES,
+    Grant,
+    SupportFacts,
+    SupportPolicy,
+    conflicts_of,
+    give_back_of,
+    grant_of,
+    load_support_policy,
+)
+from shared.eventstore import EventContext, StreamVersion, UnitOfWork
+from shared.eventstore.schema import UTCDateTime
+from shared.kit.catalogue import load_document
+from shared.service import ServiceRuntime
+from shared.topics import DLQ_TOPIC, events_topic
+
+
+def default_policy(override: Any = None) -> tuple[SupportPolicy, dict[str, Any]]:
+    """The policy in force (the packaged default, or the file ``override`` names) and its document."""
+    document = load_document("shared.catalogue", "support-policy.json", override)
+    return load_support_policy(document), document
+
+
+def support_table(metadata: sa.MetaData) -> sa.Table:
+    """The ``support_grants`` table, in a service's own metadata."""
+    return sa.Table(
+        "support_grants",
+        metadata,
+        sa.Column("programme", sa.String(20), primary_key=True),
+        sa.Column("application_id", sa.String(64), primary_key=True),
+        sa.Column("firm_id", sa.String(64), nullable=False),
+        sa.Column("year", sa.Integer, nullable=False),
+        sa.Column("cost_reference", sa.String(200), nullable=True),
+        sa.Column("granted", sa.BigInteger, nullable=False),
+        sa.Column("given_back", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("event_id", sa.String(64), nullable=False),
+        sa.Column("granted_at", UTCDateTime, nullable=False),
+        sa.Index("ix_support_grants_cost", "cost_reference"),
+        sa.Index("ix_support_grants_firm_year", "firm_id", "year"),
+    )
+
+
+class SupportBook:
+    """The grants table of one service, and what verification and the detector ask of it."""
+
+    def __init__(self, table: sa.Table, programme: str, policy: SupportPolicy) -> None:
+        self.table = table
+        self.programme = programme
+        self.policy = policy
+        self.detector = Actor(sub=f"{programme}-support-detector", role=Role.SYSTEM)
+
+    # --- verification ---------------------------------------------------------------------
+
+    async def facts(
+        self,
+        uow: UnitOfWork,
+        wanted: Sequence[tuple[str, int, str | None]],
+    ) -> list[SupportFacts]:
+        """For each ``(firm_id, year, cost_reference)``: the grants of other programmes for
+        the cost, and the firm's combined support in the year. Two statements for all."""
+        t = self.table
+        costs = sorted({c for _, _, c in wanted if c})
+        holders: dict[str, str] = {}
+        if costs:
+            rows = await uow.connection.execute(
+                sa.select(t.c.cost_reference, t.c.programme, t.c.application_id)
+                .where(
+                    t.c.cost_reference.in_(costs),
+                    t.c.programme != self.programme,
+                    t.c.granted > t.c.given_back,
+                )
+                .order_by(t.c.granted_at, t.c.event_id)
+            )
+            for row in rows:
+                holders.setdefault(
+                    row.cost_reference, f"{row.programme} application {row.application_id}"
+                )
+        totals: dict[tuple[str, int], int] = {}
+        pairs = sorted({(f, y) for f, y, _ in wanted})
+        if pairs:
+            rows = await uow.connection.execute(
+                sa.select(t.c.firm_id, t.c.year, sa.func.sum(t.c.granted - t.c.given_back))
+                .where(sa.tuple_(t.c.firm_id, t.c.year).in_(pairs))
+                .group_by(t.c.firm_id, t.c.year)
+            )
+            totals = {(r[0], r[1]): int(r[2] or 0) for r in rows}
+        return [
+            SupportFacts(
+                policy_version=self.policy.version,
+                year=year,
+                cost_reference=cost,
+                supported_elsewhere=holders.get(cost) if cost else None,
+                combined_support=max(totals.get((firm, year), 0), 0),
+                combined_yearly_cap=self.policy.combined_yearly_cap,
+            )
+            for firm, year, cost in wanted
+        ]
+
+    # --- the read model ---------------------------------------------------------------------
+
+    async def apply(self, uow: UnitOfWork, events: Sequence[Envelope]) -> None:
+        """Record the grants and give-backs among ``events``, then any conflict they show."""
+        t = self.table
+        for event in events:
+            grant = grant_of(event)
+            if grant is not None:
+                await self._record(uow, grant)
+                await self._detect(uow, grant, event)
+                continue
+            back = give_back_of(event)
+            if back is not None:
+                await uow.connection.execute(
+                    t.update()
+                    .where(
+                        t.c.programme == back.programme, t.c.application_id == back.application_id
+                    )
+                    .values(given_back=t.c.given_back + back.amount)
+                )
+
+    async def _record(self, uow: UnitOfWork, grant: Grant) -> None:
+        t = self.table
+        found = await uow.connection.execute(
+            sa.select(t.c.event_id).where(
+                t.c.programme == grant.programme, t.c.application_id == grant.application_id
+            )
+        )
+        if found.first() is not None:
+            return  # the database was restored and the topic replayed: recorded already
+        await uow.connection.execute(
+            t.insert().values(
+                programme=grant.programme,
+                application_id=grant.application_id,
+                firm_id=grant.firm_id,
+                year=grant.year,
+                cost_reference=grant.cost_reference,
+                granted=grant.amount,
+                given_back=0,
+                event_id=grant.event_id,
+                granted_at=grant.granted_at,
+            )
+        )
+
+    async def _detect(self, uow: UnitOfWork, grant: Grant, event: Envelope) -> None:
+        t = self.table
+        related = t.c.firm_id == grant.firm_id
+        if grant.cost_reference is not None:
+            related = sa.or_(related, t.c.cost_reference == grant.cost_reference)
+        rows = await uow.connection.execute(sa.select(t).where(related))
+        known = [
+            Grant(
+                programme=r.programme,
+                application_id=r.application_id,
+                firm_id=r.firm_id,
+                amount=max(r.granted - r.given_back, 0),
+                year=r.year,
+                cost_reference=r.cost_reference,
+                event_id=r.event_id,
+                granted_at=r.granted_at,
+            )
+            for r in rows
+        ]
+        found = conflicts_of(
+            grant, known, programme=self.programme, cap=self.policy.combined_yearly_cap
+        )
+        for key, conflict in found:
+            aggregate = "support-conflict:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+            if (await uow.read_streams([aggregate]))[aggregate]:
+                continue  # recorded already
+            context = EventContext(
+                actor=self.detector,
+                correlation_id=event.correlation_id,
+                causation_id=event.event_id,
+                firm_id=conflict.firm_id,
+            )
+            await uow.append(aggregate, StreamVersion(), [conflict.event()], context)
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def subscribe(self, runtime: ServiceRuntime) -> IdempotentConsumer:
+        """Consume the three programmes' topics into the read model (consumer ``<service>-support``)."""
+        consumer = IdempotentConsumer(
+            f"{runtime.settings.service}-support",
+            runtime.store,
+            dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
+            ignore_unknown=True,
+            on_applied=runtime.wake_relay,
+        )
+        consumer.handles_batch(*GRANT_EVENTS, *GIVE_BACK_EVENTS)(self.apply)
+        runtime.extras.setdefault("consumers", []).append(consumer)
+        consumer.subscribe(
+            runtime.broker,
+            *(runtime.topic(events_topic(p)) for p in PROGRAMMES),
+            session_timeout_ms=runtime.settings.kafka_session_timeout_ms,
+        )
+        return consumer
+
+
+def support_router() -> APIRouter:
+    """``GET /v1/support-policy``: the policy in force, public like the rules it applies."""
+    router = APIRouter(prefix="/v1", tags=["support limits"])
+
+    @router.get("/support-policy", summary="The cross-programme support policy in force")
+    async def support_policy(request: Request) -> dict[str, Any]:
+        """The combined yearly cap per firm across programmes, what counts as a grant, and
+        the window in which two programmes may both grant before either sees the other."""
+        book: SupportBook = request.app.state.support
+        return {
+            **book.policy.model_dump(mode="json"),
+            "programmes": list(PROGRAMMES),
+            "grants": {
+                "voucher": "voucher issued",
+                "taxcredit": "credit certified",
+                "fund": "investment committed",
+            },
+            "rejection_reasons": ["duplicate_support", "combined_cap_exceeded"],
+            "conflict_event": "support.conflict.detected",
+        }
+
+    return router
+
+
+__all__ = ["SupportBook", "default_policy", "support_router", "support_table"]
