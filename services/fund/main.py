@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
-from shared.service import create_service_app
+from services.fund.adapters.tables import capacity, ledger_entries, support_grants
+from services.fund.adapters.tables import metadata as fund_tables
+from services.fund.domain.events import EVENTS
+from services.fund.domain.funds import catalogue_version, load_funds
+from services.fund.entrypoints.api import applications, router
+from services.fund.service_layer import FundService
+from shared.clock import Clock, SystemClock
+from shared.kit.app import programme_app
+from shared.kit.catalogue import catalogue_for
+from shared.kit.payouts import LedgerPayouts, PayoutGateway
+from shared.kit.support import SupportBook, default_policy
+from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
 
+ABOUT = """Fund service.
+Investments from the public mega fund and its sub-funds: verification against the fund's
+remit and capacity, committee votes, commitment, tranches paid on milestones, and the
+co-investments that become tax-credit claims."""
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or ServiceSettings(service="fund"),
-        title="Fund service",
-        description="Investments from the public mega fund and its sub-funds.",
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    catalogue: dict[str, Any] | None = None,
+    payouts: PayoutGateway | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The fund app: the packaged fund catalogue, or ``catalogue`` / ``settings.catalogue_path``."""
+    settings = settings or ServiceSettings(service="fund")
+    document = catalogue_for(
+        settings.catalogue_path, "services.fund.catalogue", "default.json", catalogue
+    )
+    funds = load_funds(document)
+    policy, _ = default_policy(settings.support_policy_path)
+    support = SupportBook(support_grants, "fund", policy)
+    the_clock = clock or SystemClock()
+
+    async def start(runtime: ServiceRuntime) -> FundService:
+        async with runtime.store.engine.begin() as connection:
+            await capacity.ensure(connection, {f.id: f.capacity for f in funds.values()})
+        return FundService(
+            runtime.store,
+            funds,
+            catalogue_version(document),
+            support,
+            payouts or LedgerPayouts(ledger_entries),
+            the_clock,
+        )
+
+    routers = [applications, router]
+    return programme_app(
+        settings, ABOUT, fund_tables, start, EVENTS, routers, the_clock, support=support
     )

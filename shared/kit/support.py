@@ -201,7 +201,7 @@ class SupportBook:
     def subscribe(self, runtime: ServiceRuntime) -> IdempotentConsumer:
         """Consume the three programmes' topics into the read model (consumer ``<service>-support``)."""
         consumer = IdempotentConsumer(
-            f"{runtime.settings.service}-support",
+            runtime.topic(f"{runtime.settings.service}-support"),
             runtime.store,
             dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
             ignore_unknown=True,

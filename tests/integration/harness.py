@@ -108,10 +108,13 @@ def start_service(
     return start
 
 
-async def wait_for_status(
-    harness: ServiceHarness, application_id: str, status: str, within: float = 20
+async def wait_until(
+    harness: ServiceHarness,
+    application_id: str,
+    condition: Callable[[dict[str, Any]], bool],
+    within: float = 20,
 ) -> dict[str, Any]:
-    """Poll the application until the asynchronous stages bring it to ``status``."""
+    """Poll the application until ``condition`` holds of its document."""
     deadline = asyncio.get_running_loop().time() + within
     body: dict[str, Any] = {}
     while asyncio.get_running_loop().time() < deadline:
@@ -119,7 +122,16 @@ async def wait_for_status(
             f"/v1/applications/{application_id}", headers=harness.officer()
         )
         body = response.json()
-        if body.get("status") == status:
+        if condition(body):
             return body
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{application_id} is {body.get('status')}, not {status}: {body}")
+    raise AssertionError(f"{application_id} never got there: {body}")
+
+
+async def wait_for_status(
+    harness: ServiceHarness, application_id: str, status: str, within: float = 20
+) -> dict[str, Any]:
+    """Poll the application until the asynchronous stages bring it to ``status``."""
+    return await wait_until(
+        harness, application_id, lambda body: body.get("status") == status, within
+    )

@@ -1,0 +1,129 @@
+"""The fund read models, kept in step with the log in the same transaction as the events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.fund.adapters.tables import applications, capacity
+from services.fund.domain.funds import Fund
+from services.fund.domain.model import Application, Tranche
+from shared.kit.projection import ApplicationProjection, iso
+
+
+def describe(app: Application) -> dict[str, Any]:
+    """What the API shows of an application: what the firm applied for, the committee's
+    votes, and the investment's tranches."""
+    terms = app.terms
+    tally = app.tally
+    return {
+        "fund_id": app.fund_id,
+        "firm": app.firm.to_json(),
+        "stage": str(terms.stage),
+        "instrument": str(terms.instrument),
+        "amount": app.amount,
+        "pre_money_valuation": terms.pre_money_valuation,
+        "cost_reference": app.cost_reference,
+        "due_diligence": terms.due_diligence.model_dump(mode="json"),
+        "co_investors": [c.model_dump(mode="json") for c in terms.co_investors],
+        "votes": [
+            {
+                "member": b.member,
+                "vote": str(b.vote),
+                "conflict_of_interest": b.conflict_of_interest,
+                "reason": b.reason,
+                "at": iso(b.at),
+            }
+            for b in app.ballots
+        ],
+        "quorum": app.committee.quorum if app.committee else None,
+        "votes_for": len(tally.in_favour) if tally else 0,
+        "approved_amount": app.approved_amount,
+        "committed_on": app.committed_on.isoformat() if app.committed_on else None,
+        "tranches": [_tranche(t) for t in app.tranches],
+        "disbursed": app.paid_amount,
+        "returned_amount": app.returned_amount,
+        "co_investment_ids": list(app.co_investment_ids),
+        "rejection_reasons": [r.to_json() for r in app.rejection_reasons],
+        "verification": app.facts.model_dump(mode="json") if app.facts else None,
+    }
+
+
+def _tranche(tranche: Tranche) -> dict[str, Any]:
+    return {
+        "number": tranche.number,
+        "amount": tranche.amount,
+        "milestone": tranche.milestone,
+        "status": tranche.status,
+        "payout_id": tranche.payout_id,
+        "milestone_evidence": tranche.milestone_evidence,
+        "released_by": tranche.released_by,
+    }
+
+
+PROJECTION: ApplicationProjection[Application] = ApplicationProjection(applications, describe)
+
+
+def lineage(funds: Mapping[str, Fund], fund_id: str) -> list[str]:
+    """The fund and its parents, the fund first."""
+    chain = []
+    current = funds.get(fund_id)
+    while current is not None:
+        chain.append(current.id)
+        current = funds.get(current.parent) if current.parent else None
+    return chain
+
+
+_FIGURES = sa.text(
+    "SELECT p.pool_id, p.total, p.available,"
+    " (SELECT COALESCE(SUM(a.disbursed), 0) FROM applications a WHERE a.fund_id = p.pool_id)"
+    " AS disbursed FROM fund_capacity p"
+)
+
+
+async def fund_figures(
+    connection: AsyncConnection, funds: Mapping[str, Fund]
+) -> list[dict[str, Any]]:
+    """Each fund of the catalogue with its live figures, read in one statement (one snapshot):
+    ``committed`` (held and not yet disbursed), ``disbursed`` (paid tranches) and ``available``
+    (capacity − committed − disbursed). A parent's figures include its sub-funds'."""
+    rows = {r.pool_id: r for r in await connection.execute(_FIGURES)}
+    own_disbursed = {pool_id: int(r.disbursed) for pool_id, r in rows.items()}
+    disbursed = dict.fromkeys(funds, 0)
+    for fund_id, amount in own_disbursed.items():
+        for ancestor in lineage(funds, fund_id):
+            disbursed[ancestor] += amount
+    listed = []
+    for fund in funds.values():
+        row = rows.get(fund.id)
+        available = int(row.available) if row is not None else fund.capacity
+        total = int(row.total) if row is not None else fund.capacity
+        listed.append(
+            {
+                "id": fund.id,
+                "name": fund.name,
+                "parent": fund.parent,
+                "capacity": total,
+                "remit": fund.remit.model_dump(mode="json"),
+                "committee": fund.committee.model_dump(mode="json"),
+                "committed": total - available - disbursed[fund.id],
+                "disbursed": disbursed[fund.id],
+                "available": available,
+            }
+        )
+    return listed
+
+
+async def available_capacity(
+    connection: AsyncConnection, funds: Mapping[str, Fund], fund_id: str
+) -> int:
+    """What ``fund_id`` can still commit: the least its own pool and its parents' have left."""
+    left = await capacity.read(connection)
+    chain = [left[f][1] for f in lineage(funds, fund_id) if f in left]
+    return min(chain) if chain else 0
+
+
+__all__ = ["PROJECTION", "available_capacity", "describe", "fund_figures", "lineage"]

@@ -1,0 +1,209 @@
+"""Use cases of the fund service, on the service kit: verification against the fund's remit,
+capacity and the other programmes' grants; committee votes; commitment that holds capacity;
+tranches released by officers and paid once by the payout stage; cancellation.
+HTTP routes and consumer stages end up here; neither holds a rule of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from services.fund.adapters import projection
+from services.fund.adapters.tables import capacity
+from services.fund.domain.decider import (
+    DECIDER,
+    CancelInvestment,
+    CommitInvestment,
+    PayTranche,
+    RefuseCommitment,
+    ReleaseTranche,
+    SubmitApplication,
+    VerifyApplication,
+    Vote,
+)
+from services.fund.domain.events import E, VoteChoice
+from services.fund.domain.funds import Fund
+from services.fund.domain.model import Application, Status
+from shared.clock import Clock
+from shared.contracts import Actor, Envelope, Role
+from shared.domain import Unprocessable, today_in_korea
+from shared.eventstore import EventContext, EventStore, UnitOfWork
+from shared.kit.application import ApplicationService, Outcome, Stages, caused_by
+from shared.kit.payouts import PayoutGateway, PayoutOrder
+from shared.kit.support import SupportBook
+
+VERIFIER, COMMITMENT, PAYOUT = (
+    Actor(sub=f"fund-{stage}", role=Role.SYSTEM) for stage in ("verifier", "commitment", "payout")
+)
+"""The stages acting on their own, as their events record them."""
+
+
+def payout_id(application_id: str, number: int) -> str:
+    """A tranche's payout id: paying it again after a crash asks for the same payout."""
+    return f"po-{application_id}-t{number}"
+
+
+class FundService(ApplicationService[Application]):
+    def __init__(
+        self,
+        store: EventStore,
+        funds: Mapping[str, Fund],
+        catalogue_version: str,
+        support: SupportBook,
+        payouts: PayoutGateway,
+        clock: Clock,
+    ) -> None:
+        super().__init__(store, DECIDER, projection.PROJECTION, clock)
+        self.funds = dict(funds)
+        self.catalogue_version = catalogue_version
+        self.support = support
+        self.payouts = payouts
+
+    def stages(self) -> Stages:
+        """Verification, commitment and payout react to events on fund.events."""
+        return Stages(
+            batches={
+                E.SUBMITTED: self.when_applications_submitted_verify,
+                E.APPROVED: self.when_applications_approved_commit,
+            },
+            singles={E.TRANCHE_RELEASED: self.when_tranche_released_pay},
+        )
+
+    # --- commands from people ----------------------------------------------------------
+
+    def submission(self, command: SubmitApplication) -> SubmitApplication:
+        """``command``, once its fund is known (422 naming ``fund_id`` if not)."""
+        if command.fund_id not in self.funds:
+            known = ", ".join(sorted(self.funds))
+            raise Unprocessable(
+                f"there is no fund {command.fund_id!r}; the funds are {known}", field="fund_id"
+            )
+        return command
+
+    @staticmethod
+    def vote(*, member: str, vote: VoteChoice, reason: str, conflict_of_interest: bool) -> Vote:
+        return Vote(
+            member=member, vote=vote, reason=reason, conflict_of_interest=conflict_of_interest
+        )
+
+    async def release_tranche(
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        number: int,
+        *,
+        milestone_evidence: str,
+        context: EventContext,
+    ) -> Outcome[Application]:
+        """An officer releases tranche ``number``; the payout stage then pays it, once."""
+        command = ReleaseTranche(
+            number=number, milestone_evidence=milestone_evidence, officer=context.actor.sub
+        )
+        return await self.execute(uow, application_id, command, context)
+
+    async def cancel(
+        self, uow: UnitOfWork, application_id: str, *, reason: str, context: EventContext
+    ) -> Outcome[Application]:
+        """An officer cancels a committed investment: what was not disbursed goes back to the
+        fund and its parents, in the same transaction."""
+        command = CancelInvestment(officer=context.actor.sub, reason=reason)
+        outcome = await self.execute(uow, application_id, command, context)
+        returned = outcome.application.returned_amount
+        if outcome.events and returned:
+            for fund_id in sorted(projection.lineage(self.funds, outcome.application.fund_id)):
+                await capacity.release(uow, fund_id, returned)
+        return outcome
+
+    # --- policies: what the service does on its own ------------------------------------
+
+    async def when_applications_submitted_verify(
+        self, uow: UnitOfWork, events: Sequence[Envelope]
+    ) -> None:
+        """Verify submitted applications together: one read of the capacities and one of the
+        other programmes' grants for the whole batch."""
+        left = await capacity.read(uow.connection)
+        submitted = [e for e in events if e.type == E.SUBMITTED]
+        asked = [
+            (
+                e.firm_id or "",
+                today_in_korea(e.occurred_at).year,
+                str(e.payload.get("cost_reference") or "") or None,
+            )
+            for e in submitted
+        ]
+        found = await self.support.facts(uow, asked)
+        facts = dict(zip((e.aggregate_id for e in submitted), found, strict=True))
+
+        async def verify(state: Application) -> VerifyApplication:
+            chain = projection.lineage(self.funds, state.fund_id)
+            support = facts.get(state.id)
+            if support is None:  # not in the batch's read (an event without its firm id)
+                year = today_in_korea(state.created_at).year
+                [support] = await self.support.facts(
+                    uow, [(state.firm_id, year, state.cost_reference)]
+                )
+            return VerifyApplication(
+                fund=self.funds.get(state.fund_id),
+                catalogue_version=self.catalogue_version,
+                available_capacity=min((left[f][1] for f in chain if f in left), default=0),
+                support=support,
+            )
+
+        await self.react(uow, events, VERIFIER, verify, only_in=Status.SUBMITTED)
+
+    async def when_applications_approved_commit(
+        self, uow: UnitOfWork, events: Sequence[Envelope]
+    ) -> None:
+        """Commit approved investments: each holds its amount from its fund and every parent
+        in one transaction, or, if one of them no longer has it, is rejected. The pools' check
+        constraints make an overcommitment impossible whatever runs concurrently."""
+        committed_on = today_in_korea(self.clock.now())
+
+        async def commit(state: Application) -> CommitInvestment | RefuseCommitment:
+            amount = state.approved_amount or 0
+            held: list[str] = []
+            for fund_id in sorted(projection.lineage(self.funds, state.fund_id)):
+                if not await capacity.hold(uow, fund_id, amount):
+                    for taken in held:  # give back what this commitment took before failing
+                        await capacity.release(uow, taken, amount)
+                    left = await projection.available_capacity(
+                        uow.connection, self.funds, state.fund_id
+                    )
+                    return RefuseCommitment(available_capacity=min(left, amount - 1))
+                held.append(fund_id)
+            return CommitInvestment(committed_on=committed_on)
+
+        await self.react(uow, events, COMMITMENT, commit, only_in=Status.APPROVED)
+
+    async def when_tranche_released_pay(self, uow: UnitOfWork, event: Envelope) -> None:
+        """Pay a released tranche through the payout gateway, exactly once: the ledger entry and
+        the event commit together, and a tranche paid (or cancelled) already is passed over."""
+        number = int(event.payload["number"])
+
+        async def pay(state: Application) -> PayTranche | None:
+            tranche = state.tranche(number)
+            if state.status is not Status.COMMITTED or tranche is None:
+                return None
+            if tranche.status != "released":
+                return None  # paid already, or cancelled with the investment
+            receipt = await self.payouts.pay(
+                uow,
+                PayoutOrder(
+                    payout_id=payout_id(state.id, number),
+                    reference=f"{state.id}:tranche:{number}",
+                    payer=f"fund:{state.fund_id}",
+                    payee=f"firm:{state.firm_id}",
+                    amount=tranche.amount,
+                ),
+            )
+            return PayTranche(number=number, payout_id=receipt.payout_id)
+
+        await self.execute(uow, event.aggregate_id, pay, caused_by(event, PAYOUT))
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def fund_list(self) -> list[dict[str, Any]]:
+        return await self.read(projection.fund_figures, self.funds)
+
+
+__all__ = ["COMMITMENT", "PAYOUT", "VERIFIER", "FundService", "payout_id"]

@@ -1,0 +1,99 @@
+"""A fund service app in-process, on a fresh database and the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.fund.main import create_app
+from tests.integration.harness import FIRM_ID, ServiceHarness, Start
+
+GOIF = "global-open-innovation-fund"
+MEMBERS = ("officer-kim", "officer-lee", "officer-han")
+"""The Global Open Innovation Fund's committee in the packaged catalogue (quorum 2)."""
+
+
+def investment(
+    amount: int = 3_000_000_000,
+    *,
+    fund_id: str = GOIF,
+    tranches: list[int] | None = None,
+    co_investors: list[dict[str, Any]] | None = None,
+    cost_reference: str = "TRIAL-2026-PH2-001",
+    stage: str = "clinical",
+    firm_id: str = FIRM_ID,
+    **overrides: Any,
+) -> dict[str, Any]:
+    amounts = tranches or [amount // 3, amount // 3, amount - 2 * (amount // 3)]
+    return {
+        "fund_id": fund_id,
+        "firm": {
+            "firm_id": firm_id,
+            "name": "Osong Cell Therapeutics",
+            "founded_on": "2015-03-02",
+            "size": "sme",
+            "cluster": "osong-bio",
+            "industry": "advanced_bio",
+        },
+        "stage": stage,
+        "instrument": "equity",
+        "amount": amount,
+        "pre_money_valuation": 30_000_000_000,
+        "tranches": [
+            {"amount": a, "milestone": f"milestone {n}"} for n, a in enumerate(amounts, 1)
+        ],
+        "co_investors": co_investors or [],
+        "due_diligence": {"financials": True, "ip": True, "legal": True, "site_visit": True},
+        "cost_reference": cost_reference,
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def fund(start_service: Start) -> AsyncIterator[ServiceHarness]:
+    async with start_service("fund", create_app) as harness:
+        yield harness
+
+
+async def apply(
+    harness: ServiceHarness, body: dict[str, Any], key: str, firm_id: str = FIRM_ID
+) -> dict[str, Any]:
+    response = await harness.client.post(
+        "/v1/applications",
+        json=body,
+        headers={**harness.firm(firm_id), "Idempotency-Key": key},
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def vote(
+    harness: ServiceHarness,
+    application_id: str,
+    member: str,
+    choice: str = "for",
+    *,
+    conflict: bool = False,
+) -> Any:
+    return await harness.client.post(
+        f"/v1/applications/{application_id}/votes",
+        json={"vote": choice, "reason": "diligence read", "conflict_of_interest": conflict},
+        headers=harness.officer(member),
+    )
+
+
+async def release(harness: ServiceHarness, application_id: str, number: int) -> Any:
+    return await harness.client.post(
+        f"/v1/applications/{application_id}/tranches/{number}/release",
+        json={"milestone_evidence": f"milestone {number} report, signed"},
+        headers=harness.officer("officer-park"),
+    )
+
+
+async def funds(harness: ServiceHarness) -> dict[str, dict[str, Any]]:
+    response = await harness.client.get("/v1/funds", headers=harness.ministry())
+    assert response.status_code == 200, response.text
+    return {f["id"]: f for f in response.json()}
