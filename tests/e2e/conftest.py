@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +16,27 @@ from tests.e2e.service_process import ServiceProcess, StartService
 def start_service(
     kafka_bootstrap: str,
     postgres_url: str,
+    postgres_databases: Callable[[], Awaitable[str]],
     unique_name: Callable[[str], str],
     tmp_path: Path,
 ) -> Iterator[StartService]:
     """``start_service("voucher")``: the service running and ready, stopped after the test.
 
-    Every service a test starts works in the test's one database (``postgres_url``).
+    Each service a test starts has a database of its own (the first one ``postgres_url``),
+    as in production; they share the broker and the test's topics.
     """
     started: list[ServiceProcess] = []
+    databases: dict[str, str] = {}
+
+    def database_for(service: str) -> str:
+        if service not in databases:
+            databases[service] = asyncio.run(postgres_databases()) if databases else postgres_url
+        return databases[service]
 
     def start(service: str) -> ServiceProcess:
         process = ServiceProcess(
             service=service,
-            database_url=postgres_url,
+            database_url=database_for(service),
             bootstrap=kafka_bootstrap,
             topic_prefix=unique_name("e2e") + ".",
             port=free_port(),
