@@ -15,6 +15,7 @@ from services.fund.domain.events import (
     VoteChoice,
 )
 from services.fund.domain.funds import MAX_WON, Stage
+from shared.domain import BUSINESS_NUMBER
 from shared.kit.schemas import Body, FirmIn
 
 Won = Annotated[int, Field(gt=0, le=MAX_WON, description="integer won")]
@@ -28,7 +29,11 @@ class TrancheIn(Body):
 
 
 class CoInvestorIn(Body):
-    investor_firm_id: str = Field(min_length=1, max_length=64, examples=["220-81-12345"])
+    investor_firm_id: str = Field(
+        pattern=f"^{BUSINESS_NUMBER.pattern}$",
+        examples=["220-81-12345"],
+        description="the co-investor's business number: its tax-credit claim is filed under it",
+    )
     name: Reference
     amount: Won
 
