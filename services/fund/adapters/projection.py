@@ -89,13 +89,16 @@ async def fund_figures(
 ) -> list[dict[str, Any]]:
     """Each fund of the catalogue with its live figures, read in one statement (one snapshot):
     ``committed`` (held and not yet disbursed), ``disbursed`` (paid tranches) and ``available``
-    (capacity − committed − disbursed). A parent's figures include its sub-funds'."""
+    (capacity − committed − disbursed); and ``available_to_commit``, the least the fund and
+    its parents have left (a sub-fund cannot commit more than its parent holds). A parent's
+    figures include its sub-funds'."""
     rows = {r.pool_id: r for r in await connection.execute(_FIGURES)}
     own_disbursed = {pool_id: int(r.disbursed) for pool_id, r in rows.items()}
     disbursed = dict.fromkeys(funds, 0)
     for fund_id, amount in own_disbursed.items():
         for ancestor in lineage(funds, fund_id):
             disbursed[ancestor] += amount
+    left = {pool_id: int(r.available) for pool_id, r in rows.items()}
     listed = []
     for fund in funds.values():
         row = rows.get(fund.id)
@@ -112,6 +115,9 @@ async def fund_figures(
                 "committed": total - available - disbursed[fund.id],
                 "disbursed": disbursed[fund.id],
                 "available": available,
+                "available_to_commit": min(
+                    (left[f] for f in lineage(funds, fund.id) if f in left), default=available
+                ),
             }
         )
     return listed

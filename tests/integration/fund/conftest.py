@@ -8,11 +8,29 @@ from typing import Any
 import pytest
 
 from services.fund.main import create_app
+from shared.kit.catalogue import load_document
 from tests.integration.harness import FIRM_ID, ServiceHarness, Start
 
 GOIF = "global-open-innovation-fund"
+MEGA = "bio-mega-fund"
 MEMBERS = ("officer-kim", "officer-lee", "officer-han")
 """The Global Open Innovation Fund's committee in the packaged catalogue (quorum 2)."""
+MEGA_MEMBERS = ("officer-kim", "officer-lee", "officer-park", "officer-choi", "officer-jung")
+"""The mega fund's committee in the packaged catalogue (quorum 3)."""
+
+
+def default_catalogue() -> dict[str, Any]:
+    """The packaged fund catalogue, freshly read, for a test to change."""
+    return load_document("services.fund.catalogue", "default.json")
+
+
+def small_catalogue(mega_capacity: int, goif_capacity: int) -> dict[str, Any]:
+    """The packaged catalogue with the two funds' capacities changed."""
+    catalogue = default_catalogue()
+    capacities = {MEGA: mega_capacity, GOIF: goif_capacity}
+    for entry in catalogue["funds"]:
+        entry["capacity"] = capacities[entry["id"]]
+    return catalogue
 
 
 def investment(
@@ -97,3 +115,51 @@ async def funds(harness: ServiceHarness) -> dict[str, dict[str, Any]]:
     response = await harness.client.get("/v1/funds", headers=harness.ministry())
     assert response.status_code == 200, response.text
     return {f["id"]: f for f in response.json()}
+
+
+def firm_number(n: int) -> str:
+    """A distinct, well-formed business number per ``n`` (one firm per application)."""
+    return f"{100 + n:03d}-45-{10000 + n:05d}"
+
+
+async def apply_as(harness: ServiceHarness, n: int, **terms: Any) -> str:
+    """Firm number ``n`` applies, for its own cost; returns the application id."""
+    firm_id = firm_number(n)
+    body = investment(firm_id=firm_id, cost_reference=f"COST-{n:04d}", **terms)
+    created = await apply(harness, body, f"key-{n}", firm_id=firm_id)
+    return str(created["id"])
+
+
+async def document(harness: ServiceHarness, application_id: str) -> dict[str, Any]:
+    response = await harness.client.get(
+        f"/v1/applications/{application_id}", headers=harness.officer()
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def events_of(harness: ServiceHarness, application_id: str) -> list[dict[str, Any]]:
+    """The application's events as the API serves them."""
+    response = await harness.client.get(
+        f"/v1/applications/{application_id}/events", headers=harness.officer()
+    )
+    assert response.status_code == 200, response.text
+    served: list[dict[str, Any]] = response.json()
+    return served
+
+
+async def event_count(harness: ServiceHarness) -> int:
+    """Every event in the service's log."""
+    return len(await harness.service.store.read_all(limit=100_000))
+
+
+def codes(application: dict[str, Any]) -> list[str]:
+    """The codes of the application's rejection reasons."""
+    return [r["code"] for r in application["rejection_reasons"]]
+
+
+def problem_fields(response: Any) -> list[str]:
+    """The fields a problem+json response names."""
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    return [e["field"] for e in response.json().get("errors", [])]
