@@ -1,5 +1,6 @@
 """Use cases of the taxcredit service, on the service kit: rate tables, verification with the
-table in force, certificates and clawbacks. HTTP routes and consumer stages end up here."""
+table in force and the cross-programme support limits, certificates and clawbacks, claims
+opened for corporate co-investments. HTTP routes and consumer stages end up here."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from services.taxcredit.domain.rates import RateTable
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
 from shared.domain import Conflict, Decision, load_technologies, today_in_korea
+from shared.domain.support import SupportFacts
 from shared.eventstore import (
     NEW_STREAM,
     ConcurrencyConflict,
@@ -37,6 +39,7 @@ from shared.eventstore import (
     is_unique_violation,
 )
 from shared.kit.application import ApplicationService, Outcome, Stages
+from shared.kit.support import SupportBook
 
 
 class VersionTaken(Conflict):
@@ -62,12 +65,20 @@ def certificate_number(application: Application) -> str:
 
 
 class TaxCreditService(ApplicationService[Application]):
-    def __init__(self, store: EventStore, catalogue: Mapping[str, Any], clock: Clock) -> None:
-        """``catalogue``: the strategic-technology catalogue claims are checked against."""
+    def __init__(
+        self,
+        store: EventStore,
+        catalogue: Mapping[str, Any],
+        clock: Clock,
+        support: SupportBook | None = None,
+    ) -> None:
+        """``catalogue``: the strategic-technology catalogue claims are checked against;
+        ``support``: every programme's grants, for the support limits (None: not checked)."""
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.technologies = load_technologies(catalogue)
         self.catalogue_version = str(catalogue["version"])
         self.tables = projection.TablesInForce()
+        self.support = support
 
     def stages(self) -> Stages:
         """Verification and the certificate stage react to events on taxcredit.events."""
@@ -154,17 +165,14 @@ class TaxCreditService(ApplicationService[Application]):
     async def when_applications_submitted_verify(
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
-        """Verify submitted claims together: one read of the tables and of the claimed references."""
+        """Verify submitted claims together: one read of the tables, of the claimed references
+        and of the support read model for them all."""
         tables = await self.tables.read(uow)
-        claims = [EVENTS.parse(e) for e in events]
+        claims = [(e, c) for e in events if isinstance(c := EVENTS.parse(e), ClaimSubmitted)]
         holders = await projection.claim_holders(
-            uow,
-            [
-                (str(c.programme), c.claim.claim_reference)
-                for c in claims
-                if isinstance(c, ClaimSubmitted)
-            ],
+            uow, [(str(c.programme), c.claim.claim_reference) for _, c in claims]
         )
+        support = await self.support_facts(uow, claims)
 
         def verify(state: Application) -> VerifyClaim:
             holder, firm = holders.get((str(state.programme), state.claim_reference), (None, None))
@@ -174,6 +182,7 @@ class TaxCreditService(ApplicationService[Application]):
                 catalogue_version=self.catalogue_version,
                 claimed_by=holder if holder != state.id else None,
                 claimed_by_firm=firm,
+                support=support.get(state.id),
             )
 
         def note(state: Application) -> None:
@@ -182,6 +191,20 @@ class TaxCreditService(ApplicationService[Application]):
                 holders[key] = (state.id, state.firm_id)  # later ones in the batch see it taken
 
         await self.react(uow, events, VERIFIER, verify, only_in=Status.SUBMITTED, after_each=note)
+
+    async def support_facts(
+        self, uow: UnitOfWork, claims: Sequence[tuple[Envelope, ClaimSubmitted]]
+    ) -> dict[str, SupportFacts]:
+        """The support facts of each submitted claim, by application id, in one call to the
+        book: the claim's owner, its tax year (a credit counts in its tax year) and its cost."""
+        if self.support is None or not claims:
+            return {}
+        wanted = [
+            (e.firm_id or "", c.tax_year, c.cost_reference or c.claim.claim_reference)
+            for e, c in claims
+        ]
+        facts = await self.support.facts(uow, wanted)
+        return {e.aggregate_id: f for (e, _), f in zip(claims, facts, strict=True)}
 
     async def when_applications_approved_issue_certificates(
         self, uow: UnitOfWork, events: Sequence[Envelope]

@@ -34,6 +34,7 @@ from services.taxcredit.domain.model import Application
 from services.taxcredit.domain.rates import PublishedTable, RateTable, load_rate_tables
 from shared.contracts import Actor, Role
 from shared.domain import Decision, Firm, FirmSize, StrategicTechnology, load_technologies
+from shared.domain.support import SupportFacts
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -60,6 +61,9 @@ _CATALOGUE_DOC: dict[str, Any] = json.loads(
 )
 CATALOGUE_VERSION: str = _CATALOGUE_DOC["version"]
 TECHNOLOGIES: dict[str, StrategicTechnology] = load_technologies(_CATALOGUE_DOC)
+
+COMBINED_CAP = 50_000_000_000
+"""The packaged support policy's combined yearly cap (policy 2026-1)."""
 
 CELL_CULTURE = "biopharma-animal-cell-culture"
 PURIFICATION = "biopharma-purification"
@@ -105,6 +109,7 @@ def submit_strategic(
     reference: str = "FAC-2025-001",
     tax_year: int = TAX_YEAR,
     firm: Firm | None = None,
+    cost_reference: str | None = None,
     **firm_overrides: Any,
 ) -> SubmitClaim:
     """By default an SME's claim for 120,000,000 won: 0.25 × 400M + 0.10 × (400M − 200M)."""
@@ -117,6 +122,7 @@ def submit_strategic(
             investment=Investment(current_year=current_year, previous_years=previous_years),
             facility_reference=reference,
         ),
+        cost_reference=cost_reference,
     )
 
 
@@ -127,6 +133,7 @@ def submit_mna(
     technology: str = PURIFICATION,
     reference: str = "DEAL-2025-007",
     tax_year: int = TAX_YEAR,
+    cost_reference: str | None = None,
     **firm_overrides: Any,
 ) -> SubmitClaim:
     """By default a technology-innovative SME's claim for 123,456,789 won."""
@@ -141,6 +148,7 @@ def submit_mna(
             technology_value=technology_value,
             deal_reference=reference,
         ),
+        cost_reference=cost_reference,
     )
 
 
@@ -150,6 +158,7 @@ def submit_venture(
     investee: str = VENTURE_ID,
     reference: str = "INV-2025-042",
     tax_year: int = TAX_YEAR,
+    cost_reference: str | None = None,
     **firm_overrides: Any,
 ) -> SubmitClaim:
     """By default a large corporation's claim for 49,382,716 won."""
@@ -161,6 +170,7 @@ def submit_venture(
         inputs=VentureInvestmentClaim(
             investee=investee, amount_invested=amount_invested, investment_reference=reference
         ),
+        cost_reference=cost_reference,
     )
 
 
@@ -170,12 +180,34 @@ def verify(
     technologies: dict[str, StrategicTechnology] | None = None,
     catalogue_version: str = CATALOGUE_VERSION,
     claimed_by: str | None = None,
+    support: SupportFacts | None = None,
 ) -> VerifyClaim:
+    """Without ``support``, the cross-programme support limits are not checked."""
     return VerifyClaim(
         tables=tables,
         technologies=TECHNOLOGIES if technologies is None else technologies,
         catalogue_version=catalogue_version,
         claimed_by=claimed_by,
+        support=support,
+    )
+
+
+def support(
+    cost_reference: str | None = "FAC-2025-001",
+    *,
+    combined_support: int = 0,
+    supported_elsewhere: str | None = None,
+    year: int = TAX_YEAR,
+    cap: int = COMBINED_CAP,
+) -> SupportFacts:
+    """What the support read model shows for a claim: by default, nothing granted anywhere."""
+    return SupportFacts(
+        policy_version="2026-1",
+        year=year,
+        cost_reference=cost_reference,
+        supported_elsewhere=supported_elsewhere,
+        combined_support=combined_support,
+        combined_yearly_cap=cap,
     )
 
 

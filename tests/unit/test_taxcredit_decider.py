@@ -170,7 +170,8 @@ def test_a_sound_claim_is_verified_with_its_credit_and_the_facts_it_rests_on():
         "catalogue_version": CATALOGUE_VERSION,
         "technology": CELL_CULTURE,
         "claim_reference": "FAC-2025-001",
-        "checks": list(checks_for(Programme.STRATEGIC_INVESTMENT)),
+        "checks": list(checks_for(Programme.STRATEGIC_INVESTMENT, support=False)),
+        "support": None,  # no support facts given: the limits are not checked
     }
     app = stream.app
     assert app.status == Status.VERIFIED == "verified"
@@ -222,6 +223,12 @@ def test_checks_follow_the_programme():
         "technology_listed",
         "claim_reference_unique",
         "rate_table_in_force",
+        "no_duplicate_support",
+        "combined_cap",
+    )
+    assert (
+        checks_for(Programme.MNA_TECHNOLOGY_VALUE, support=False)
+        == checks_for(Programme.MNA_TECHNOLOGY_VALUE)[:-2]
     )
     assert "acquirer_technology_innovative_sme" not in checks_for(Programme.STRATEGIC_INVESTMENT)
     assert "technology_listed" not in checks_for(Programme.CORPORATE_VENTURE_INVESTMENT)
@@ -401,7 +408,8 @@ def test_a_rejection_records_the_facts_it_was_made_on():
         "catalogue_version": CATALOGUE_VERSION,
         "technology": "perpetual-motion",
         "claim_reference": "FAC-2025-001",
-        "checks": list(checks_for(Programme.STRATEGIC_INVESTMENT)),
+        "checks": list(checks_for(Programme.STRATEGIC_INVESTMENT, support=False)),
+        "support": None,  # no support facts given: the limits are not checked
     }
     assert stream.app.facts is not None and stream.app.facts.technology == "perpetual-motion"
 

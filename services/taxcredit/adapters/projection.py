@@ -19,13 +19,16 @@ from shared.kit.projection import ApplicationProjection, iso
 
 
 def describe(app: Application) -> dict[str, Any]:
-    """What the API shows of a claim: what the firm filed, the credit, the certificate."""
+    """What the API shows of a claim: what the firm filed, the credit, the certificate.
+    ``cost_reference`` is the cost the credit covers: the one submitted, else the claim's
+    reference."""
     return {
         "programme": str(app.programme),
         "tax_year": app.tax_year,
         "firm": app.firm.to_json(),
         **app.claim.model_dump(mode="json", exclude={"programme"}),
         "claim_reference": app.claim_reference,
+        "cost_reference": app.cost_reference,
         "credit": app.credit.to_json() if app.credit else None,
         "four_eyes_threshold": app.four_eyes_threshold,
         "approvals": [

@@ -1,4 +1,5 @@
-"""The taxcredit service's own tables: applications and the published rate tables."""
+"""The taxcredit service's own tables: applications, the published rate tables, and the
+support read model (every programme's grants, for the cross-programme support limits)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sqlalchemy as sa
 
 from shared.eventstore.schema import JSONDocument, UTCDateTime
 from shared.kit.projection import applications_table
+from shared.kit.support import support_table
 
 metadata = sa.MetaData()
 
@@ -44,3 +46,6 @@ rate_tables = sa.Table(
     sa.Column("published_by", sa.String(200), nullable=False),
     sa.Column("event_hash", sa.String(64), nullable=False),
 )
+
+support_grants = support_table(metadata)
+"""Every programme's grants (this one's certificates included), fed from the three topics."""

@@ -1,7 +1,8 @@
 """Commands and the decider: ``decide(command, state) -> events``, pure, no I/O.
 
 Facts a rule needs from outside the application (the published rate tables, the
-strategic-technology catalogue, which application already claims a reference) travel
+strategic-technology catalogue, which application already claims a reference, the other
+programmes' grants for the cost and the firm's combined support in the tax year) travel
 in the command, so the service, the tests and the auditors run the same decision.
 Dates come from the log: the table in force is chosen as of the submission, never
 as of the moment verification happens to run.
@@ -60,6 +61,7 @@ from shared.domain import (
     require_new,
     require_status,
 )
+from shared.domain.support import SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -72,6 +74,8 @@ class SubmitClaim(NamedTuple):
     firm: Firm
     inputs: ClaimInputs
     """The programme's inputs; ``inputs.programme`` must be ``programme``."""
+    cost_reference: str | None = None
+    """The cost the credit covers across programmes; None: the claim's own reference."""
 
 
 class VerifyClaim(NamedTuple):
@@ -85,6 +89,9 @@ class VerifyClaim(NamedTuple):
     """The id of an application holding the same claim reference, if any (maybe this one)."""
     claimed_by_firm: str | None = None
     """The firm whose application that is."""
+    support: SupportFacts | None = None
+    """The other programmes' grants for the claim's cost, and the firm's combined support in
+    its tax year (the year a credit counts in). None: the support limits are not checked."""
 
 
 DecideClaim = OfficerDecides
@@ -129,18 +136,27 @@ def _submit(command: SubmitClaim, state: Application | None) -> list[NewEvent]:
         tax_year=command.tax_year,
         firm=command.firm,
         claim=command.inputs,
+        cost_reference=command.cost_reference,
     )
     return [payload.event()]
 
 
-def checks_for(programme: Programme) -> tuple[str, ...]:
-    """The checks verification runs for ``programme``, in the order they are reported."""
+SUPPORT_CHECKS = ("no_duplicate_support", "combined_cap")
+"""The cross-programme support limits, checked last: the cap needs the credit computed."""
+DUPLICATE = "duplicate_support"
+
+
+def checks_for(programme: Programme, *, support: bool = True) -> tuple[str, ...]:
+    """The checks verification runs for ``programme``, in the order they are reported
+    (``support``: with the cross-programme support limits, as the service always runs them)."""
     checks = ["firm_id_format", "firm_id_matches_token", "figures_consistent"]
     if programme is Programme.MNA_TECHNOLOGY_VALUE:
         checks.append("acquirer_technology_innovative_sme")
     if programme is not Programme.CORPORATE_VENTURE_INVESTMENT:
         checks.append("technology_listed")
     checks += ["claim_reference_unique", "rate_table_in_force"]
+    if support:
+        checks += SUPPORT_CHECKS
     return tuple(checks)
 
 
@@ -156,17 +172,22 @@ def _verify(command: VerifyClaim, state: Application | None) -> list[NewEvent]:
         catalogue_version=command.catalogue_version if technology is not None else None,
         technology=technology,
         claim_reference=application.claim_reference,
-        checks=checks_for(application.programme),
+        checks=checks_for(application.programme, support=command.support is not None),
+        support=command.support,
     )
     reasons = verification_failures(application, command, as_of=lookup.as_of)
-    if lookup.table is None:
+    table = lookup.table
+    if table is None:
         reasons.append(Reason("no_rate_table", lookup.why_none or "no rate table is in force"))
-    if reasons or lookup.table is None:
+        # without a credit there is no amount to add up against the cap; the cost still counts
+        reasons += [r for r in support_failures(command.support, 0) if r.code == DUPLICATE]
+        return [_rejected(reasons, stage="verification", facts=facts)]
+    credit = credit_for(application, table)
+    reasons += support_failures(command.support, credit.amount)
+    if reasons:
         return [_rejected(reasons, stage="verification", facts=facts)]
     verified = ClaimVerified(
-        credit=credit_for(application, lookup.table),
-        four_eyes_threshold=lookup.table.four_eyes_threshold,
-        facts=facts,
+        credit=credit, four_eyes_threshold=table.four_eyes_threshold, facts=facts
     )
     return [verified.event()]
 
@@ -295,7 +316,7 @@ def _issue(command: IssueCertificate, state: Application | None) -> list[NewEven
         "firm_id": application.firm_id,
         "tax_year": application.tax_year,
         "programme": application.programme,
-        "cost_reference": application.claim_reference,
+        "cost_reference": application.cost_reference,
     }
     issued = CertificateIssued(
         number=command.number,
@@ -364,6 +385,7 @@ def _rejected(
 
 __all__ = [
     "DECIDER",
+    "SUPPORT_CHECKS",
     "ClawBack",
     "DecideClaim",
     "IssueCertificate",

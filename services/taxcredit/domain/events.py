@@ -2,7 +2,10 @@
 
 Application events live on the application's aggregate; ``taxcredit.rate_table.published``
 lives on its own aggregate, ``rate-table:<version>``. ``taxcredit.certificate.issued`` is
-the grant the other programmes read for cross-programme support limits.
+the grant the other programmes read for cross-programme support limits;
+``support.conflict.detected`` (see :mod:`shared.domain.support`) lives on an aggregate
+of its own, named after the conflict, and is recorded by the support detector when a
+certificate turns out to overlap another programme's grant.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import Field, model_validator
 
 from services.taxcredit.domain.rates import Credit, RateTable
 from shared.domain import EventPayload, EventRegistry, Firm, Part, lifecycle
+from shared.domain.support import SupportConflictDetected, SupportFacts
 
 MAX_WON = 2**53 - 1
 """The largest amount a JSON event can carry exactly (RFC 8785 numbers)."""
@@ -108,6 +112,9 @@ class VerificationFacts(Part):
     """The facility, deal or investment reference checked for duplicate claims."""
     checks: tuple[str, ...]
     """The checks run, in order."""
+    support: SupportFacts | None = None
+    """The other programmes' grants for the cost, and the firm's combined support in the tax
+    year, as the support read model showed them (None in events from before the check)."""
 
 
 # --- application events ------------------------------------------------------------------------
@@ -121,6 +128,10 @@ class ClaimSubmitted(EventPayload):
     firm: Firm
     claim: Claim
     """The programme's inputs; ``claim.programme`` equals ``programme``."""
+    cost_reference: Reference | None = None
+    """The cost the credit covers, as the firm names it across programmes (the reference a
+    voucher or a fund investment for the same cost would name). None: the claim's own
+    facility, deal or investment reference is the cost (and in events from before it)."""
 
     @model_validator(mode="after")
     def _one_programme(self) -> ClaimSubmitted:
@@ -177,7 +188,8 @@ class CertificateIssued(EventPayload):
     tax_year: int
     programme: Programme
     cost_reference: str
-    """The cost the credit covers: the facility, deal or investment reference."""
+    """The cost the credit covers: the submitted ``cost_reference``, else the facility, deal
+    or investment reference."""
 
 
 class CertificateClawedBack(EventPayload):
@@ -213,6 +225,8 @@ class E:
     CERTIFICATE_ISSUED = CertificateIssued.event_type
     CERTIFICATE_CLAWED_BACK = CertificateClawedBack.event_type
     RATE_TABLE_PUBLISHED = RateTablePublished.event_type
+    SUPPORT_CONFLICT = SupportConflictDetected.event_type
+    """Recorded by the support detector on an aggregate of its own (see shared.domain.support)."""
 
 
 APPLICATION_EVENTS: tuple[type[EventPayload], ...] = (
@@ -226,7 +240,9 @@ APPLICATION_EVENTS: tuple[type[EventPayload], ...] = (
     CertificateClawedBack,
 )
 
-EVENTS = EventRegistry("taxcredit", [*APPLICATION_EVENTS, RateTablePublished])
+EVENTS = EventRegistry(
+    "taxcredit", [*APPLICATION_EVENTS, RateTablePublished, SupportConflictDetected]
+)
 
 
 def rate_table_aggregate(version: str) -> str:
@@ -253,6 +269,7 @@ __all__ = [
     "Programme",
     "RateTablePublished",
     "StrategicInvestmentClaim",
+    "SupportConflictDetected",
     "VentureInvestmentClaim",
     "VerificationFacts",
     "rate_table_aggregate",

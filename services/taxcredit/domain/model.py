@@ -22,6 +22,7 @@ from services.taxcredit.domain.events import (
     Programme,
     RateTablePublished,
     StrategicInvestmentClaim,
+    SupportConflictDetected,
     VentureInvestmentClaim,
     VerificationFacts,
 )
@@ -79,7 +80,11 @@ class Application:
     """The firm as the application declares it."""
     claim: ClaimInputs
     claim_reference: str
-    """The facility, deal or investment reference: the cost the credit covers."""
+    """The facility, deal or investment reference (claimed once within the programme)."""
+    cost_reference: str
+    """The cost the credit covers across programmes: the submitted ``cost_reference``, else
+    ``claim_reference``. The certificate grants it; other programmes' grants are checked
+    against it."""
     submitted_by: str
     created_at: datetime
     """The submission moment: the rate table in force is chosen as of this."""
@@ -111,10 +116,10 @@ class Application:
 def evolve(state: Application | None, event: Envelope) -> Application:
     """Apply one event; an event that makes no sense for the state is a corrupt log."""
     payload = EVENTS.parse(event)
-    if isinstance(payload, RateTablePublished):
+    if isinstance(payload, RateTablePublished | SupportConflictDetected):
+        home = "a rate-table" if isinstance(payload, RateTablePublished) else "a support-conflict"
         raise ValueError(
-            f"{event.aggregate_id}: {event.type} belongs to a rate-table aggregate, "
-            "not to an application"
+            f"{event.aggregate_id}: {event.type} belongs to {home} aggregate, not to an application"
         )
     if state is None or isinstance(payload, ClaimSubmitted):
         return _opened(state, payload, event)
@@ -213,6 +218,7 @@ def _opened(state: Application | None, payload: object, event: Envelope) -> Appl
         firm=payload.firm,
         claim=claim,
         claim_reference=claim.claim_reference,
+        cost_reference=payload.cost_reference or claim.claim_reference,
     )
 
 

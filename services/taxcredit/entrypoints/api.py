@@ -37,6 +37,7 @@ def _submission(service: TaxCreditService, body: ClaimIn) -> SubmitClaim:
         tax_year=body.tax_year,
         firm=body.firm.to_domain(),
         inputs=inputs,
+        cost_reference=body.cost_reference,
     )
 
 

@@ -38,6 +38,13 @@ class InvestmentIn(Body):
 class ClaimIn(Body):
     tax_year: int = Field(ge=1900, le=9999, examples=[2026])
     firm: FirmIn
+    cost_reference: Reference | None = Field(
+        default=None,
+        description="the cost the credit covers, as a voucher or a fund investment for the "
+        "same cost would name it (checked against the other programmes' grants); left out, "
+        "the facility, deal or investment reference is the cost",
+        examples=["COST-OSONG-PLANT-2026"],
+    )
 
     def inputs(self) -> ClaimInputs:
         raise NotImplementedError

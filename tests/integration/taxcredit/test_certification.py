@@ -294,6 +294,9 @@ async def test_rules_reject_with_machine_readable_codes(taxcredit: ServiceHarnes
         ("amount_invested", venture(0)),
         ("programme", {**venture(10), "programme": "free_money"}),
         ("firm.name", strategic(1_000, name="Osong\x00")),
+        ("cost_reference", {**strategic(1_000), "cost_reference": "COST\x00-1"}),
+        ("cost_reference", {**venture(10), "cost_reference": ""}),
+        ("cost_reference", {**mna(10), "cost_reference": "c" * 201}),
     ],
 )
 async def test_schema_errors_are_422_naming_the_field_and_append_nothing(
