@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.voucher.adapters import projection
-from services.voucher.adapters.tables import budgets, ledger_entries
+from services.voucher.adapters.tables import budgets, ledger_entries, support_grants
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.errors import DuplicateProvider
-from services.voucher.domain.events import EVENTS
+from services.voucher.domain.events import EVENTS, PROGRAMME
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import applications, router
 from services.voucher.entrypoints.consumers import expire_vouchers_periodically
@@ -22,13 +22,15 @@ from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
 from shared.kit.payouts import LedgerPayouts, PayoutGateway
+from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
 
 SEEDER = Actor(sub="voucher-catalogue", role=Role.SYSTEM)
 ABOUT = """Voucher service.
 Startup vouchers for business-support services inside a cluster: application,
-verification, officer approval, issue, redemption and payout."""
+verification (with the cross-programme support limits), officer approval, issue,
+redemption and payout."""
 
 
 def default_catalogue() -> dict[str, Any]:
@@ -48,19 +50,27 @@ def create_app(
     )
     programmes = load_catalogue(document)
     the_clock = clock or SystemClock()
+    policy, _ = default_policy(settings.support_policy_path)
+    support = SupportBook(support_grants, PROGRAMME, policy)
 
     async def start(runtime: ServiceRuntime) -> VoucherService:
         async with runtime.store.engine.begin() as connection:
             await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
         service = VoucherService(
-            runtime.store, programmes, payouts or LedgerPayouts(ledger_entries), the_clock
+            runtime.store,
+            programmes,
+            payouts or LedgerPayouts(ledger_entries),
+            the_clock,
+            support,
         )
         await _seed_providers(service, document.get("providers", []))
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
         return service
 
     routers = [applications, router]
-    return programme_app(settings, ABOUT, voucher_tables, start, EVENTS, routers, the_clock)
+    return programme_app(
+        settings, ABOUT, voucher_tables, start, EVENTS, routers, the_clock, support=support
+    )
 
 
 async def _seed_providers(service: VoucherService, seeds: list[dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
 """Use cases of the voucher service, on the service kit: what the voucher adds to every
-programme's load-decide-append-project path is its budget, redemptions, providers and stages.
+programme's load-decide-append-project path is its budget, redemptions, providers and stages,
+and the read model of every programme's grants its verification checks.
 
 HTTP routes and Kafka consumers both end up here; neither holds a rule of its own.
 """
@@ -36,6 +37,7 @@ from services.voucher.domain.programmes import Programme
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
 from shared.domain import Decision
+from shared.domain.support import SupportFacts
 from shared.eventstore import (
     ConcurrencyConflict,
     EventContext,
@@ -45,11 +47,27 @@ from shared.eventstore import (
 )
 from shared.kit.application import ApplicationService, Outcome, Stages, Step, caused_by, new_id
 from shared.kit.payouts import PayoutGateway, PayoutOrder
+from shared.kit.support import SupportBook
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
 ISSUER = Actor(sub="voucher-issue", role=Role.SYSTEM)
 PAYOUT_STAGE = Actor(sub="voucher-payout", role=Role.SYSTEM)
 EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
+
+
+SupportKey = tuple[str, int, str | None]
+"""What the support read model is asked about an application: firm, year, cost."""
+
+
+def _support_key(submitted: Envelope) -> SupportKey:
+    """The firm, year and cost of a submission, as its application will say them: the
+    owner's firm id, the year of the submission's date in Korea, the cost it names."""
+    cost = submitted.payload.get("cost_reference")
+    return (
+        submitted.firm_id or "",
+        today_in_korea(submitted.occurred_at).year,
+        cost if isinstance(cost, str) and cost else None,
+    )
 
 
 class VoucherService(ApplicationService[Application]):
@@ -59,10 +77,13 @@ class VoucherService(ApplicationService[Application]):
         programmes: dict[str, Programme],
         payouts: PayoutGateway,
         clock: Clock,
+        support: SupportBook,
     ) -> None:
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.programmes = programmes
         self.payouts = payouts
+        self.support = support
+        """Every programme's grants (fed from their topics), checked at verification."""
 
     def programme(self, programme_id: str) -> Programme:
         found = self.programmes.get(programme_id)
@@ -218,19 +239,29 @@ class VoucherService(ApplicationService[Application]):
     async def when_applications_submitted_verify(
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
-        """Verify submitted applications, together: one read of the firms' other applications."""
+        """Verify submitted applications, together: one read of the firms' other applications
+        and one ask of the support read model for all of them."""
         book = projection.FirmBook()
         await book.load(uow, {e.firm_id for e in events if e.firm_id})
+        wanted = list(dict.fromkeys(_support_key(e) for e in events))
+        support = dict(zip(wanted, await self.support.facts(uow, wanted), strict=True))
+
+        async def support_for(key: SupportKey) -> SupportFacts:
+            if key not in support:  # the event did not say what its application says
+                [support[key]] = await self.support.facts(uow, [key])
+            return support[key]
 
         async def command(state: Application) -> VerifyApplication | None:
             if state.status is not Status.SUBMITTED:
                 return None  # already verified, or withdrawn meanwhile
             await book.load(uow, {state.firm_id})  # an event without its firm id
+            today = today_in_korea(state.created_at)  # as of the submission, however late
             return VerifyApplication(
                 programme=self.programmes.get(state.programme_id),
-                today=today_in_korea(state.created_at),  # as of the submission, however late
+                today=today,
                 held_in_programme=book.held(state.firm_id, state.programme_id, state.id),
                 other_open_application=book.other_open(state.firm_id, state.programme_id, state.id),
+                support=await support_for((state.firm_id, today.year, state.cost_reference)),
             )
 
         await self.execute_many(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,10 +23,12 @@ from services.voucher.domain.errors import (
 )
 from services.voucher.domain.model import E, Status, evolve, fold
 from shared.contracts import Envelope, NewEvent, verify_chain
+from shared.domain.support import grant_of
 from tests.unit.streams import sealed
 from tests.unit.voucher_builders import (
     ACCOUNTANT,
     BIO,
+    COMBINED_CAP,
     FIRM_ID,
     FIRM_USER,
     LAW_FIRM,
@@ -54,6 +57,8 @@ from tests.unit.voucher_builders import (
 )
 
 THRESHOLD = STARTUP.four_eyes_threshold  # 10,000,000 won
+CAP_ROOM = COMBINED_CAP - 8_000_000
+"""What the other grants may total for an 8,000,000 won application to stay within the cap."""
 ABOVE = 20_000_000
 VALIDITY = timedelta(days=STARTUP.voucher_validity_days)
 EXPIRES_ON = TODAY + VALIDITY
@@ -116,6 +121,13 @@ REJECTION_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("service_category_not_in_programme", {"service_category": "marketing"}, {}, FIRM_ID),
     ("amount_over_firm_limit", {"amount": 8_000_000}, {"held": 25_000_000}, FIRM_ID),
     ("duplicate_open_application", {}, {"other_open": "app-0"}, FIRM_ID),
+    (
+        "duplicate_support",
+        {"cost_reference": "CONTRACT-2026-0042"},
+        {"cost_reference": "CONTRACT-2026-0042", "supported_elsewhere": "fund application app-9"},
+        FIRM_ID,
+    ),
+    ("combined_cap_exceeded", {"amount": 8_000_000}, {"combined_support": CAP_ROOM + 1}, FIRM_ID),
 ]
 
 
@@ -152,10 +164,18 @@ def test_every_broken_rule_is_reported_together_in_reading_order():
             cluster="gangnam",
             industry="textiles",
             service_category="marketing",
+            cost_reference="CONTRACT-1",
         )
     )
 
-    stream.when(verify(other_open="app-0"))
+    stream.when(
+        verify(
+            other_open="app-0",
+            cost_reference="CONTRACT-1",
+            supported_elsewhere="taxcredit application app-3",
+            combined_support=COMBINED_CAP,
+        )
+    )
 
     assert reason_codes(stream) == [
         "firm_id_mismatch",
@@ -165,6 +185,8 @@ def test_every_broken_rule_is_reported_together_in_reading_order():
         "service_category_not_in_programme",
         "amount_over_firm_limit",
         "duplicate_open_application",
+        "duplicate_support",
+        "combined_cap_exceeded",
     ]
 
 
@@ -274,6 +296,162 @@ def test_verifying_an_already_verified_application_is_refused():
 
     with pytest.raises(InvalidTransition):
         stream.when(verify())
+
+
+# --- cross-programme support limits --------------------------------------------------------
+
+COST = "CONTRACT-2026-0042"
+
+
+def test_submission_records_the_cost_the_voucher_would_cover():
+    stream = VoucherStream()
+
+    [event] = stream.when(submit(cost_reference=COST))
+
+    assert event.payload["cost_reference"] == COST
+    assert stream.app.cost_reference == COST
+
+
+def test_a_submission_naming_no_cost_records_none():
+    stream = submitted()
+
+    assert stream.app.cost_reference is None
+    assert stream.envelopes[0].payload["cost_reference"] is None
+
+
+@pytest.mark.parametrize("reference", ["", "x" * 201], ids=["empty", "201-characters"])
+def test_a_cost_reference_outside_1_to_200_characters_is_refused(reference: str):
+    with pytest.raises(Unprocessable) as refused:
+        VoucherStream().when(submit(cost_reference=reference))
+    assert refused.value.extensions["field"] == "cost_reference"
+
+
+def test_a_cost_reference_of_200_characters_is_accepted():
+    stream = VoucherStream().given(submit(cost_reference="x" * 200))
+
+    assert stream.app.cost_reference == "x" * 200
+
+
+def test_a_cost_another_programme_supports_is_rejected_naming_it():
+    stream = submitted(cost_reference=COST)
+
+    stream.when(verify(cost_reference=COST, supported_elsewhere="taxcredit application app-77"))
+
+    assert stream.app.status == Status.REJECTED
+    assert reason_codes(stream) == ["duplicate_support"]
+    message = stream.app.rejection_reasons[0].message
+    assert COST in message and "taxcredit application app-77" in message
+
+
+def test_a_cost_no_other_programme_supports_is_verified():
+    stream = submitted(cost_reference=COST)
+
+    stream.when(verify(cost_reference=COST))
+
+    assert stream.app.status == Status.VERIFIED
+
+
+def test_combined_support_exactly_at_the_cap_is_verified():
+    stream = submitted(amount=8_000_000)
+
+    stream.when(verify(combined_support=COMBINED_CAP - 8_000_000))
+
+    assert stream.app.status == Status.VERIFIED
+
+
+def test_combined_support_one_won_over_the_cap_is_rejected():
+    stream = submitted(amount=8_000_000)
+
+    stream.when(verify(combined_support=COMBINED_CAP - 8_000_000 + 1))
+
+    assert reason_codes(stream) == ["combined_cap_exceeded"]
+    message = stream.app.rejection_reasons[0].message
+    assert f"{COMBINED_CAP - 8_000_000 + 1} won" in message
+    assert f"cap of {COMBINED_CAP} won" in message
+
+
+def test_the_combined_cap_compares_what_the_firm_asks():
+    # 8,000,000 won asked fits under a cap with 8,000,000 won of room; 8,000,001 does not
+    room = 8_000_000
+    fits = submitted(amount=room).given(verify(combined_support=COMBINED_CAP - room))
+    over = submitted(amount=room + 1).given(verify(combined_support=COMBINED_CAP - room))
+
+    assert fits.app.status == Status.VERIFIED
+    assert reason_codes(over) == ["combined_cap_exceeded"]
+    assert "8000001 won more" in over.app.rejection_reasons[0].message
+
+
+def test_a_firm_over_its_programme_limit_and_the_combined_cap_hears_of_both():
+    stream = submitted(amount=8_000_000)
+
+    stream.when(verify(held=25_000_000, combined_support=COMBINED_CAP))
+
+    assert reason_codes(stream) == ["amount_over_firm_limit", "combined_cap_exceeded"]
+
+
+def test_verification_records_the_support_facts_it_compared():
+    stream = submitted(amount=8_000_000, cost_reference=COST)
+    command = verify(cost_reference=COST, combined_support=1_500_000_000)
+
+    [event] = stream.when(command)
+
+    assert event.type == E.VERIFIED
+    assert "no_duplicate_support" in event.payload["checks"]
+    assert "combined_cap" in event.payload["checks"]
+    support = event.payload["facts"]["support"]
+    assert support == {
+        "policy_version": "test-policy",
+        "year": 2026,
+        "cost_reference": COST,
+        "supported_elsewhere": None,
+        "combined_support": 1_500_000_000,
+        "combined_yearly_cap": COMBINED_CAP,
+    }
+    assert stream.app.verification is not None
+    assert stream.app.verification.support == command.support
+    assert stream.app.verification.as_of.year == support["year"]
+
+
+def test_a_rejection_for_support_records_the_facts_an_auditor_can_decide_again_from():
+    stream = submitted(amount=8_000_000, cost_reference=COST)
+    stream.when(
+        verify(
+            cost_reference=COST,
+            supported_elsewhere="fund application app-5",
+            combined_support=COMBINED_CAP,
+        )
+    )
+
+    replayed = stream.replayed()
+    assert replayed is not None
+    facts = replayed.verification
+    assert facts is not None and facts.support is not None
+    assert facts.support.supported_elsewhere == "fund application app-5"
+    # the log alone is enough to redo the decision
+    again = verify(
+        today=facts.as_of,
+        held=facts.held_in_programme,
+        other_open=facts.other_open_application,
+        cost_reference=facts.support.cost_reference,
+        supported_elsewhere=facts.support.supported_elsewhere,
+        combined_support=facts.support.combined_support,
+        combined_cap=facts.support.combined_yearly_cap,
+    )
+    redone = [r.code for r in verification_failures(replayed, again)]
+    assert redone == reason_codes(stream) == ["duplicate_support", "combined_cap_exceeded"]
+
+
+def test_support_facts_for_another_cost_or_year_are_refused_not_applied():
+    with pytest.raises(ValueError, match="support facts"):
+        submitted(cost_reference=COST).when(verify(cost_reference="ANOTHER-COST"))
+    with pytest.raises(ValueError, match="support facts"):
+        submitted(cost_reference=COST).when(verify(cost_reference=None))
+    stream = submitted(cost_reference=COST)
+    command = verify(cost_reference=COST)
+    last_year = command.support.model_copy(update={"year": 2025})
+    with pytest.raises(ValueError, match="support facts"):
+        stream.when(replace(command, support=last_year))
+    assert stream.app.status == Status.SUBMITTED
 
 
 # --- officer decisions ----------------------------------------------------------------------
@@ -498,6 +676,43 @@ def test_issued_voucher_holds_the_approved_amount_until_its_validity_ends():
     assert app.voucher.id == "vch-42"
     assert app.voucher.amount == app.voucher.balance == 6_000_000
     assert app.voucher.expires_on == TODAY + timedelta(days=365) == date(2027, 3, 2)
+
+
+def test_an_issued_voucher_is_a_grant_naming_firm_year_programme_and_cost():
+    stream = approved(8_000_000, cost_reference=COST)
+
+    [event] = stream.when(issue("vch-7", today=date(2027, 1, 4)))
+
+    assert event.schema_version == 2
+    assert event.payload == {
+        "voucher_id": "vch-7",
+        "amount": 8_000_000,
+        "expires_on": "2028-01-04",
+        "firm_id": FIRM_ID,
+        "year": 2027,  # the year of issue, not of the submission
+        "programme": "voucher",
+        "cost_reference": COST,
+    }
+    grant = grant_of(stream.envelopes[-1])
+    assert grant is not None
+    assert (grant.programme, grant.firm_id, grant.amount, grant.year, grant.cost_reference) == (
+        "voucher",
+        FIRM_ID,
+        8_000_000,
+        2027,
+        COST,
+    )
+    assert grant.application_id == stream.app.id
+
+
+def test_a_voucher_for_an_application_naming_no_cost_grants_for_no_cost():
+    stream = issued(8_000_000)
+
+    payload = stream.envelopes[-1].payload
+    assert payload["cost_reference"] is None
+    assert payload["firm_id"] == FIRM_ID and payload["year"] == TODAY.year
+    grant = grant_of(stream.envelopes[-1])
+    assert grant is not None and grant.cost_reference is None
 
 
 def test_voucher_cannot_be_issued_before_approval():

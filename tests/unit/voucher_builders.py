@@ -28,6 +28,7 @@ from services.voucher.domain.model import Application, Firm
 from services.voucher.domain.programmes import Programme, load_catalogue
 from shared.contracts import Actor, Role
 from shared.domain import Decision
+from shared.domain.support import SupportFacts
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -64,6 +65,12 @@ EXPIRY = Actor(sub="voucher-expiry", role=Role.SYSTEM)
 
 TODAY = date(2026, 3, 2)
 
+# --- the support policy --------------------------------------------------------------------
+
+COMBINED_CAP = 50_000_000_000
+"""The combined yearly cap across programmes the verification tests assume (the default's)."""
+POLICY_VERSION = "test-policy"
+
 # --- command builders -------------------------------------------------------------------
 
 
@@ -85,6 +92,7 @@ def submit(
     programme_id: str = STARTUP.id,
     service_category: str = "legal",
     firm: Firm | None = None,
+    cost_reference: str | None = None,
     **firm_overrides: Any,
 ) -> SubmitApplication:
     return SubmitApplication(
@@ -93,6 +101,7 @@ def submit(
         service_category=service_category,
         requested_amount=amount,
         purpose="patent filings and licence agreements for a cell-culture process",
+        cost_reference=cost_reference,
     )
 
 
@@ -102,12 +111,25 @@ def verify(
     today: date = TODAY,
     held: int = 0,
     other_open: str | None = None,
+    cost_reference: str | None = None,
+    supported_elsewhere: str | None = None,
+    combined_support: int = 0,
+    combined_cap: int = COMBINED_CAP,
 ) -> VerifyApplication:
+    """Verification as of ``today``; ``cost_reference`` must be the application's."""
     return VerifyApplication(
         programme=programme,
         today=today,
         held_in_programme=held,
         other_open_application=other_open,
+        support=SupportFacts(
+            policy_version=POLICY_VERSION,
+            year=today.year,
+            cost_reference=cost_reference,
+            supported_elsewhere=supported_elsewhere,
+            combined_support=combined_support,
+            combined_yearly_cap=combined_cap,
+        ),
     )
 
 
@@ -214,11 +236,12 @@ def submitted(amount: int = 8_000_000, **submit_overrides: Any) -> VoucherStream
 
 
 def verified(amount: int = 8_000_000, **submit_overrides: Any) -> VoucherStream:
-    return submitted(amount, **submit_overrides).given(verify())
+    stream = submitted(amount, **submit_overrides)
+    return stream.given(verify(cost_reference=stream.app.cost_reference))
 
 
-def approved(amount: int = 8_000_000) -> VoucherStream:
-    stream = verified(amount)
+def approved(amount: int = 8_000_000, **submit_overrides: Any) -> VoucherStream:
+    stream = verified(amount, **submit_overrides)
     if amount > STARTUP.four_eyes_threshold:
         return stream.given(approve(OFFICER_KIM), approve(OFFICER_LEE))
     return stream.given(approve(OFFICER_KIM))

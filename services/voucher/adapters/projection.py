@@ -28,6 +28,7 @@ def describe(app: Application) -> dict[str, Any]:
         "service_category": app.service_category,
         "purpose": app.purpose,
         "requested_amount": app.requested_amount,
+        "cost_reference": app.cost_reference,
         "approved_amount": app.approved_amount,
         "approvals": [
             {"officer": a.officer, "amount": a.amount, "reason": a.reason, "at": iso(a.at)}

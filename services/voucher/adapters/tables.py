@@ -1,4 +1,5 @@
-"""The voucher service's own tables: applications, budgets, providers, redemptions, the ledger."""
+"""The voucher service's own tables: applications, budgets, providers, redemptions, the ledger,
+and its read model of every programme's grants."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from shared.eventstore.schema import JSONDocument, UTCDateTime
 from shared.kit.holds import Pools
 from shared.kit.payouts import ledger_table
 from shared.kit.projection import applications_table
+from shared.kit.support import support_table
 
 metadata = sa.MetaData()
 Money = sa.BigInteger
@@ -66,3 +68,6 @@ redemptions = sa.Table(
 
 ledger_entries = ledger_table(metadata)
 """Payouts to providers: programme account debited, provider account credited."""
+
+support_grants = support_table(metadata)
+"""Every programme's grants, fed from the three events topics; verification checks them."""

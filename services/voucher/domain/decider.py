@@ -1,8 +1,9 @@
 """Commands and the decider: ``decide(command, state) -> events``, pure, no I/O.
 
 Facts a rule needs from outside the application (the programme, today's date,
-what the firm already holds, the provider's registered categories) travel in the
-command, so the decider can be run by the service, the tests and the auditors alike.
+what the firm already holds, what the other programmes granted, the provider's
+registered categories) travel in the command, so the decider can be run by the
+service, the tests and the auditors alike.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from services.voucher.domain.errors import (
     DuplicateInvoice,
     InvalidTransition,
     OverBalance,
+    Unprocessable,
     VoucherNotRedeemable,
 )
 from services.voucher.domain.events import (
+    MAX_COST_REFERENCE,
     ApplicationApproved,
     ApplicationRejected,
     ApplicationSubmitted,
@@ -51,6 +54,7 @@ from shared.domain import (
     today_in_korea,
     years_before,
 )
+from shared.domain.support import SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -62,6 +66,8 @@ class SubmitApplication:
     service_category: str
     requested_amount: int
     purpose: str
+    cost_reference: str | None = None
+    """The cost the voucher would cover (checked against the other programmes' grants)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,9 @@ class VerifyApplication:
     """What the firm already holds in the programme from other applications, in won."""
     other_open_application: str | None
     """The id of another open, verified application of the firm in the programme, if any."""
+    support: SupportFacts
+    """The other programmes' grants for the application's cost, and the firm's combined
+    support in the year of ``today``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,11 @@ def decide(command: Any, state: Application | None) -> list[NewEvent]:
 def _submit(command: SubmitApplication, state: Application | None) -> list[NewEvent]:
     if state is not None:
         raise InvalidTransition("this application was already submitted")
+    reference = command.cost_reference
+    if reference is not None and not 0 < len(reference) <= MAX_COST_REFERENCE:
+        raise Unprocessable(
+            f"a cost reference has 1 to {MAX_COST_REFERENCE} characters", field="cost_reference"
+        )
     return [
         ApplicationSubmitted(
             programme_id=command.programme_id,
@@ -133,6 +147,7 @@ def _submit(command: SubmitApplication, state: Application | None) -> list[NewEv
             service_category=command.service_category,
             requested_amount=command.requested_amount,
             purpose=command.purpose,
+            cost_reference=command.cost_reference,
         ).event()
     ]
 
@@ -140,6 +155,12 @@ def _submit(command: SubmitApplication, state: Application | None) -> list[NewEv
 @decide.register
 def _verify(command: VerifyApplication, state: Application | None) -> list[NewEvent]:
     application = _require(state, Status.SUBMITTED, "verify")
+    support = command.support
+    if (support.year, support.cost_reference) != (command.today.year, application.cost_reference):
+        raise ValueError(
+            f"{application.id}: support facts for {support.cost_reference!r} in {support.year}"
+            f" do not fit an application for {application.cost_reference!r} in {command.today.year}"
+        )
     reasons = verification_failures(application, command)
     facts = verification_facts(application, command)
     if reasons:
@@ -160,6 +181,7 @@ def verification_facts(application: Application, command: VerifyApplication) -> 
         held_in_programme=command.held_in_programme,
         requested_amount=application.requested_amount,
         other_open_application=command.other_open_application,
+        support=command.support,
     )
 
 
@@ -173,6 +195,8 @@ CHECKS = (
     "service_category",
     "amount_within_firm_limit",
     "single_open_application",
+    "no_duplicate_support",
+    "combined_cap",
 )
 
 
@@ -239,6 +263,7 @@ def verification_failures(application: Application, command: VerifyApplication) 
                 "in this programme",
             )
         )
+    reasons.extend(support_failures(command.support, application.requested_amount))
     return reasons
 
 
@@ -310,6 +335,9 @@ def _issue(command: IssueVoucher, state: Application | None) -> list[NewEvent]:
             voucher_id=command.voucher_id,
             amount=application.approved_amount,
             expires_on=expires_on,
+            firm_id=application.firm_id,
+            year=command.today.year,
+            cost_reference=application.cost_reference,
         ).event()
     ]
 

@@ -7,7 +7,9 @@ same fold the service runs (:func:`services.voucher.domain.model.evolve`).
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import Field
 
 from shared.domain import (
     ApprovalPayload,
@@ -18,6 +20,15 @@ from shared.domain import (
     RejectionPayload,
     WithdrawalPayload,
 )
+from shared.domain.support import SupportConflictDetected, SupportFacts
+
+PROGRAMME: Final = "voucher"
+"""How this service's grants name their programme (see :mod:`shared.domain.support`)."""
+
+MAX_COST_REFERENCE: Final = 200
+"""The longest cost reference, as every programme's support read model stores it."""
+CostReference = Annotated[str, Field(min_length=1, max_length=MAX_COST_REFERENCE)]
+"""The cost an application asks support for (an invoice, a contract, a project code)."""
 
 
 class E:
@@ -35,6 +46,8 @@ class E:
     CLOSED = "voucher.voucher.closed"
     EXPIRED = "voucher.voucher.expired"
     PROVIDER_REGISTERED = "voucher.provider.registered"
+    SUPPORT_CONFLICT = SupportConflictDetected.event_type
+    """Recorded by the support detector on an aggregate of its own (see shared.domain.support)."""
 
 
 class VerificationFacts(Part):
@@ -51,6 +64,9 @@ class VerificationFacts(Part):
     """Won the firm already held in the programme from other applications."""
     requested_amount: int
     other_open_application: str | None = None
+    support: SupportFacts | None = None
+    """The other programmes' grants for the cost and the firm's combined support in the
+    year (``None`` only for verifications before cross-programme support limits)."""
 
 
 class ApplicationSubmitted(EventPayload):
@@ -62,6 +78,9 @@ class ApplicationSubmitted(EventPayload):
     service_category: str
     requested_amount: int
     purpose: str
+    cost_reference: CostReference | None = None
+    """The cost the voucher would cover, checked against the other programmes' grants
+    (optional; absent from applications submitted before support limits)."""
 
 
 class ApplicationVerified(EventPayload):
@@ -101,12 +120,25 @@ class ApplicationWithdrawn(WithdrawalPayload):
 
 
 class VoucherIssued(EventPayload):
-    """The voucher was issued: providers may redeem it until ``expires_on``."""
+    """The voucher was issued: providers may redeem it until ``expires_on``.
+
+    The voucher's grant, as the other programmes read it (:func:`shared.domain.support.grant_of`):
+    the firm, the amount, the year it counts in, the programme and the cost it covers.
+    """
 
     event_type: ClassVar[str] = E.ISSUED
+    schema_version: ClassVar[int] = 2
     voucher_id: str
     amount: int
     expires_on: date
+    firm_id: str | None
+    """The firm granted: ``None`` only in version 1 events, whose envelope names it."""
+    year: int | None = Field(ge=1900, le=9999)
+    """The year of issue in Korea, the year the grant counts in: ``None`` only in version 1
+    events, which count in the Korean year of the envelope's ``occurred_at``."""
+    programme: Literal["voucher"] = PROGRAMME
+    cost_reference: CostReference | None
+    """The cost the voucher covers; ``None`` when the application named none."""
 
 
 class RedemptionRequested(EventPayload):
@@ -171,6 +203,7 @@ EVENTS = EventRegistry(
         VoucherClosed,
         VoucherExpired,
         ProviderRegistered,
+        SupportConflictDetected,
     ],
 )
 
@@ -179,3 +212,17 @@ EVENTS = EventRegistry(
 def _verified_v1_recorded_no_facts(payload: dict[str, Any]) -> dict[str, Any]:
     """Version 1 listed the checks only; what they compared was not recorded."""
     return {**payload, "facts": None}
+
+
+@EVENTS.upcaster(E.ISSUED, from_version=1)
+def _issued_v1_carried_no_grant_members(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 carried the voucher only. Its firm and year are not in the payload (the
+    envelope's ``firm_id`` and the Korean date of its ``occurred_at`` say them, and that is
+    where :func:`shared.domain.support.grant_of` reads them); it named no cost."""
+    return {
+        "firm_id": None,
+        "year": None,
+        "programme": PROGRAMME,
+        "cost_reference": None,
+        **payload,
+    }

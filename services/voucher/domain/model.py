@@ -89,6 +89,8 @@ class Application:
     """Unspent voucher money given back to the programme budget at expiry."""
     verification: VerificationFacts | None = None
     """What automatic verification compared (recorded from event version 2 on)."""
+    cost_reference: str | None = None
+    """The cost the application asks support for, if it named one."""
 
     @property
     def is_open(self) -> bool:
@@ -117,6 +119,7 @@ def evolve(state: Application | None, event: Envelope) -> Application:
             service_category=p.service_category,
             requested_amount=p.requested_amount,
             purpose=p.purpose,
+            cost_reference=p.cost_reference,
         )
     if state is None:
         raise ValueError(f"{event.aggregate_id}: {event.type} before submission")

@@ -48,6 +48,7 @@ def _submission(service: VoucherService, body: SubmitApplicationIn) -> SubmitApp
             service_category=body.service_category,
             requested_amount=body.requested_amount,
             purpose=body.purpose,
+            cost_reference=body.cost_reference,
         )
     )
 

@@ -14,6 +14,14 @@ class SubmitApplicationIn(Body):
     service_category: str = Field(min_length=1, max_length=50, examples=["legal"])
     requested_amount: int = Field(gt=0, le=10**15, description="integer won")
     purpose: str = Field(min_length=1, max_length=2000)
+    cost_reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the cost the voucher would cover (an invoice, contract or project "
+        "reference); another programme's support for the same cost refuses the application",
+        examples=["CONTRACT-2026-0042"],
+    )
 
 
 class VoucherDecisionIn(DecisionIn):

@@ -122,6 +122,7 @@ async def test_an_idempotency_key_over_200_characters_is_refused_everywhere(
         ("purpose", application_body(purpose="patents\x00")),
         ("firm.cluster", application_body(cluster="osong\x00bio")),
         ("service_category", application_body(service_category="le\x00gal")),
+        ("cost_reference", application_body(cost_reference="FAC\x00-1")),
     ],
 )
 async def test_a_nul_character_in_a_body_is_a_422_naming_the_field(
@@ -134,6 +135,36 @@ async def test_a_nul_character_in_a_body_is_a_422_naming_the_field(
     assert response.status_code == 422, response.text
     assert fields_of(response) == [field]
     assert await event_count(voucher) == before
+
+
+@pytest.mark.parametrize(
+    "cost_reference",
+    ["x" * 201, "", "   ", 42],
+    ids=["201-characters", "empty", "blank", "not-a-string"],
+)
+async def test_a_cost_reference_outside_1_to_200_characters_is_a_422_naming_it(
+    voucher: VoucherHarness, cost_reference: Any
+) -> None:
+    before = await event_count(voucher)
+    response = await voucher.client.post(
+        "/v1/applications",
+        json=application_body(cost_reference=cost_reference),
+        headers={**voucher.firm(), "Idempotency-Key": "cost"},
+    )
+    assert response.status_code == 422, response.text
+    assert fields_of(response) == ["cost_reference"]
+    assert await event_count(voucher) == before
+
+
+async def test_a_cost_reference_of_200_characters_is_kept_whole(voucher: VoucherHarness) -> None:
+    created = await voucher.client.post(
+        "/v1/applications",
+        json=application_body(cost_reference="é" * 200),
+        headers={**voucher.firm(), "Idempotency-Key": "cost-200"},
+    )
+    assert created.status_code == 201, created.text
+    document = await wait_for_status(voucher, created.json()["id"], "verified")
+    assert document["cost_reference"] == "é" * 200
 
 
 async def test_nul_characters_elsewhere_are_refused_too(voucher: VoucherHarness) -> None:

@@ -7,12 +7,12 @@ the same firm.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.voucher.adapters.tables import budgets, ledger_entries
+from services.voucher.adapters.tables import budgets, ledger_entries, support_grants
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.decider import SubmitApplication
 from services.voucher.domain.model import E, Firm
@@ -20,11 +20,13 @@ from services.voucher.domain.programmes import load_catalogue
 from services.voucher.main import default_catalogue
 from services.voucher.service_layer import VoucherService
 from shared.clock import FixedClock
-from shared.contracts import Actor, Envelope, Role, verify_chain
+from shared.contracts import Actor, Envelope, NewEvent, Role, verify_chain
 from shared.domain import Decision
-from shared.eventstore import EventContext, EventStore
+from shared.domain.support import SupportFacts
+from shared.eventstore import EventContext, EventStore, UnitOfWork
 from shared.kit.application import new_id
 from shared.kit.payouts import LedgerPayouts
+from shared.kit.support import SupportBook, default_policy
 from tests.integration.voucher.conftest import FIRM_ID, OTHER_FIRM_ID
 
 PROGRAMME = "cluster-startup-support-2026"
@@ -39,11 +41,20 @@ async def service(store: EventStore) -> AsyncIterator[VoucherService]:
     clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
     # the log and the service read one clock, as in a service process
     yield VoucherService(
-        EventStore(store.engine, clock), programmes, LedgerPayouts(ledger_entries), clock
+        EventStore(store.engine, clock),
+        programmes,
+        LedgerPayouts(ledger_entries),
+        clock,
+        SupportBook(support_grants, "voucher", default_policy()[0]),
     )
 
 
-async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_000) -> Envelope:
+async def submitted(
+    service: VoucherService,
+    firm_id: str,
+    amount: int = 8_000_000,
+    cost_reference: str | None = None,
+) -> Envelope:
     command = SubmitApplication(
         programme_id=PROGRAMME,
         firm=Firm(
@@ -57,6 +68,7 @@ async def submitted(service: VoucherService, firm_id: str, amount: int = 8_000_0
         service_category="legal",
         requested_amount=amount,
         purpose="patent filing",
+        cost_reference=cost_reference,
     )
     context = EventContext(
         actor=Actor(sub="ceo", role=Role.FIRM), correlation_id=new_id("c"), firm_id=firm_id
@@ -122,6 +134,15 @@ async def test_a_late_verification_records_the_facts_as_of_the_submission(
     assert facts["max_amount_per_firm"] == 30_000_000
     assert facts["requested_amount"] == 12_000_000
     assert facts["other_open_application"] is None
+    # 40 days on is 2027: the firm's support counts in the year of the submission
+    assert facts["support"] == {
+        "policy_version": service.support.policy.version,
+        "year": 2026,
+        "cost_reference": None,
+        "supported_elsewhere": None,
+        "combined_support": 0,
+        "combined_yearly_cap": service.support.policy.combined_yearly_cap,
+    }
 
 
 async def test_the_voucher_is_issued_under_the_issue_stage_not_the_payout(
@@ -173,7 +194,11 @@ async def test_a_replica_never_acts_on_a_state_another_replica_moved_on(
 ) -> None:
     """Each process keeps the states it folded; another replica's events make them stale."""
     replica = VoucherService(
-        service.store, service.programmes, LedgerPayouts(ledger_entries), service.clock
+        service.store,
+        service.programmes,
+        LedgerPayouts(ledger_entries),
+        service.clock,
+        service.support,
     )
     event = await submitted(service, FIRM_ID, amount=12_000_000)  # this process knows v1
     async with replica.store.transaction() as uow:  # the other verifies: v2
@@ -201,3 +226,104 @@ async def test_a_state_from_a_rolled_back_transaction_is_never_used(
     chain = await service.store.read_stream(event.aggregate_id)
     assert [e.type for e in chain] == [E.SUBMITTED, E.VERIFIED]
     assert verify_chain([e.to_json_dict() for e in chain]).ok
+
+
+# --- cross-programme support limits ---------------------------------------------------------
+
+THIRD_FIRM_ID = "111-22-33333"
+
+
+def other_programmes_grant(
+    event_type: str, payload: dict, *, application_id: str, firm_id: str
+) -> Envelope:
+    """A grant another programme published (the support read model reads only its members)."""
+    return Envelope.seal(
+        aggregate_id=application_id,
+        aggregate_seq=6,
+        event=NewEvent(type=event_type, payload=payload, schema_version=1),
+        occurred_at=datetime(2026, 10, 1, 2, 0, tzinfo=UTC),
+        actor=Actor(sub="stage", role=Role.SYSTEM),
+        firm_id=firm_id,
+        correlation_id="elsewhere",
+        causation_id=None,
+        prev_hash="0" * 64,
+    )
+
+
+async def test_a_batch_asks_the_support_read_model_once_and_each_gets_its_own_facts(
+    service: VoucherService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap = service.support.policy.combined_yearly_cap
+    certificate = other_programmes_grant(
+        "taxcredit.certificate.issued",
+        {"amount": 1_000_000, "firm_id": FIRM_ID, "tax_year": 2026, "cost_reference": "FAC-1"},
+        application_id="tc-app-1",
+        firm_id=FIRM_ID,
+    )
+    commitment = other_programmes_grant(
+        "fund.investment.committed",
+        {"amount": cap - 8_000_000 + 1, "firm_id": OTHER_FIRM_ID, "year": 2026},
+        application_id="fund-app-1",
+        firm_id=OTHER_FIRM_ID,
+    )
+    async with service.store.transaction() as uow:
+        await service.support.apply(uow, [certificate, commitment])
+    duplicate = await submitted(service, FIRM_ID, cost_reference="FAC-1")
+    over_cap = await submitted(service, OTHER_FIRM_ID, cost_reference="FAC-2")
+    clear = await submitted(service, THIRD_FIRM_ID, cost_reference="FAC-1-BIS")
+    asked: list[list[tuple[str, int, str | None]]] = []
+    facts_of = service.support.facts
+
+    async def counted(
+        uow: UnitOfWork, wanted: Sequence[tuple[str, int, str | None]]
+    ) -> list[SupportFacts]:
+        asked.append(list(wanted))
+        return await facts_of(uow, wanted)
+
+    monkeypatch.setattr(service.support, "facts", counted)
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [duplicate, over_cap, clear])
+
+    assert asked == [
+        [
+            (FIRM_ID, 2026, "FAC-1"),
+            (OTHER_FIRM_ID, 2026, "FAC-2"),
+            (THIRD_FIRM_ID, 2026, "FAC-1-BIS"),
+        ]
+    ]
+    rejected = await document_of(service, duplicate.aggregate_id)
+    assert [r["code"] for r in rejected["rejection_reasons"]] == ["duplicate_support"]
+    assert "taxcredit application tc-app-1" in rejected["rejection_reasons"][0]["message"]
+    assert rejected["cost_reference"] == "FAC-1"
+    capped = await document_of(service, over_cap.aggregate_id)
+    assert [r["code"] for r in capped["rejection_reasons"]] == ["combined_cap_exceeded"]
+    assert (await document_of(service, clear.aggregate_id))["status"] == "verified"
+    [verdict] = (await service.store.read_stream(over_cap.aggregate_id))[-1:]
+    assert verdict.payload["facts"]["support"]["combined_support"] == cap - 8_000_000 + 1
+
+
+async def test_an_issued_voucher_carries_its_grant_in_the_year_of_issue(
+    service: VoucherService,
+) -> None:
+    event = await submitted(service, FIRM_ID, cost_reference="CONTRACT-7")
+    async with service.store.transaction() as uow:
+        await service.when_applications_submitted_verify(uow, [event])
+    await approve(service, event.aggregate_id, "officer-kim")
+    approved = (await service.store.read_stream(event.aggregate_id))[-1]
+    assert isinstance(service.clock, FixedClock)
+    service.clock.advance(timedelta(days=40))  # issued in January 2027 (Korea)
+    async with service.store.transaction() as uow:
+        await service.when_applications_approved_issue_vouchers(uow, [approved])
+
+    issued = (await service.store.read_stream(event.aggregate_id))[-1]
+    assert issued.type == E.ISSUED and issued.schema_version == 2
+    assert issued.payload["firm_id"] == FIRM_ID
+    assert issued.payload["year"] == 2027
+    assert issued.payload["programme"] == "voucher"
+    assert issued.payload["cost_reference"] == "CONTRACT-7"
+    async with service.store.transaction() as uow:  # as the support consumer records it
+        await service.support.apply(uow, [issued])
+    async with service.store.transaction() as uow:
+        [in_2027] = await service.support.facts(uow, [(FIRM_ID, 2027, "CONTRACT-7")])
+    assert in_2027.combined_support == 8_000_000
+    assert in_2027.supported_elsewhere is None  # its own programme's grant is no duplicate
