@@ -215,7 +215,9 @@ def conflicts_of(
 
     Exactly one programme reports a conflict, whichever order the services see the grants
     in: the programme of its later grant. A programme sees its own grants and everyone
-    else's, so it reports when the later grant is its own.
+    else's, so it reports when the later grant is its own. For the cap, each grant that
+    takes (or keeps) the firm's running total for the year over the cap is a conflict of
+    its own, reported by its programme, naming it and the grants before it.
     """
     found: list[tuple[str, SupportConflictDetected]] = []
     everything = sorted({g.event_id: g for g in (*known, grant)}.values(), key=_order)
@@ -250,19 +252,19 @@ def conflicts_of(
     running = 0
     for index, g in enumerate(in_year):
         running += g.amount
-        if running > cap:
-            if g.programme == programme and index > 0:
-                key = f"cap:{g.firm_id}:{g.year}"
-                event = SupportConflictDetected(
-                    kind="combined_cap_exceeded",
-                    firm_id=g.firm_id,
-                    year=g.year,
-                    combined_yearly_cap=cap,
-                    applications=tuple(_ref(x) for x in in_year[: index + 1]),
-                    detected_by=programme,
-                )
-                found.append((key, event))
-            break
+        if running > cap and index > 0 and g.programme == programme:
+            # every grant made with the firm over the cap is one conflict, keyed by the
+            # grant: learning of more earlier grants only raises the running total, so a
+            # grant once over stays over and its report never needs taking back
+            event = SupportConflictDetected(
+                kind="combined_cap_exceeded",
+                firm_id=g.firm_id,
+                year=g.year,
+                combined_yearly_cap=cap,
+                applications=tuple(_ref(x) for x in in_year[: index + 1]),
+                detected_by=programme,
+            )
+            found.append((f"cap:{g.event_id}", event))
     return found
 
 

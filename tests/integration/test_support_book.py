@@ -164,17 +164,19 @@ async def test_verification_sees_other_programmes_grants_and_what_went_back(
     assert own_cost.supported_elsewhere is None  # the fund's own grant is not another's
 
 
-async def test_the_grant_that_crosses_the_cap_is_recorded_once(
+async def test_each_grant_made_over_the_cap_is_recorded_once(
     store: EventStore, fund_book: SupportBook
 ) -> None:
+    later = grant("fund.investment.committed", "f-next", 10, None, T2 + timedelta(minutes=1))
     await apply(store, fund_book, grant("voucher.voucher.issued", "v-app", 600_000, None, T1))
     await apply(store, fund_book, grant("fund.investment.committed", "f-app", 500_000, None, T2))
-    await apply(
-        store,
-        fund_book,
-        grant("fund.investment.committed", "f-next", 10, None, T2 + timedelta(minutes=1)),
-    )
+    await apply(store, fund_book, later)
+    await apply(store, fund_book, later)  # delivered again: nothing new
 
-    [conflict] = await conflicts(store)
-    assert conflict["payload"]["kind"] == "combined_cap_exceeded"
-    assert [a["application_id"] for a in conflict["payload"]["applications"]] == ["v-app", "f-app"]
+    crossing, beyond = await conflicts(store)
+    assert crossing["payload"]["kind"] == beyond["payload"]["kind"] == "combined_cap_exceeded"
+    assert [a["application_id"] for a in crossing["payload"]["applications"]] == [
+        "v-app",
+        "f-app",
+    ]
+    assert [a["application_id"] for a in beyond["payload"]["applications"]][-1] == "f-next"
