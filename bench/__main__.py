@@ -16,13 +16,14 @@ from typing import Any
 
 import uvloop
 
-from bench import append, relay, taxcredit, voucher
+from bench import append, fund, relay, taxcredit, voucher
 
 SECTIONS = {
     "append": append.run,
     "relay": relay.run,
     "voucher": voucher.run,
     "taxcredit": taxcredit.run,
+    "fund": fund.run,
 }
 
 
