@@ -110,8 +110,7 @@ class FundService(ApplicationService[Application]):
         outcome = await self.execute(uow, application_id, command, context)
         returned = outcome.application.returned_amount
         if outcome.events and returned:
-            for fund_id in sorted(projection.lineage(self.funds, outcome.application.fund_id)):
-                await capacity.release(uow, fund_id, returned)
+            await self._give_back(uow, outcome.application.fund_id, returned)
         return outcome
 
     # --- policies: what the service does on its own ------------------------------------
@@ -155,25 +154,41 @@ class FundService(ApplicationService[Application]):
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
         """Commit approved investments: each holds its amount from its fund and every parent
-        in one transaction, or, if one of them no longer has it, is rejected. The pools' check
-        constraints make an overcommitment impossible whatever runs concurrently."""
+        in the stage's transaction, or, if one of them no longer has it, is rejected. The
+        pools' check constraints make an overcommitment impossible whatever runs concurrently.
+
+        The batch first tries one hold per pool for all its approvals together (as the
+        applications' rows say them); only if a pool cannot hold them all does each
+        application hold on its own, in order, so that those that fit are committed."""
         committed_on = today_in_korea(self.clock.now())
+        approved = await projection.approved_amounts(uow, [e.aggregate_id for e in events])
+        together: dict[str, int] = {}
+        for fund_id, amount in approved.values():
+            for pool in projection.lineage(self.funds, fund_id):
+                together[pool] = together.get(pool, 0) + amount
+        held = dict(approved) if together and await capacity.hold_all(uow, together) else {}
 
         async def commit(state: Application) -> CommitInvestment | RefuseCommitment:
             amount = state.approved_amount or 0
-            held: list[str] = []
-            for fund_id in sorted(projection.lineage(self.funds, state.fund_id)):
-                if not await capacity.hold(uow, fund_id, amount):
-                    for taken in held:  # give back what this commitment took before failing
-                        await capacity.release(uow, taken, amount)
-                    left = await projection.available_capacity(
-                        uow.connection, self.funds, state.fund_id
-                    )
-                    return RefuseCommitment(available_capacity=min(left, amount - 1))
-                held.append(fund_id)
-            return CommitInvestment(committed_on=committed_on)
+            taken = held.pop(state.id, None)
+            if taken == (state.fund_id, amount):
+                return CommitInvestment(committed_on=committed_on)
+            if taken is not None:  # the row said other terms than the log: give them back
+                await self._give_back(uow, *taken)
+            pools = projection.lineage(self.funds, state.fund_id)
+            if await capacity.hold_all(uow, dict.fromkeys(pools, amount)):
+                return CommitInvestment(committed_on=committed_on)
+            left = await projection.available_capacity(uow.connection, self.funds, state.fund_id)
+            return RefuseCommitment(available_capacity=min(left, amount - 1))
 
         await self.react(uow, events, COMMITMENT, commit, only_in=Status.APPROVED)
+        for fund_id, amount in held.values():  # held for one that was not approved any more
+            await self._give_back(uow, fund_id, amount)
+
+    async def _give_back(self, uow: UnitOfWork, fund_id: str, amount: int) -> None:
+        """Return ``amount`` to the fund and every parent."""
+        for pool in sorted(projection.lineage(self.funds, fund_id)):
+            await capacity.release(uow, pool, amount)
 
     async def when_tranche_released_pay(self, uow: UnitOfWork, event: Envelope) -> None:
         """Pay a released tranche through the payout gateway, exactly once: the ledger entry and

@@ -29,23 +29,34 @@ class Pools:
             sa.CheckConstraint("available >= 0", name=f"ck_{name}_never_negative"),
             sa.CheckConstraint("available <= total", name=f"ck_{name}_within_total"),
         )
+        # plain statements, compiled once: on PostgreSQL they go straight to the driver
+        self._hold = sa.text(
+            f"UPDATE {name} SET available = available - :amount"
+            " WHERE pool_id = :pool_id AND available >= :amount"
+        )
+        self._release = sa.text(
+            f"UPDATE {name} SET available = available + :amount WHERE pool_id = :pool_id"
+        )
 
     async def hold(self, uow: UnitOfWork, pool_id: str, amount: int) -> bool:
         """Take ``amount`` from the pool; ``False`` (and nothing taken) if it cannot hold it."""
-        t = self.table
-        result = await uow.connection.execute(
-            t.update()
-            .where(t.c.pool_id == pool_id, t.c.available >= amount)
-            .values(available=t.c.available - amount)
-        )
-        return bool(result.rowcount == 1)
+        return await uow.write(self._hold, {"pool_id": pool_id, "amount": amount}) == 1
 
     async def release(self, uow: UnitOfWork, pool_id: str, amount: int) -> None:
         """Give ``amount`` back to the pool."""
-        t = self.table
-        await uow.connection.execute(
-            t.update().where(t.c.pool_id == pool_id).values(available=t.c.available + amount)
-        )
+        await uow.write(self._release, {"pool_id": pool_id, "amount": amount})
+
+    async def hold_all(self, uow: UnitOfWork, amounts: Mapping[str, int]) -> bool:
+        """Take each pool's amount, in pool order (two holders never wait on each other in
+        a cycle); ``False``, and nothing taken, if any pool cannot hold its amount."""
+        held: list[str] = []
+        for pool_id in sorted(amounts):
+            if not await self.hold(uow, pool_id, amounts[pool_id]):
+                for taken in held:
+                    await self.release(uow, taken, amounts[taken])
+                return False
+            held.append(pool_id)
+        return True
 
     async def ensure(self, connection: AsyncConnection, totals: Mapping[str, int]) -> None:
         """Create the pools that do not exist yet, full."""

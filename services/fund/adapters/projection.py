@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.fund.adapters.tables import applications, capacity
 from services.fund.domain.funds import Fund
 from services.fund.domain.model import Application, Tranche
+from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
 
 
@@ -77,6 +78,21 @@ def lineage(funds: Mapping[str, Fund], fund_id: str) -> list[str]:
     return chain
 
 
+async def approved_amounts(
+    uow: UnitOfWork, application_ids: Sequence[str]
+) -> dict[str, tuple[str, int]]:
+    """``{id: (fund_id, amount)}`` of those of the applications that are approved now."""
+    if not application_ids:
+        return {}
+    t = applications.c
+    rows = await uow.connection.execute(
+        sa.select(t.id, t.fund_id, t.amount).where(
+            t.id.in_(list(dict.fromkeys(application_ids))), t.status == "approved"
+        )
+    )
+    return {r.id: (r.fund_id, int(r.amount)) for r in rows}
+
+
 _FIGURES = sa.text(
     "SELECT p.pool_id, p.total, p.available,"
     " (SELECT COALESCE(SUM(a.disbursed), 0) FROM applications a WHERE a.fund_id = p.pool_id)"
@@ -132,4 +148,11 @@ async def available_capacity(
     return min(chain) if chain else 0
 
 
-__all__ = ["PROJECTION", "available_capacity", "describe", "fund_figures", "lineage"]
+__all__ = [
+    "PROJECTION",
+    "approved_amounts",
+    "available_capacity",
+    "describe",
+    "fund_figures",
+    "lineage",
+]
