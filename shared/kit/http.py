@@ -83,6 +83,14 @@ async def visible_document(
     return document
 
 
+def as_sent(body: Any) -> Any:
+    """What a request body says, for its fingerprint: the members the client sent (a
+    member added later with a default does not make a retried request another one)."""
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json", exclude_unset=True)
+    return body
+
+
 async def respond(
     request: Request,
     service: ApplicationService[Any],
@@ -93,7 +101,7 @@ async def respond(
 ) -> JSONResponse:
     """Run ``work`` in a transaction of its own, once per Idempotency-Key: a repeat gets
     the recorded response, a reused key with another body 409."""
-    fingerprint = request_fingerprint(request.method, request.url.path, body)
+    fingerprint = request_fingerprint(request.method, request.url.path, as_sent(body))
 
     async def attempt(uow: UnitOfWork) -> StoredResponse:
         if key is not None:
@@ -126,9 +134,7 @@ async def together(
     status_code: int,
 ) -> JSONResponse:
     """Like :func:`respond`, in a transaction shared with the requests arriving meanwhile."""
-    fingerprint = request_fingerprint(
-        request.method, request.url.path, body.model_dump(mode="json")
-    )
+    fingerprint = request_fingerprint(request.method, request.url.path, as_sent(body))
     stored = await commits(CommandRequest(principal.sub, key, fingerprint, step, status_code))
     request.app.state.runtime.wake_relay()
     return JSONResponse(stored.body, status_code=stored.status_code)

@@ -96,7 +96,7 @@ async def release_tranche(
         )
         return StoredResponse(200, service.projection.resource(outcome.application))
 
-    return await kit.respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    return await kit.respond(request, service, officer, key, body, work)
 
 
 @router.post("/applications/{application_id}/cancellation", tags=["tranches"])
@@ -117,4 +117,4 @@ async def cancel_investment(
         )
         return StoredResponse(200, service.projection.resource(outcome.application))
 
-    return await kit.respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    return await kit.respond(request, service, officer, key, body, work)

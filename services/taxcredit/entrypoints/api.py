@@ -138,4 +138,4 @@ async def claw_back(
         )
         return StoredResponse(200, service.projection.resource(outcome.application))
 
-    return await kit.respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    return await kit.respond(request, service, officer, key, body, work)

@@ -119,7 +119,7 @@ async def register_provider(
             201, {"id": body.id, "name": body.name, "service_categories": categories}
         )
 
-    return await respond(request, service, officer, key, body.model_dump(mode="json"), work)
+    return await respond(request, service, officer, key, body, work)
 
 
 @router.get("/providers", tags=["providers"])
@@ -162,7 +162,7 @@ async def redeem_voucher(
             },
         )
 
-    return await respond(request, service, provider, key, body.model_dump(mode="json"), work)
+    return await respond(request, service, provider, key, body, work)
 
 
 @router.get("/vouchers/{voucher_id}/redemptions", tags=["vouchers"])
