@@ -1,4 +1,4 @@
-"""Cross-programme support limits: one cost is supported by one programme, and a firm's
+"""Cross-programme support limits: one cost is supported once, by one programme, and a firm's
 combined support in a year stays under a cap. Pure: the rules and the shared grant contract.
 
 A *grant* is the moment a programme commits money to a firm: a voucher issued, a credit
@@ -128,8 +128,8 @@ class SupportFacts(Part):
     """The year the application's support would count in."""
     cost_reference: str | None
     supported_elsewhere: str | None = None
-    """Another programme's application already granted for the same cost, as
-    ``"<programme> application <id>"``."""
+    """Another application already granted for the same cost (in any programme, this one
+    too), as ``"<programme> application <id>"``."""
     combined_support: Won = 0
     """What the firm was already granted in ``year`` across programmes (net of give-backs)."""
     combined_yearly_cap: Won
@@ -228,8 +228,6 @@ def conflicts_of(
             if g.cost_reference == grant.cost_reference and g.event_id != grant.event_id
         ]
         for other in sharing:
-            if other.programme == grant.programme:
-                continue
             first, second = sorted((other, grant), key=_order)
             if second.programme != programme:
                 continue

@@ -78,8 +78,10 @@ class SupportBook:
         uow: UnitOfWork,
         wanted: Sequence[tuple[str, int, str | None]],
     ) -> list[SupportFacts]:
-        """For each ``(firm_id, year, cost_reference)``: the grants of other programmes for
-        the cost, and the firm's combined support in the year. Two statements for all."""
+        """For each ``(firm_id, year, cost_reference)``: the first grant still standing for
+        the cost (by any programme, this one too: an application being verified has no
+        grant yet, so any grant is another application's), and the firm's combined
+        support in the year. Two statements for all."""
         t = self.table
         costs = sorted({c for _, _, c in wanted if c})
         holders: dict[str, str] = {}
@@ -88,7 +90,6 @@ class SupportBook:
                 sa.select(t.c.cost_reference, t.c.programme, t.c.application_id)
                 .where(
                     t.c.cost_reference.in_(costs),
-                    t.c.programme != self.programme,
                     t.c.granted > t.c.given_back,
                 )
                 .order_by(t.c.granted_at, t.c.event_id)

@@ -161,7 +161,8 @@ async def test_verification_sees_other_programmes_grants_and_what_went_back(
     assert voucher_cost.combined_support == 200_000 + 350_000 + 100_000
     assert voucher_cost.combined_yearly_cap == CAP
     own_cost = await facts(store, fund_book, "COST-F")
-    assert own_cost.supported_elsewhere is None  # the fund's own grant is not another's
+    assert own_cost.supported_elsewhere == "fund application f-own"  # another of its own
+    assert (await facts(store, fund_book, "COST-NEW")).supported_elsewhere is None
 
 
 async def test_each_grant_made_over_the_cap_is_recorded_once(

@@ -368,10 +368,10 @@ def test_three_programmes_granting_one_cost_report_each_pair_once():
     }
 
 
-def test_one_programme_granting_one_cost_twice_is_no_conflict():
+def test_one_programme_granting_one_cost_twice_reports_it_once():
     grants = [grant("voucher", 1, 8_000_000, cost=COST), grant("voucher", 2, 5_000_000, cost=COST)]
 
-    assert in_every_order(grants) == {}
+    assert in_every_order(grants) == {"voucher": ["duplicate:ev-1:ev-2"]}
 
 
 def test_grants_for_no_cost_or_different_costs_are_no_duplicate():

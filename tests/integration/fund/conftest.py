@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,7 +40,7 @@ def investment(
     fund_id: str = GOIF,
     tranches: list[int] | None = None,
     co_investors: list[dict[str, Any]] | None = None,
-    cost_reference: str = "TRIAL-2026-PH2-001",
+    cost_reference: str | None = None,
     stage: str = "clinical",
     firm_id: str = FIRM_ID,
     **overrides: Any,
@@ -64,7 +65,8 @@ def investment(
         ],
         "co_investors": co_investors or [],
         "due_diligence": {"financials": True, "ip": True, "legal": True, "site_visit": True},
-        "cost_reference": cost_reference,
+        # a cost of its own unless named: one cost is granted once
+        "cost_reference": cost_reference or f"TRIAL-2026-{uuid.uuid4().hex[:12]}",
         **overrides,
     }
 

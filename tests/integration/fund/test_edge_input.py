@@ -135,8 +135,9 @@ async def test_bad_votes_and_releases_are_refused_and_change_nothing(
 async def test_the_same_idempotency_key_with_another_body_is_a_conflict(
     fund: ServiceHarness,
 ) -> None:
-    created = await apply(fund, investment(3_000_000_000), "same-key")
-    again = await apply(fund, investment(3_000_000_000), "same-key")
+    body = investment(3_000_000_000)
+    created = await apply(fund, body, "same-key")
+    again = await apply(fund, body, "same-key")
     assert again == created
     other = await fund.client.post(
         "/v1/applications",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.integration.fund.conftest import GOIF, apply, funds, investment, release, vote
 from tests.integration.harness import ServiceHarness, wait_for_status, wait_until
 
@@ -39,3 +41,27 @@ async def test_application_to_last_tranche(fund: ServiceHarness) -> None:
     assert figures[GOIF]["disbursed"] == 3_000_000_000
     assert figures[GOIF]["available"] == before[GOIF]["available"] - 3_000_000_000
     assert figures[MEGA]["disbursed"] == 3_000_000_000
+
+
+async def test_a_cost_the_fund_already_invested_in_is_not_invested_in_twice(
+    fund: ServiceHarness,
+) -> None:
+    cost = "TRIAL-2026-SAME-COST"
+    first = await apply(fund, investment(2_000_000_000, cost_reference=cost), "first")
+    await wait_for_status(fund, first["id"], "verified")
+    for member in ("officer-kim", "officer-lee"):
+        assert (await vote(fund, first["id"], member)).status_code == 200
+    await wait_for_status(fund, first["id"], "committed")
+    support = fund.service.support
+    for _ in range(500):  # the grant reaches the support read model through the broker
+        async with fund.service.store.transaction() as uow:
+            [facts] = await support.facts(uow, [("123-45-67890", 2026, cost)])
+        if facts.supported_elsewhere:
+            break
+        await asyncio.sleep(0.02)
+
+    second = await apply(fund, investment(1_000_000_000, cost_reference=cost), "second")
+    rejected = await wait_for_status(fund, second["id"], "rejected")
+
+    assert [r["code"] for r in rejected["rejection_reasons"]] == ["duplicate_support"]
+    assert first["id"] in rejected["rejection_reasons"][0]["message"]

@@ -326,4 +326,5 @@ async def test_an_issued_voucher_carries_its_grant_in_the_year_of_issue(
     async with service.store.transaction() as uow:
         [in_2027] = await service.support.facts(uow, [(FIRM_ID, 2027, "CONTRACT-7")])
     assert in_2027.combined_support == 8_000_000
-    assert in_2027.supported_elsewhere is None  # its own programme's grant is no duplicate
+    # another voucher application naming the cost would be a duplicate of this grant
+    assert in_2027.supported_elsewhere == f"voucher application {event.aggregate_id}"
