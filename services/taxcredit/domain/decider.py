@@ -131,13 +131,8 @@ def _submit(command: SubmitClaim, state: Application | None) -> list[NewEvent]:
             f"a {command.programme} application cannot carry {command.inputs.programme} inputs",
             field="programme",
         )
-    payload = ClaimSubmitted(
-        programme=command.programme,
-        tax_year=command.tax_year,
-        firm=command.firm,
-        claim=command.inputs,
-        cost_reference=command.cost_reference,
-    )
+    terms = command._asdict()
+    payload = ClaimSubmitted(claim=terms.pop("inputs"), **terms)
     return [payload.event()]
 
 
