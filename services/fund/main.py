@@ -15,7 +15,7 @@ from services.fund.service_layer import FundService
 from shared.clock import Clock, SystemClock
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for
-from shared.kit.payouts import LedgerPayouts, PayoutGateway
+from shared.kit.payouts import LedgerPayouts
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -30,14 +30,13 @@ def create_app(
     settings: ServiceSettings | None = None,
     *,
     catalogue: dict[str, Any] | None = None,
-    payouts: PayoutGateway | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """The fund app: the packaged fund catalogue, or ``catalogue`` / ``settings.catalogue_path``."""
+    """The fund app: the packaged fund catalogue, or ``catalogue`` / ``settings.catalogue_path``;
+    tranches are paid into the service's own ledger."""
     settings = settings or ServiceSettings(service="fund")
-    document = catalogue_for(
-        settings.catalogue_path, "services.fund.catalogue", "default.json", catalogue
-    )
+    package = "services.fund.catalogue"
+    document = catalogue_for(settings.catalogue_path, package, "default.json", catalogue)
     funds = load_funds(document)
     policy, _ = default_policy(settings.support_policy_path)
     support = SupportBook(support_grants, "fund", policy)
@@ -51,7 +50,7 @@ def create_app(
             funds,
             catalogue_version(document),
             support,
-            payouts or LedgerPayouts(ledger_entries),
+            LedgerPayouts(ledger_entries),
             the_clock,
         )
 
