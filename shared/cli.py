@@ -122,7 +122,8 @@ def run(
     settings = ServiceSettings()
     state = settings.state_dir.resolve()
     (state / "logs").mkdir(parents=True, exist_ok=True)
-    settings.resolved_jwt_secret()  # create the dev secret before services race for it
+    settings.resolved_jwt_secret()  # create the dev secrets before services race for them
+    settings.signing_seed()  # the checkpoint-signing key, var/checkpoint-signing-key
 
     embedded: EmbeddedBroker | None = None
     bootstrap = f"{host}:{broker_port}"

@@ -23,7 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared.asyncapi import asyncapi_document
+from shared.audit_api import audit_router
 from shared.auth import HS256Verifier, TokenVerifier
+from shared.checkpoints import Checkpointer, SigningKey
+from shared.checkpoints import metadata as checkpoint_tables
 from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
 from shared.edge import EdgeGuard
@@ -31,7 +34,7 @@ from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
 from shared.problems import install_problem_handlers
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topics import ensure_topics, events_topic, standard_topics
+from shared.topics import checkpoints_topic, ensure_topics, events_topic, standard_topics
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,30 @@ class RuntimeCollector:
             yield from families.values()
 
 
+async def _start_checkpoints(runtime: ServiceRuntime) -> None:
+    """Seal the service's log into signed checkpoints, published on ``<service>.checkpoints``."""
+    settings = runtime.settings
+    async with runtime.store.engine.begin() as connection:
+        await connection.run_sync(checkpoint_tables.create_all)
+    key = SigningKey.from_seed(
+        settings.signing_seed(), settings.checkpoint_key_valid_from, settings.checkpoint_key_id
+    )
+    sealer = Checkpointer(
+        runtime.store,
+        settings.service,
+        key,
+        every_events=settings.checkpoint_every_events,
+        every_seconds=settings.checkpoint_every_seconds,
+    )
+    runtime.extras["checkpointer"] = sealer
+    topic = runtime.topic(checkpoints_topic(settings.service))
+
+    async def publish(document: dict[str, Any]) -> None:
+        await runtime.broker.publish(document, topic, key=settings.service.encode())
+
+    runtime.spawn(sealer.run(publish), name="checkpoints")
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -169,6 +196,7 @@ def create_service_app(
             for hook in on_startup or []:
                 await hook(runtime)
             if publishes:
+                await _start_checkpoints(runtime)
                 relay = OutboxRelay(
                     store,
                     settings.kafka_bootstrap_servers,
@@ -190,6 +218,8 @@ def create_service_app(
             await engine.dispose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    if publishes:
+        app.include_router(audit_router())
     app.add_middleware(EdgeGuard)
     install_problem_handlers(
         app,

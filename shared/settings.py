@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +12,19 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import dev_secret
+
+
+def dev_signing_seed(state_dir: Path) -> bytes:
+    """The development checkpoint-signing key in ``state_dir``, created on first use (never
+    for production): standard base64 of a 32-byte Ed25519 seed."""
+    path = state_dir / "checkpoint-signing-key"
+    if path.exists():
+        return base64.b64decode(path.read_text().strip())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    seed = secrets.token_bytes(32)
+    path.write_text(base64.b64encode(seed).decode())
+    path.chmod(0o600)
+    return seed
 
 
 class ServiceSettings(BaseSettings):
@@ -36,6 +52,13 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     catalogue_path: Path | None = None
     """A programme catalogue (JSON) to load instead of the service's default one."""
+    checkpoint_every_events: int = 1000
+    checkpoint_every_seconds: float = 5.0
+    """A checkpoint seals the log every so many new events, or this often with anything new."""
+    checkpoint_signing_key: SecretStr | None = None
+    """The Ed25519 key checkpoints are signed with: standard base64 of its 32-byte seed."""
+    checkpoint_key_id: str | None = None
+    checkpoint_key_valid_from: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     support_policy_path: Path | None = None
     """The cross-programme support policy (JSON) to apply instead of the packaged default."""
 
@@ -53,6 +76,18 @@ class ServiceSettings(BaseSettings):
             return self.database_url
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{self.state_dir.resolve() / self.service}.db"
+
+    def signing_seed(self) -> bytes:
+        """The checkpoint-signing key's seed: from settings, or in development a key of its
+        own in ``state_dir``. Asked only by services that seal checkpoints."""
+        if self.checkpoint_signing_key is None and self.environment == "production":
+            raise ValueError("INCENTIVES_CHECKPOINT_SIGNING_KEY must be set in production")
+        if self.checkpoint_signing_key is not None:
+            seed = base64.b64decode(self.checkpoint_signing_key.get_secret_value(), validate=True)
+            if len(seed) != 32:
+                raise ValueError("INCENTIVES_CHECKPOINT_SIGNING_KEY is not a 32-byte Ed25519 seed")
+            return seed
+        return dev_signing_seed(self.state_dir)
 
     def resolved_jwt_secret(self) -> str:
         if self.jwt_secret is not None:

@@ -175,18 +175,22 @@ class OutboxMessage:
                 envelope["event_id"],
                 envelope["correlation_id"],
                 envelope["schema_version"],
+                event.position,
             ),
         )
 
 
 def _headers(
-    type_: str, event_id: str, correlation_id: str, schema_version: int
+    type_: str, event_id: str, correlation_id: str, schema_version: int, position: int
 ) -> list[tuple[str, bytes]]:
+    """The message headers: what a consumer routes on before parsing, and the event's
+    ``position`` (decimal ASCII), from which anyone can rebuild the checkpoints' leaves."""
     return [
         _type_header(type_),
         ("event_id", event_id.encode()),
         ("correlation_id", correlation_id.encode()),
         _version_header(schema_version),
+        ("position", str(position).encode()),
     ]
 
 
@@ -234,7 +238,11 @@ def _message_from_row(row: Any) -> OutboxMessage:
         key=row["aggregate_id"].encode(),
         value=value.encode(),
         headers=_headers(
-            row["type"], row["event_id"], row["correlation_id"], row["schema_version"]
+            row["type"],
+            row["event_id"],
+            row["correlation_id"],
+            row["schema_version"],
+            row["position"],
         ),
     )
 
@@ -593,6 +601,20 @@ class EventStore:
                 await uow.connection.execute(
                     events.update().where(events.c.position.in_(positions)).values(published=True)
                 )
+
+    async def sealable_position(self) -> int:
+        """The highest position below which no event can still commit (0 for none).
+
+        On PostgreSQL positions come from a sequence: a transaction may take a lower one
+        and commit after a higher one is visible. A SHARE lock on the events table waits
+        for every transaction writing to it and lets none start, so the maximum read under
+        it is final; held for one statement. SQLite has one writer at a time."""
+        async with self.transaction() as uow:
+            if uow._driver is not None:
+                await uow._driver.execute("SET LOCAL lock_timeout = '5s'")
+                await uow._driver.execute("LOCK TABLE events IN SHARE MODE")
+            found = await uow.connection.execute(sa.select(sa.func.max(events.c.position)))
+            return int(found.scalar_one() or 0)
 
     async def mark_all_unpublished(self) -> int:
         """Queue the whole log for publishing again (after the broker lost its data)."""

@@ -165,6 +165,9 @@ async def test_appended_events_reach_the_topic_in_order_keyed_by_application(
             "event_id": envelope["event_id"].encode(),
             "correlation_id": envelope["correlation_id"].encode(),
             "schema_version": b"1",
+            "position": str(
+                stored.position
+            ).encode(),  # the checkpoints' leaves are rebuilt from it
         }
         if is_sqlite(store.engine):
             # the exact bytes the store's JSON would give (PostgreSQL splices its jsonb text)
@@ -545,9 +548,12 @@ async def test_republish_sends_every_event_again_unchanged(
 
     records = await read_records(kafka_bootstrap, topic, 30)
     copies: dict[str, list[dict[str, Any]]] = {}
+    position_of = {e.envelope["event_id"]: e.position for e in before}
     for record in records:
         envelope = json.loads(record.value or b"")
         copies.setdefault(envelope["event_id"], []).append(envelope)
+        # both copies carry the event's position: the checkpoints' leaves stay rebuildable
+        assert dict(record.headers)["position"] == str(position_of[envelope["event_id"]]).encode()
     assert len(records) == 30
     assert set(copies) == {e.envelope["event_id"] for e in before}
     for envelopes in copies.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,31 @@ def test_production_refuses_to_start_without_a_secret(monkeypatch: pytest.Monkey
     monkeypatch.delenv("INCENTIVES_JWT_SECRET", raising=False)
     with pytest.raises(ValidationError, match="INCENTIVES_JWT_SECRET"):
         ServiceSettings()
+
+
+def test_production_seals_no_checkpoint_without_a_signing_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INCENTIVES_ENVIRONMENT", "production")
+    monkeypatch.setenv("INCENTIVES_DATABASE_URL", "postgresql+asyncpg://db/voucher")
+    monkeypatch.setenv("INCENTIVES_JWT_SECRET", "s" * 40)
+    monkeypatch.delenv("INCENTIVES_CHECKPOINT_SIGNING_KEY", raising=False)
+    settings = ServiceSettings()  # a service that seals nothing (oversight) may start
+    with pytest.raises(ValueError, match="INCENTIVES_CHECKPOINT_SIGNING_KEY"):
+        settings.signing_seed()
+    monkeypatch.setenv("INCENTIVES_CHECKPOINT_SIGNING_KEY", base64.b64encode(b"k" * 31).decode())
+    with pytest.raises(ValueError, match="32-byte"):
+        ServiceSettings().signing_seed()
+    monkeypatch.setenv("INCENTIVES_CHECKPOINT_SIGNING_KEY", base64.b64encode(b"k" * 32).decode())
+    assert ServiceSettings().signing_seed() == b"k" * 32
+
+
+def test_the_development_signing_key_is_created_once_and_kept(tmp_path: Path) -> None:
+    settings = ServiceSettings(state_dir=tmp_path)
+    first = settings.signing_seed()
+    assert ServiceSettings(state_dir=tmp_path).signing_seed() == first
+    assert len(first) == 32
+    assert (tmp_path / "checkpoint-signing-key").stat().st_mode & 0o077 == 0
 
 
 def test_development_secret_is_created_once_and_kept(tmp_path: Path) -> None:

@@ -1,0 +1,275 @@
+"""Signed checkpoints, checked as an outsider would: with the public key, the published rules
+and a verifier written from the RFC text (tests.unit.test_merkle), never the service's code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+from aiokafka import AIOKafkaConsumer
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.voucher.main import create_app
+from shared.clock import SystemClock
+from shared.contracts import Actor, NewEvent, Role
+from shared.eventstore import NEW_STREAM, EventContext, EventStore, create_engine
+from tests.integration.harness import FIRM_ID, ServiceHarness, running, service_settings
+from tests.unit.test_merkle import mth, ref_leaf, ref_verify_consistency, ref_verify_inclusion
+
+APPLICATIONS = 6
+
+
+@pytest.fixture
+async def voucher(
+    database_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> AsyncIterator[ServiceHarness]:
+    settings = service_settings(
+        "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+    ).model_copy(update={"checkpoint_every_events": 4, "checkpoint_every_seconds": 0.2})
+    async with running(create_app, settings) as harness:
+        yield harness
+
+
+def application(n: int) -> dict[str, Any]:
+    return {
+        "programme_id": "cluster-startup-support-2026",
+        "firm": {
+            "firm_id": FIRM_ID,
+            "name": "Hanbit Bio",
+            "founded_on": "2023-03-02",
+            "size": "sme",
+            "cluster": "osong-bio",
+            "industry": "advanced_bio",
+        },
+        "service_category": "legal",
+        "requested_amount": 1_000_000 + n,
+        "purpose": "patent filing",
+    }
+
+
+def leaf(position: int, event_hash: str) -> bytes:
+    """The published leaf bytes: position (8 bytes, big endian) ‖ the event hash's raw bytes."""
+    return position.to_bytes(8, "big") + bytes.fromhex(event_hash)
+
+
+def signed_bytes(checkpoint: dict[str, Any]) -> bytes:
+    return rfc8785.dumps({k: v for k, v in checkpoint.items() if k != "signature"})
+
+
+async def sealed(harness: ServiceHarness, events: int, within: float = 20) -> dict[str, Any]:
+    """The latest checkpoint once it seals at least ``events`` events."""
+    deadline = asyncio.get_running_loop().time() + within
+    latest: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        response = await harness.client.get("/v1/checkpoints/latest")
+        if response.status_code == 200:
+            latest = response.json()
+            if latest["tree_size"] >= events:
+                return latest
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing sealed {events} events in time: {latest}")
+
+
+async def all_events(harness: ServiceHarness) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = await harness.client.get(
+            "/v1/events",
+            params={"after": after, "limit": 3},
+            headers=harness.auth_auditor(),
+        )
+        assert page.status_code == 200, page.text
+        found = page.json()["items"]
+        if not found:
+            return items
+        items.extend(found)
+        after = found[-1]["position"]
+
+
+async def test_checkpoints_verify_with_the_public_key_and_the_rfc_alone(
+    voucher: ServiceHarness,
+) -> None:
+    for n in range(APPLICATIONS):
+        response = await voucher.client.post(
+            "/v1/applications",
+            json=application(n),
+            headers={**voucher.firm(), "Idempotency-Key": f"k-{n}"},
+        )
+        assert response.status_code == 201, response.text
+    latest = await sealed(voucher, APPLICATIONS * 2)  # submitted and verified (or rejected)
+
+    keys = (await voucher.client.get("/v1/keys")).json()["keys"]
+    [key] = keys
+    assert key["algorithm"] == "Ed25519"
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"]))
+    history = (await voucher.client.get("/v1/checkpoints", params={"after": 0})).json()["items"]
+    assert history[-1]["tree_size"] >= latest["tree_size"]
+    events = await all_events(voucher)
+    positions = [e["position"] for e in events]
+    assert positions == sorted(positions) and positions[0] >= 1
+    leaves = [leaf(e["position"], e["envelope"]["hash"]) for e in events]
+
+    previous = "0" * 64
+    for checkpoint in history:
+        assert set(checkpoint) == {
+            "service",
+            "tree_size",
+            "last_position",
+            "root_hash",
+            "previous_checkpoint_hash",
+            "sealed_at",
+            "key_id",
+            "signature",
+        }
+        assert checkpoint["service"] == "voucher" and checkpoint["key_id"] == key["key_id"]
+        assert checkpoint["sealed_at"].endswith("Z")
+        public.verify(base64.b64decode(checkpoint["signature"]), signed_bytes(checkpoint))
+        assert checkpoint["previous_checkpoint_hash"] == previous
+        previous = hashlib.sha256(signed_bytes(checkpoint)).hexdigest()
+        size = checkpoint["tree_size"]
+        assert positions[size - 1] == checkpoint["last_position"]
+        assert mth(leaves[:size]).hex() == checkpoint["root_hash"]
+        one = await voucher.client.get(f"/v1/checkpoints/{size}")
+        assert one.json() == checkpoint
+
+    size = latest["tree_size"]
+    root = bytes.fromhex(latest["root_hash"])
+    for index in {0, size // 2, size - 1}:
+        proof = (
+            await voucher.client.get(
+                "/v1/proofs/inclusion", params={"index": index, "tree_size": size}
+            )
+        ).json()
+        assert proof["leaf_hash"] == ref_leaf(leaves[index]).hex()
+        nodes = [bytes.fromhex(h) for h in proof["proof"]]
+        assert ref_verify_inclusion(ref_leaf(leaves[index]), index, size, nodes, root)
+    for older in history[:-1]:
+        answer = (
+            await voucher.client.get(
+                "/v1/proofs/consistency",
+                params={"first": older["tree_size"], "second": size},
+            )
+        ).json()
+        nodes = [bytes.fromhex(h) for h in answer["proof"]]
+        assert ref_verify_consistency(
+            older["tree_size"], size, bytes.fromhex(older["root_hash"]), root, nodes
+        )
+
+
+async def test_a_forged_checkpoint_fails_the_signature(voucher: ServiceHarness) -> None:
+    await voucher.client.post(
+        "/v1/applications",
+        json=application(1),
+        headers={**voucher.firm(), "Idempotency-Key": "k"},
+    )
+    latest = await sealed(voucher, 1)
+    [key] = (await voucher.client.get("/v1/keys")).json()["keys"]
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"]))
+    forged = {**latest, "tree_size": latest["tree_size"] - 1}
+
+    with pytest.raises(InvalidSignature):
+        public.verify(base64.b64decode(forged["signature"]), signed_bytes(forged))
+
+
+async def test_who_may_read_what_and_sizes_out_of_range(voucher: ServiceHarness) -> None:
+    await voucher.client.post(
+        "/v1/applications",
+        json=application(1),
+        headers={**voucher.firm(), "Idempotency-Key": "k"},
+    )
+    latest = await sealed(voucher, 1)
+    size = latest["tree_size"]
+
+    assert (await voucher.client.get("/v1/events")).status_code == 401
+    assert (await voucher.client.get("/v1/events", headers=voucher.firm())).status_code == 403
+    ministry = voucher.auth(Role.MINISTRY, "mois-analyst")
+    assert (await voucher.client.get("/v1/events", headers=ministry)).status_code == 200
+    too_many = await voucher.client.get("/v1/events", params={"limit": 10_001}, headers=ministry)
+    assert too_many.status_code == 422
+    for path, params, field in [
+        ("/v1/proofs/inclusion", {"index": 0, "tree_size": size + 1_000}, "tree_size"),
+        ("/v1/proofs/inclusion", {"index": size, "tree_size": size}, "index"),
+        ("/v1/proofs/consistency", {"first": size, "second": size + 1_000}, "second"),
+        ("/v1/proofs/consistency", {"first": size, "second": 1}, "first"),
+    ]:
+        if field == "first" and size == 1:
+            continue
+        response = await voucher.client.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert field in response.text
+    assert (await voucher.client.get(f"/v1/checkpoints/{size + 1_000}")).status_code == 404
+
+
+async def test_the_topics_carry_positions_and_checkpoints(
+    voucher: ServiceHarness, kafka_bootstrap: str
+) -> None:
+    await voucher.client.post(
+        "/v1/applications",
+        json=application(1),
+        headers={**voucher.firm(), "Idempotency-Key": "k"},
+    )
+    latest = await sealed(voucher, 2)
+    runtime = voucher.app.state.runtime
+    events = await read(kafka_bootstrap, runtime.events_topic, 2)
+    positions = sorted(int(dict(r.headers)["position"].decode()) for r in events)
+    assert positions[:2] == [1, 2]
+    checkpoints = await read(kafka_bootstrap, runtime.topic("voucher.checkpoints"), 1)
+    published = [json.loads(r.value) for r in checkpoints]
+    assert all(r.key == b"voucher" for r in checkpoints)
+    assert published[0]["tree_size"] <= latest["tree_size"]
+    assert published[0]["previous_checkpoint_hash"] == "0" * 64
+
+
+async def read(bootstrap: str, topic: str, count: int, within: float = 20) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + within
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_a_checkpoint_never_seals_past_a_position_that_may_still_commit(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL a transaction may take position 1 and commit after position 2 is
+    visible: the sealable position waits for it rather than sealing 2 without 1."""
+    engine = create_engine(postgres_url)
+    store = EventStore(engine, SystemClock())
+    await store.create_schema()
+    context = EventContext(actor=Actor(sub="s", role=Role.SYSTEM), correlation_id="c")
+    event = NewEvent(type="voucher.application.noted", payload={"n": 1})
+    try:
+        async with store.transaction() as slow:
+            [early] = await slow.append("app-slow", NEW_STREAM, [event], context)
+            [late] = await store.append("app-fast", NEW_STREAM, [event], context)
+            assert early.event_id and late  # position 1 taken, uncommitted; 2 committed
+            sealing = asyncio.create_task(store.sealable_position())
+            await asyncio.sleep(0.5)
+            assert not sealing.done()  # waits for the transaction that holds position 1
+        assert await sealing == 2
+        positions = [e.position for e in await store.read_all()]
+        assert positions == [1, 2]
+    finally:
+        await engine.dispose()
