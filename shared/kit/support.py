@@ -23,6 +23,7 @@ from shared.domain.support import (
     GRANT_EVENTS,
     PROGRAMMES,
     Grant,
+    SupportConflictDetected,
     SupportFacts,
     SupportPolicy,
     conflicts_of,
@@ -122,14 +123,18 @@ class SupportBook:
     # --- the read model ---------------------------------------------------------------------
 
     async def apply(self, uow: UnitOfWork, events: Sequence[Envelope]) -> None:
-        """Record the grants and give-backs among ``events``, then any conflict they show."""
+        """Record the grants and give-backs among ``events``, then any conflict the new grants
+        show: a few statements for the whole batch (conflicts, rare, one append each)."""
         t = self.table
+        causes: dict[str, Envelope] = {}
+        grants: dict[tuple[str, str], Grant] = {}
         for event in events:
             grant = grant_of(event)
             if grant is not None:
-                await self._record(uow, grant)
-                await self._detect(uow, grant, event)
-                continue
+                grants.setdefault((grant.programme, grant.application_id), grant)
+                causes[grant.event_id] = event
+        fresh = await self._record(uow, list(grants.values()))
+        for event in events:
             back = give_back_of(event)
             if back is not None:
                 await uow.connection.execute(
@@ -139,35 +144,53 @@ class SupportBook:
                     )
                     .values(given_back=t.c.given_back + back.amount)
                 )
+        if fresh:
+            await self._detect(uow, fresh, causes)
 
-    async def _record(self, uow: UnitOfWork, grant: Grant) -> None:
+    async def _record(self, uow: UnitOfWork, grants: Sequence[Grant]) -> list[Grant]:
+        """Insert the grants not recorded yet (a restored database replays its topics)."""
+        if not grants:
+            return []
         t = self.table
+        keys = [(g.programme, g.application_id) for g in grants]
         found = await uow.connection.execute(
-            sa.select(t.c.event_id).where(
-                t.c.programme == grant.programme, t.c.application_id == grant.application_id
+            sa.select(t.c.programme, t.c.application_id).where(
+                sa.tuple_(t.c.programme, t.c.application_id).in_(keys)
             )
         )
-        if found.first() is not None:
-            return  # the database was restored and the topic replayed: recorded already
-        await uow.connection.execute(
-            t.insert().values(
-                programme=grant.programme,
-                application_id=grant.application_id,
-                firm_id=grant.firm_id,
-                year=grant.year,
-                cost_reference=grant.cost_reference,
-                granted=grant.amount,
-                given_back=0,
-                event_id=grant.event_id,
-                granted_at=grant.granted_at,
+        known = {(r.programme, r.application_id) for r in found}
+        fresh = [g for g in grants if (g.programme, g.application_id) not in known]
+        if fresh:
+            await uow.connection.execute(
+                t.insert(),
+                [
+                    {
+                        "programme": g.programme,
+                        "application_id": g.application_id,
+                        "firm_id": g.firm_id,
+                        "year": g.year,
+                        "cost_reference": g.cost_reference,
+                        "granted": g.amount,
+                        "given_back": 0,
+                        "event_id": g.event_id,
+                        "granted_at": g.granted_at,
+                    }
+                    for g in fresh
+                ],
             )
-        )
+        return fresh
 
-    async def _detect(self, uow: UnitOfWork, grant: Grant, event: Envelope) -> None:
+    async def _detect(
+        self, uow: UnitOfWork, grants: Sequence[Grant], causes: dict[str, Envelope]
+    ) -> None:
+        """Append each conflict the ``grants`` show that is this programme's to record and not
+        recorded yet; one read of every related grant for them all."""
         t = self.table
-        related = t.c.firm_id == grant.firm_id
-        if grant.cost_reference is not None:
-            related = sa.or_(related, t.c.cost_reference == grant.cost_reference)
+        firms = sorted({g.firm_id for g in grants})
+        costs = sorted({g.cost_reference for g in grants if g.cost_reference is not None})
+        related: sa.ColumnElement[bool] = t.c.firm_id.in_(firms)
+        if costs:
+            related = sa.or_(related, t.c.cost_reference.in_(costs))
         rows = await uow.connection.execute(sa.select(t).where(related))
         known = [
             Grant(
@@ -182,12 +205,18 @@ class SupportBook:
             )
             for r in rows
         ]
-        found = conflicts_of(
-            grant, known, programme=self.programme, cap=self.policy.combined_yearly_cap
-        )
-        for key, conflict in found:
-            aggregate = "support-conflict:" + hashlib.sha256(key.encode()).hexdigest()[:40]
-            if (await uow.read_streams([aggregate]))[aggregate]:
+        found: dict[str, tuple[SupportConflictDetected, Envelope]] = {}
+        for grant in grants:
+            for key, conflict in conflicts_of(
+                grant, known, programme=self.programme, cap=self.policy.combined_yearly_cap
+            ):
+                aggregate = "support-conflict:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+                found.setdefault(aggregate, (conflict, causes[grant.event_id]))
+        if not found:
+            return
+        recorded = await uow.read_streams(list(found))
+        for aggregate, (conflict, event) in found.items():
+            if recorded[aggregate]:
                 continue  # recorded already
             context = EventContext(
                 actor=self.detector,
