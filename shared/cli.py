@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from shared.audit_cli import audit
 from shared.auth import HS256Verifier
 from shared.broker import EmbeddedBroker, port_open, wait_for_broker
 from shared.contracts import Role
@@ -26,6 +27,7 @@ from shared.settings import ServiceSettings
 from shared.topics import ensure_topics, standard_topics
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(audit, name="audit", help="An auditor's checks, from the topics alone.")
 
 SERVICES: dict[str, int] = {"oversight": 8000, "voucher": 8001, "taxcredit": 8002, "fund": 8003}
 """Each service's module under ``services`` and its port on the embedded stack."""

@@ -14,14 +14,18 @@ from typing import Any
 
 import pytest
 import rfc8785
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typer.testing import CliRunner
 
 from services.voucher.main import create_app
+from shared.audit_cli import read_whole_topic
+from shared.cli import app
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
 from shared.eventstore import NEW_STREAM, EventContext, EventStore, create_engine
+from shared.topics import TopicSpec, ensure_topics
 from tests.integration.harness import FIRM_ID, ServiceHarness, running, service_settings
 from tests.unit.test_merkle import mth, ref_leaf, ref_verify_consistency, ref_verify_inclusion
 
@@ -273,3 +277,85 @@ async def test_a_checkpoint_never_seals_past_a_position_that_may_still_commit(
         assert positions == [1, 2]
     finally:
         await engine.dispose()
+
+
+async def all_sealed_on_the_topics(bootstrap: str, prefix: str, within: float = 20) -> None:
+    """Wait until the checkpoints topic holds one that seals every event on the events topic."""
+    deadline = asyncio.get_running_loop().time() + within
+    for _ in range(10_000):
+        events = await read_whole_topic(bootstrap, prefix + "voucher.events")
+        sealed = [
+            json.loads(r.value)
+            for r in await read_whole_topic(bootstrap, prefix + "voucher.checkpoints")
+        ]
+        positions = {int(dict(r.headers)["position"]) for r in events}
+        if sealed and max(c["tree_size"] for c in sealed) == len(positions):
+            return
+        assert asyncio.get_running_loop().time() < deadline, "the topics never caught up"
+        await asyncio.sleep(0.1)
+
+
+async def copy_topic(bootstrap: str, source: str, target: str, change: Any) -> None:
+    """``source``'s records into a new ``target``, each passed through ``change`` (None drops it)."""
+    records = await read_whole_topic(bootstrap, source)
+    await ensure_topics(bootstrap, [TopicSpec(target, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for record in records:
+            changed = change(record)
+            if changed is not None:
+                await producer.send_and_wait(
+                    target, changed, key=record.key, headers=list(record.headers)
+                )
+    finally:
+        await producer.stop()
+
+
+def run_audit(*arguments: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, ["audit", "verify", "--json", *arguments])
+    return result.exit_code, json.loads(result.stdout[result.stdout.index("{") :])
+
+
+async def test_the_audit_command_finds_nothing_in_the_log_and_what_was_done_to_a_copy(
+    voucher: ServiceHarness, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    for n in range(APPLICATIONS):
+        await voucher.client.post(
+            "/v1/applications",
+            json=application(n),
+            headers={**voucher.firm(), "Idempotency-Key": f"k-{n}"},
+        )
+    latest = await sealed(voucher, APPLICATIONS * 2)
+    prefix = voucher.app.state.runtime.settings.topic_prefix
+    await all_sealed_on_the_topics(kafka_bootstrap, prefix)
+    keys = tmp_path / "keys.json"
+    keys.write_text((await voucher.client.get("/v1/keys")).text)
+    common = ["--service", "voucher", "--bootstrap", kafka_bootstrap, "--keys", str(keys)]
+
+    code, report = await asyncio.to_thread(run_audit, "--topic-prefix", prefix, *common)
+    assert code == 0, report
+    assert report["ok"] and report["checked"]["voucher.events"] >= latest["tree_size"]
+
+    def tamper(record: Any) -> bytes | None:
+        position = int(dict(record.headers)["position"])
+        if position == 2:
+            return None  # removed
+        envelope = json.loads(record.value)
+        if position == 3:
+            envelope["payload"]["requested_amount"] = 999_999_999  # changed
+        return json.dumps(envelope).encode()
+
+    copy = prefix + "copy."
+    await copy_topic(kafka_bootstrap, prefix + "voucher.events", copy + "voucher.events", tamper)
+    await copy_topic(
+        kafka_bootstrap,
+        prefix + "voucher.checkpoints",
+        copy + "voucher.checkpoints",
+        lambda record: record.value,
+    )
+    code, report = await asyncio.to_thread(run_audit, "--topic-prefix", copy, *common)
+    assert code == 1
+    found = {(f["kind"], f.get("position")) for f in report["findings"]}
+    assert ("modified", 3) in found
+    assert any(kind == "missing" for kind, _ in found)

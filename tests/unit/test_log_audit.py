@@ -173,3 +173,13 @@ def test_recent_events_not_yet_sealed_are_no_finding(log: Log) -> None:
     )
 
     assert [f.position for f in report.findings] == []
+
+
+def test_an_unknown_service_is_a_usage_error() -> None:
+    from typer.testing import CliRunner
+
+    from shared.cli import app
+
+    result = CliRunner().invoke(app, ["audit", "verify", "--service", "lottery"])
+
+    assert result.exit_code == 2
