@@ -222,10 +222,12 @@ def conflicts_of(
     found: list[tuple[str, SupportConflictDetected]] = []
     everything = sorted({g.event_id: g for g in (*known, grant)}.values(), key=_order)
     if grant.cost_reference is not None:
-        sharing = [
+        sharing = [  # a cost is the firm's own: the same string of another firm is another cost
             g
             for g in everything
-            if g.cost_reference == grant.cost_reference and g.event_id != grant.event_id
+            if g.cost_reference == grant.cost_reference
+            and g.firm_id == grant.firm_id
+            and g.event_id != grant.event_id
         ]
         for other in sharing:
             first, second = sorted((other, grant), key=_order)

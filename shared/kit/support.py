@@ -79,25 +79,27 @@ class SupportBook:
         uow: UnitOfWork,
         wanted: Sequence[tuple[str, int, str | None]],
     ) -> list[SupportFacts]:
-        """For each ``(firm_id, year, cost_reference)``: the first grant still standing for
-        the cost (by any programme, this one too: an application being verified has no
-        grant yet, so any grant is another application's), and the firm's combined
-        support in the year. Two statements for all."""
+        """For each ``(firm_id, year, cost_reference)``: the first grant still standing to the
+        firm for the cost (by any programme, this one too: an application being verified has
+        no grant yet, so any grant is another application's; a cost is the firm's own, so
+        another firm's reference that happens to be the same string is another cost), and
+        the firm's combined support in the year. Two statements for all."""
         t = self.table
-        costs = sorted({c for _, _, c in wanted if c})
-        holders: dict[str, str] = {}
+        costs = sorted({(f, c) for f, _, c in wanted if c})
+        holders: dict[tuple[str, str], str] = {}
         if costs:
             rows = await uow.connection.execute(
-                sa.select(t.c.cost_reference, t.c.programme, t.c.application_id)
+                sa.select(t.c.firm_id, t.c.cost_reference, t.c.programme, t.c.application_id)
                 .where(
-                    t.c.cost_reference.in_(costs),
+                    sa.tuple_(t.c.firm_id, t.c.cost_reference).in_(costs),
                     t.c.granted > t.c.given_back,
                 )
                 .order_by(t.c.granted_at, t.c.event_id)
             )
             for row in rows:
                 holders.setdefault(
-                    row.cost_reference, f"{row.programme} application {row.application_id}"
+                    (row.firm_id, row.cost_reference),
+                    f"{row.programme} application {row.application_id}",
                 )
         totals: dict[tuple[str, int], int] = {}
         pairs = sorted({(f, y) for f, y, _ in wanted})
@@ -113,7 +115,7 @@ class SupportBook:
                 policy_version=self.policy.version,
                 year=year,
                 cost_reference=cost,
-                supported_elsewhere=holders.get(cost) if cost else None,
+                supported_elsewhere=holders.get((firm, cost)) if cost else None,
                 combined_support=max(totals.get((firm, year), 0), 0),
                 combined_yearly_cap=self.policy.combined_yearly_cap,
             )

@@ -181,3 +181,18 @@ async def test_each_grant_made_over_the_cap_is_recorded_once(
         "f-app",
     ]
     assert [a["application_id"] for a in beyond["payload"]["applications"]][-1] == "f-next"
+
+
+async def test_another_firms_reference_that_is_the_same_string_is_another_cost(
+    store: EventStore, fund_book: SupportBook
+) -> None:
+    theirs = grant(
+        "voucher.voucher.issued", "v-other", 200_000, "INVOICE-1", T1, firm_id="999-99-99999"
+    )
+    await apply(store, fund_book, theirs)
+    await apply(store, fund_book, grant("fund.investment.committed", "f-app", 1, "INVOICE-1", T2))
+
+    # the firm's own grant for the string is a duplicate; the other firm's is not
+    found = await facts(store, fund_book, "INVOICE-1")
+    assert found.supported_elsewhere == "fund application f-app"
+    assert await conflicts(store) == []  # nor is the other firm's grant an overlap
