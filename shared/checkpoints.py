@@ -205,6 +205,8 @@ class Checkpointer:
         """Seal every event up to the position below which nothing can still commit, if any
         is new since the last checkpoint; returns the checkpoint (None: nothing new)."""
         safe = await self.store.sealable_position()
+        if safe is None:
+            return None  # a long transaction may still commit below: next time
         size = await self.log.catch_up(safe)
         async with self.store.transaction() as uow:
             previous = await self.latest(uow.connection)

@@ -103,7 +103,17 @@ _PLAIN_FIELDS = tuple(c.name for c in _ENVELOPE_COLUMNS if c.name != "actor")
 _PG_INSERT_EVENT = (
     "INSERT INTO events (event_id, aggregate_id, aggregate_seq, type, schema_version,"
     " occurred_at, actor, firm_id, correlation_id, causation_id, payload, prev_hash, hash)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb, $12, $13)"
+    " SELECT $1::varchar, $2::varchar, $3::int, $4::varchar, $5::int, $6::timestamptz,"
+    " $7::jsonb, $8::varchar, $9::varchar, $10::varchar, $11::jsonb, $12::varchar, $13::varchar"
+    # the transaction has its id before the position's nextval: see sealable_position
+    " WHERE pg_current_xact_id() IS NOT NULL"
+)
+_PG_SNAPSHOT = (
+    "SELECT COALESCE(max(position), 0) AS last, pg_current_snapshot()::text AS snapshot FROM events"
+)
+_PG_STILL_RUNNING = (
+    "SELECT count(*) FROM pg_snapshot_xip(CAST($1::text AS pg_snapshot)) AS x"
+    " WHERE pg_xact_status(x) = 'in progress'"
 )
 _PG_SELECT_ENVELOPES = (
     "SELECT event_id, aggregate_id, aggregate_seq, type, schema_version, occurred_at, actor,"
@@ -602,19 +612,33 @@ class EventStore:
                     events.update().where(events.c.position.in_(positions)).values(published=True)
                 )
 
-    async def sealable_position(self) -> int:
-        """The highest position below which no event can still commit (0 for none).
+    async def sealable_position(self, within: float = 10.0) -> int | None:
+        """The highest position below which no event can still commit (0 for none), or None
+        if the transactions that may still commit below it did not end ``within`` seconds.
 
-        On PostgreSQL positions come from a sequence: a transaction may take a lower one
-        and commit after a higher one is visible. A SHARE lock on the events table waits
-        for every transaction writing to it and lets none start, so the maximum read under
-        it is final; held for one statement. SQLite has one writer at a time."""
+        On PostgreSQL positions come from a sequence: a transaction may take a lower one and
+        commit after a higher one is visible. Such a transaction was running when the
+        highest visible position was read (every event insert takes the transaction's id
+        before its position), so that position is final once every transaction of that
+        moment's snapshot has ended: waited for here, without holding up any writer.
+        SQLite has one writer at a time."""
+        if self._sqlite:
+            async with self.engine.connect() as connection:
+                found = await connection.execute(sa.select(sa.func.max(events.c.position)))
+                return int(found.scalar_one() or 0)
         async with self.transaction() as uow:
-            if uow._driver is not None:
-                await uow._driver.execute("SET LOCAL lock_timeout = '5s'")
-                await uow._driver.execute("LOCK TABLE events IN SHARE MODE")
-            found = await uow.connection.execute(sa.select(sa.func.max(events.c.position)))
-            return int(found.scalar_one() or 0)
+            assert uow._driver is not None
+            seen = await uow._driver.fetchrow(_PG_SNAPSHOT)
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            async with self.transaction() as uow:
+                assert uow._driver is not None
+                running = await uow._driver.fetchval(_PG_STILL_RUNNING, seen["snapshot"])
+            if not running:
+                return int(seen["last"])
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
 
     async def mark_all_unpublished(self) -> int:
         """Queue the whole log for publishing again (after the broker lost its data)."""

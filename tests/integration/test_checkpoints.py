@@ -258,7 +258,8 @@ async def test_a_checkpoint_never_seals_past_a_position_that_may_still_commit(
     postgres_url: str,
 ) -> None:
     """On PostgreSQL a transaction may take position 1 and commit after position 2 is
-    visible: the sealable position waits for it rather than sealing 2 without 1."""
+    visible: the sealable position waits for it rather than sealing 2 without 1, and
+    holds up no writer meanwhile."""
     engine = create_engine(postgres_url)
     store = EventStore(engine, SystemClock())
     await store.create_schema()
@@ -266,15 +267,32 @@ async def test_a_checkpoint_never_seals_past_a_position_that_may_still_commit(
     event = NewEvent(type="voucher.application.noted", payload={"n": 1})
     try:
         async with store.transaction() as slow:
-            [early] = await slow.append("app-slow", NEW_STREAM, [event], context)
-            [late] = await store.append("app-fast", NEW_STREAM, [event], context)
-            assert early.event_id and late  # position 1 taken, uncommitted; 2 committed
+            await slow.append("app-slow", NEW_STREAM, [event], context)  # position 1, open
+            await store.append("app-fast", NEW_STREAM, [event], context)  # 2, committed
             sealing = asyncio.create_task(store.sealable_position())
             await asyncio.sleep(0.5)
             assert not sealing.done()  # waits for the transaction that holds position 1
-        assert await sealing == 2
+            # and writers go on meanwhile: a third event commits while the sealer waits
+            await asyncio.wait_for(store.append("app-next", NEW_STREAM, [event], context), 5)
+            assert not sealing.done()
+        assert await sealing == 2  # the highest visible when it looked; 1 has committed since
         positions = [e.position for e in await store.read_all()]
-        assert positions == [1, 2]
+        assert positions == [1, 2, 3]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_transaction_that_never_ends_defers_sealing(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    store = EventStore(engine, SystemClock())
+    await store.create_schema()
+    context = EventContext(actor=Actor(sub="s", role=Role.SYSTEM), correlation_id="c")
+    event = NewEvent(type="voucher.application.noted", payload={"n": 1})
+    try:
+        async with store.transaction() as slow:
+            await slow.append("app-slow", NEW_STREAM, [event], context)
+            await store.append("app-fast", NEW_STREAM, [event], context)
+            assert await store.sealable_position(within=0.3) is None
     finally:
         await engine.dispose()
 
