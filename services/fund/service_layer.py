@@ -166,9 +166,19 @@ class FundService(ApplicationService[Application]):
         for fund_id, amount in approved.values():
             for pool in projection.lineage(self.funds, fund_id):
                 together[pool] = together.get(pool, 0) + amount
-        held = dict(approved) if together and await capacity.hold_all(uow, together) else {}
+        held: dict[str, tuple[str, int]] | None = None
+
+        async def hold_for_the_batch() -> dict[str, tuple[str, int]]:
+            # called once the kit has locked the batch's applications: the pools come after,
+            # in pool order, as a cancellation takes them (no lock cycle), all of them at
+            # once so that holds taken one by one later wait on nobody
+            await capacity.lock(uow, list(together))
+            return dict(approved) if together and await capacity.hold_all(uow, together) else {}
 
         async def commit(state: Application) -> CommitInvestment | RefuseCommitment:
+            nonlocal held
+            if held is None:
+                held = await hold_for_the_batch()
             amount = state.approved_amount or 0
             taken = held.pop(state.id, None)
             if taken == (state.fund_id, amount):
@@ -176,13 +186,13 @@ class FundService(ApplicationService[Application]):
             if taken is not None:  # the row said other terms than the log: give them back
                 await self._give_back(uow, *taken)
             pools = projection.lineage(self.funds, state.fund_id)
-            if await capacity.hold_all(uow, dict.fromkeys(pools, amount)):
+            left = min((await capacity.lock(uow, pools)).values(), default=0)
+            if left >= amount and await capacity.hold_all(uow, dict.fromkeys(pools, amount)):
                 return CommitInvestment(committed_on=committed_on)
-            left = await projection.available_capacity(uow.connection, self.funds, state.fund_id)
-            return RefuseCommitment(available_capacity=min(left, amount - 1))
+            return RefuseCommitment(available_capacity=left)  # read under the pools' locks
 
         await self.react(uow, events, COMMITMENT, commit, only_in=Status.APPROVED)
-        for fund_id, amount in held.values():  # held for one that was not approved any more
+        for fund_id, amount in (held or {}).values():  # held for one not approved any more
             await self._give_back(uow, fund_id, amount)
 
     async def _give_back(self, uow: UnitOfWork, fund_id: str, amount: int) -> None:

@@ -8,9 +8,10 @@ last won cannot both get it, on PostgreSQL or SQLite.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore import UnitOfWork
@@ -46,6 +47,20 @@ class Pools:
         """Give ``amount`` back to the pool."""
         await uow.write(self._release, {"pool_id": pool_id, "amount": amount})
 
+    async def lock(self, uow: UnitOfWork, pool_ids: Sequence[str]) -> dict[str, int]:
+        """Hold the pools' rows until the transaction ends, taken in pool order (so that two
+        transactions locking overlapping pools cannot deadlock); ``{pool_id: available}``
+        as they stand under the lock."""
+        t = self.table
+        wanted = sorted(set(pool_ids))
+        if not wanted:
+            return {}
+        query = sa.select(t.c.pool_id, t.c.available).where(t.c.pool_id.in_(wanted))
+        if uow.connection.dialect.name == "postgresql":
+            query = query.order_by(t.c.pool_id).with_for_update()
+        rows = await uow.connection.execute(query)
+        return {r.pool_id: int(r.available) for r in rows}
+
     async def hold_all(self, uow: UnitOfWork, amounts: Mapping[str, int]) -> bool:
         """Take each pool's amount, in pool order (two holders never wait on each other in
         a cycle); ``False``, and nothing taken, if any pool cannot hold its amount."""
@@ -59,14 +74,16 @@ class Pools:
         return True
 
     async def ensure(self, connection: AsyncConnection, totals: Mapping[str, int]) -> None:
-        """Create the pools that do not exist yet, full."""
-        t = self.table
-        existing = set((await connection.execute(sa.select(t.c.pool_id))).scalars())
-        for pool_id, total in totals.items():
-            if pool_id not in existing:
-                await connection.execute(
-                    t.insert().values(pool_id=pool_id, total=total, available=total)
-                )
+        """Create the pools that do not exist yet, full (replicas starting together may
+        both try: the second finds the row there and leaves it)."""
+        if not totals:
+            return
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        await connection.execute(
+            insert(self.table)
+            .values([{"pool_id": p, "total": t, "available": t} for p, t in totals.items()])
+            .on_conflict_do_nothing(index_elements=["pool_id"])
+        )
 
     async def read(self, connection: AsyncConnection) -> dict[str, tuple[int, int]]:
         """``{pool_id: (total, available)}``."""
