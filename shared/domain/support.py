@@ -5,10 +5,11 @@ A *grant* is the moment a programme commits money to a firm: a voucher issued, a
 certified, a fund investment committed. Each grant event carries the firm, the amount,
 the year it counts in, its programme and the cost it covers (``cost_reference``). Every
 programme service keeps a read model of all three programmes' grants (fed from their
-topics) and checks it at verification. The read model lags the other services by the
-time their events take to arrive, so two services may grant the same cost, or push a
-firm over the cap, at nearly the same moment: a detector then records the overlap as
-``support.conflict.detected``, naming both applications, for officers to settle.
+topics) and checks it at verification. The grant itself comes later (after decisions or
+votes), and the read model learns of another programme's grants as their events arrive:
+two applications verified before either is granted may both be granted, hours or days
+apart. A detector then records the overlap as ``support.conflict.detected``, naming both
+applications, for officers to settle.
 """
 
 from __future__ import annotations
