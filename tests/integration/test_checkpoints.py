@@ -26,7 +26,8 @@ from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
 from shared.eventstore import NEW_STREAM, EventContext, EventStore, create_engine
 from shared.topics import TopicSpec, ensure_topics
-from tests.integration.harness import FIRM_ID, ServiceHarness, running, service_settings
+from tests.integration.harness import ServiceHarness, running, service_settings
+from tests.integration.voucher.conftest import application_body
 from tests.unit.test_merkle import mth, ref_leaf, ref_verify_consistency, ref_verify_inclusion
 
 APPLICATIONS = 6
@@ -44,20 +45,7 @@ async def voucher(
 
 
 def application(n: int) -> dict[str, Any]:
-    return {
-        "programme_id": "cluster-startup-support-2026",
-        "firm": {
-            "firm_id": FIRM_ID,
-            "name": "Hanbit Bio",
-            "founded_on": "2023-03-02",
-            "size": "sme",
-            "cluster": "osong-bio",
-            "industry": "advanced_bio",
-        },
-        "service_category": "legal",
-        "requested_amount": 1_000_000 + n,
-        "purpose": "patent filing",
-    }
+    return application_body(requested_amount=1_000_000 + n)
 
 
 def leaf(position: int, event_hash: str) -> bytes:
@@ -254,47 +242,47 @@ async def read(bootstrap: str, topic: str, count: int, within: float = 20) -> li
     return records
 
 
+CONTEXT = EventContext(actor=Actor(sub="s", role=Role.SYSTEM), correlation_id="c")
+NOTED = NewEvent(type="voucher.application.noted", payload={"n": 1})
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[EventStore]:
+    engine = create_engine(postgres_url)
+    store = EventStore(engine, SystemClock())
+    await store.create_schema()
+    try:
+        yield store
+    finally:
+        await engine.dispose()
+
+
 async def test_a_checkpoint_never_seals_past_a_position_that_may_still_commit(
-    postgres_url: str,
+    pg_store: EventStore,
 ) -> None:
     """On PostgreSQL a transaction may take position 1 and commit after position 2 is
     visible: the sealable position waits for it rather than sealing 2 without 1, and
     holds up no writer meanwhile."""
-    engine = create_engine(postgres_url)
-    store = EventStore(engine, SystemClock())
-    await store.create_schema()
-    context = EventContext(actor=Actor(sub="s", role=Role.SYSTEM), correlation_id="c")
-    event = NewEvent(type="voucher.application.noted", payload={"n": 1})
-    try:
-        async with store.transaction() as slow:
-            await slow.append("app-slow", NEW_STREAM, [event], context)  # position 1, open
-            await store.append("app-fast", NEW_STREAM, [event], context)  # 2, committed
-            sealing = asyncio.create_task(store.sealable_position())
-            await asyncio.sleep(0.5)
-            assert not sealing.done()  # waits for the transaction that holds position 1
-            # and writers go on meanwhile: a third event commits while the sealer waits
-            await asyncio.wait_for(store.append("app-next", NEW_STREAM, [event], context), 5)
-            assert not sealing.done()
-        assert await sealing == 2  # the highest visible when it looked; 1 has committed since
-        positions = [e.position for e in await store.read_all()]
-        assert positions == [1, 2, 3]
-    finally:
-        await engine.dispose()
+    store, context, event = pg_store, CONTEXT, NOTED
+    async with store.transaction() as slow:
+        await slow.append("app-slow", NEW_STREAM, [event], context)  # position 1, open
+        await store.append("app-fast", NEW_STREAM, [event], context)  # 2, committed
+        sealing = asyncio.create_task(store.sealable_position())
+        await asyncio.sleep(0.5)
+        assert not sealing.done()  # waits for the transaction that holds position 1
+        # and writers go on meanwhile: a third event commits while the sealer waits
+        await asyncio.wait_for(store.append("app-next", NEW_STREAM, [event], context), 5)
+        assert not sealing.done()
+    assert await sealing == 2  # the highest visible when it looked; 1 has committed since
+    positions = [e.position for e in await store.read_all()]
+    assert positions == [1, 2, 3]
 
 
-async def test_a_transaction_that_never_ends_defers_sealing(postgres_url: str) -> None:
-    engine = create_engine(postgres_url)
-    store = EventStore(engine, SystemClock())
-    await store.create_schema()
-    context = EventContext(actor=Actor(sub="s", role=Role.SYSTEM), correlation_id="c")
-    event = NewEvent(type="voucher.application.noted", payload={"n": 1})
-    try:
-        async with store.transaction() as slow:
-            await slow.append("app-slow", NEW_STREAM, [event], context)
-            await store.append("app-fast", NEW_STREAM, [event], context)
-            assert await store.sealable_position(within=0.3) is None
-    finally:
-        await engine.dispose()
+async def test_a_transaction_that_never_ends_defers_sealing(pg_store: EventStore) -> None:
+    async with pg_store.transaction() as slow:
+        await slow.append("app-slow", NEW_STREAM, [NOTED], CONTEXT)
+        await pg_store.append("app-fast", NEW_STREAM, [NOTED], CONTEXT)
+        assert await pg_store.sealable_position(within=0.3) is None
 
 
 async def all_sealed_on_the_topics(bootstrap: str, prefix: str, within: float = 20) -> None:
