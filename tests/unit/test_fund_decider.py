@@ -191,6 +191,15 @@ def test_a_firm_cannot_co_invest_in_itself():
     assert refused.value.extensions["field"] == "co_investors"
 
 
+def test_a_co_investor_is_listed_once():
+    co = submit().co_investors[0]
+
+    with pytest.raises(Unprocessable) as refused:
+        FundStream().when(submit(co_investors=(co, co.model_copy(update={"amount": 1}))))
+
+    assert refused.value.extensions["field"] == "co_investors"
+
+
 def test_a_submission_payload_round_trips_through_the_registry():
     [event] = decide(submit(), None)
 

@@ -154,6 +154,11 @@ def _submit(command: SubmitApplication, state: Application | None) -> list[NewEv
         )
     if any(c.investor_firm_id == command.firm.firm_id for c in command.co_investors):
         raise Unprocessable("a firm cannot co-invest in itself", field="co_investors")
+    investors = [c.investor_firm_id for c in command.co_investors]
+    if len(set(investors)) != len(investors):
+        raise Unprocessable(  # each co-investment becomes one tax-credit claim of its investor
+            "a co-investor is listed once, with all it invests", field="co_investors"
+        )
     submitted = ApplicationSubmitted(**command._asdict())
     return [submitted.event()]
 
