@@ -165,7 +165,9 @@ class _Poison(Exception):
         self.event_id = event_id
 
 
-def consumer_options(max_records: int = 500, session_timeout_ms: int = 6000) -> dict[str, Any]:
+def consumer_options(
+    max_records: int = 500, session_timeout_ms: int = 6000, fetch_max_wait_ms: int = 10
+) -> dict[str, Any]:
     """The aiokafka settings every consumer of ours needs (see ARCHITECTURE.md, Tansu limits).
 
     These are the ones ``broker.subscriber`` accepts; it sets ``enable_auto_commit``
@@ -174,7 +176,9 @@ def consumer_options(max_records: int = 500, session_timeout_ms: int = 6000) -> 
     """
     return {
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": 10,  # Tansu answers a fetch only when this expires
+        # Tansu answers a fetch only when this expires: a consumer fetches this often, busy
+        # or idle; one that can wait (a read model) saves the broker and itself the polling
+        "fetch_max_wait_ms": fetch_max_wait_ms,
         "max_poll_records": max_records,
         "session_timeout_ms": session_timeout_ms,
         "heartbeat_interval_ms": max(100, session_timeout_ms // 10),
@@ -274,10 +278,13 @@ class IdempotentConsumer:
         backoff: float = 0.5,
         max_backoff: float = 5.0,
         session_timeout_ms: int = 6000,
+        fetch_max_wait_ms: int = 10,
     ) -> LogicSubscriber[Any]:
         """Consume ``topics`` on ``broker``; offsets are committed after the database.
 
         ``batch=True`` hands up to ``max_records`` messages to one transaction;
+        ``fetch_max_wait_ms``: how long a fetch may wait for records (10 ms for stages on
+        the path of a request; longer for read models that can lag a little);
         ``batch=False`` processes (and commits) one message at a time. Without a
         ``dead_letters`` sink, dead letters go to ``dlq_topic`` through ``broker``,
         which must then be built with ``acks="all"``. Returns the FastStream subscriber.
@@ -285,7 +292,7 @@ class IdempotentConsumer:
         if not topics:
             raise ValueError("subscribe to at least one topic")
         sink = self._dead_letters or broker_dead_letters(broker, self.dlq_topic)
-        options = consumer_options(max_records, session_timeout_ms)
+        options = consumer_options(max_records, session_timeout_ms, fetch_max_wait_ms)
         subscriber: LogicSubscriber[Any] = broker.subscriber(
             *topics,
             batch=batch,

@@ -37,6 +37,10 @@ from shared.kit.catalogue import load_document
 from shared.service import ServiceRuntime
 from shared.topics import DLQ_TOPIC, events_topic
 
+READ_MODEL_FETCH_WAIT_MS = 100
+"""The support read model may lag a tenth of a second (it is checked at verification, long
+before the grant): it need not poll the broker a hundred times a second like a stage."""
+
 
 def default_policy(override: Any = None) -> tuple[SupportPolicy, dict[str, Any]]:
     """The policy in force (the packaged default, or the file ``override`` names) and its document."""
@@ -245,6 +249,7 @@ class SupportBook:
             runtime.broker,
             *(runtime.topic(events_topic(p)) for p in PROGRAMMES),
             session_timeout_ms=runtime.settings.kafka_session_timeout_ms,
+            fetch_max_wait_ms=READ_MODEL_FETCH_WAIT_MS,
         )
         return consumer
 
