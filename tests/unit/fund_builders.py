@@ -7,12 +7,9 @@ the application's chain and folded in with the fund's ``evolve``.
 
 from __future__ import annotations
 
-import json
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-import services.fund.catalogue as catalogue_package
 from services.fund.domain.decider import (
     DECIDER,
     CancelInvestment,
@@ -37,6 +34,7 @@ from services.fund.domain.model import Application
 from shared.contracts import Actor, Role
 from shared.domain import Firm, FirmSize
 from shared.domain.support import SupportFacts
+from shared.kit.catalogue import load_document
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -44,9 +42,7 @@ from tests.unit.streams import types as types
 
 # --- the default catalogue (read once; every test after that is pure) -------------------------
 
-CATALOGUE_DOC: dict[str, Any] = json.loads(
-    (Path(catalogue_package.__file__).parent / "default.json").read_text(encoding="utf-8")
-)
+CATALOGUE_DOC: dict[str, Any] = load_document("services.fund.catalogue", "default.json")
 CATALOGUE_VERSION = catalogue_version(CATALOGUE_DOC)
 FUNDS: dict[str, Fund] = load_funds(CATALOGUE_DOC)
 

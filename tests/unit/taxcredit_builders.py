@@ -7,13 +7,9 @@ chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evo
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
-import services.taxcredit.rates as rates_package
-import shared.catalogue as catalogue_package
 from services.taxcredit.domain.decider import (
     DECIDER,
     ClawBack,
@@ -35,6 +31,7 @@ from services.taxcredit.domain.rates import PublishedTable, RateTable, load_rate
 from shared.contracts import Actor, Role
 from shared.domain import Decision, Firm, FirmSize, StrategicTechnology, load_technologies
 from shared.domain.support import SupportFacts
+from shared.kit.catalogue import load_document, strategic_technologies
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -42,9 +39,7 @@ from tests.unit.streams import types as types
 
 # --- the default rate table and catalogue (read once; every test after that is pure) ---------
 
-RATES_DOC: dict[str, Any] = json.loads(
-    (Path(rates_package.__file__).parent / "default.json").read_text(encoding="utf-8")
-)
+RATES_DOC: dict[str, Any] = load_document("services.taxcredit.rates", "default.json")
 [DEFAULT_TABLE] = load_rate_tables(RATES_DOC)
 """2023-1: large/medium 0.15, SME 0.25, +0.10 of the increase, M&A 0.10, venture 0.05."""
 THRESHOLD = DEFAULT_TABLE.four_eyes_threshold  # 500,000,000 won
@@ -54,11 +49,7 @@ DEFAULT_PUBLISHED = PublishedTable(
 )
 TABLES: tuple[PublishedTable, ...] = (DEFAULT_PUBLISHED,)
 
-_CATALOGUE_DOC: dict[str, Any] = json.loads(
-    (Path(catalogue_package.__file__).parent / "strategic-technologies.json").read_text(
-        encoding="utf-8"
-    )
-)
+_CATALOGUE_DOC: dict[str, Any] = strategic_technologies()
 CATALOGUE_VERSION: str = _CATALOGUE_DOC["version"]
 TECHNOLOGIES: dict[str, StrategicTechnology] = load_technologies(_CATALOGUE_DOC)
 

@@ -7,12 +7,9 @@ chain (prev_hash linked, aggregate_seq counting from 1) and folded in with ``evo
 
 from __future__ import annotations
 
-import json
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-import services.voucher.catalogue as catalogue_package
 from services.voucher.domain.decider import (
     DECIDER,
     DecideApplication,
@@ -29,6 +26,7 @@ from services.voucher.domain.programmes import Programme, load_catalogue
 from shared.contracts import Actor, Role
 from shared.domain import Decision
 from shared.domain.support import SupportFacts
+from shared.kit.catalogue import load_document
 from tests.unit.streams import FIRM_ID as FIRM_ID
 from tests.unit.streams import T0 as T0
 from tests.unit.streams import DecidedStream
@@ -36,9 +34,7 @@ from tests.unit.streams import types as types
 
 # --- the default catalogue (read once; every test after that is pure) ------------------
 
-_CATALOGUE_DOC: dict[str, Any] = json.loads(
-    (Path(catalogue_package.__file__).parent / "default.json").read_text(encoding="utf-8")
-)
+_CATALOGUE_DOC: dict[str, Any] = load_document("services.voucher.catalogue", "default.json")
 PROGRAMMES: dict[str, Programme] = load_catalogue(_CATALOGUE_DOC)
 PROVIDER_CATEGORIES: dict[str, frozenset[str]] = {
     p["id"]: frozenset(p["service_categories"]) for p in _CATALOGUE_DOC["providers"]
