@@ -25,12 +25,16 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -41,6 +45,9 @@ from shared.contracts.envelope import format_timestamp
 from shared.contracts.merkle import MerkleTree, leaf_bytes, leaf_hash
 from shared.eventstore import EventStore, events
 from shared.eventstore.schema import UTCDateTime
+
+if TYPE_CHECKING:
+    from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,25 @@ class SigningKey:
             "public_key": base64.b64encode(self.public_key).decode(),
             "valid_from": format_timestamp(self.valid_from),
         }
+
+
+def public_keys(sources: Sequence[str], settings: ServiceSettings) -> dict[str, bytes]:
+    """Public checkpoint keys by id, from ``GET /v1/keys`` documents (each a URL or a file);
+    with none given, the development key ``make run`` created in the state directory."""
+    if not sources:
+        key = SigningKey.from_seed(
+            settings.signing_seed(), settings.checkpoint_key_valid_from, settings.checkpoint_key_id
+        )
+        return {key.key_id: key.public_key}
+    found: dict[str, bytes] = {}
+    for source in sources:
+        if source.startswith(("http://", "https://")):
+            document = httpx.get(source, timeout=10).raise_for_status().json()
+        else:
+            document = json.loads(Path(source).read_text(encoding="utf-8"))
+        for key in document["keys"]:
+            found[key["key_id"]] = base64.b64decode(key["public_key"])
+    return found
 
 
 # --- the checkpoint object -----------------------------------------------------------------
@@ -212,6 +238,7 @@ class Checkpointer:
             previous = await self.latest(uow.connection)
             if previous is not None and int(previous.tree_size) >= size:
                 return None
+            sealed_at = uow.now  # once: the row must say what was signed
             body: dict[str, Any] = {
                 "service": self.service,
                 "tree_size": size,
@@ -220,7 +247,7 @@ class Checkpointer:
                 "previous_checkpoint_hash": (
                     previous.checkpoint_hash if previous is not None else ZERO_HASH
                 ),
-                "sealed_at": format_timestamp(uow.now),
+                "sealed_at": format_timestamp(sealed_at),
                 "key_id": self.key.key_id,
             }
             signed = signed_bytes(body)
@@ -232,7 +259,7 @@ class Checkpointer:
                     root_hash=body["root_hash"],
                     previous_checkpoint_hash=body["previous_checkpoint_hash"],
                     checkpoint_hash=hashlib.sha256(signed).hexdigest(),
-                    sealed_at=uow.now,
+                    sealed_at=sealed_at,
                     key_id=self.key.key_id,
                     signature=body["signature"],
                     published=False,

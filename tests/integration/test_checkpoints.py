@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from typer.testing import CliRunner
 
 from services.voucher.main import create_app
 from shared.audit_cli import read_whole_topic
+from shared.checkpoints import Checkpointer, SigningKey, document_of
+from shared.checkpoints import metadata as checkpoint_tables
 from shared.cli import app
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
@@ -283,6 +286,25 @@ async def test_a_transaction_that_never_ends_defers_sealing(pg_store: EventStore
         await slow.append("app-slow", NEW_STREAM, [NOTED], CONTEXT)
         await pg_store.append("app-fast", NEW_STREAM, [NOTED], CONTEXT)
         assert await pg_store.sealable_position(within=0.3) is None
+
+
+async def test_the_checkpoint_served_is_the_one_signed_on_a_running_clock(
+    pg_store: EventStore,
+) -> None:
+    """The row the API and the topic serve says exactly what was signed, even on a clock
+    that moves between two readings (a fixed test clock hid that it once did not)."""
+    async with pg_store.engine.begin() as connection:
+        await connection.run_sync(checkpoint_tables.create_all)
+    await pg_store.append("app-1", NEW_STREAM, [NOTED], CONTEXT)
+    key = SigningKey.from_seed(b"k" * 32, datetime(2026, 1, 1, tzinfo=UTC))
+    sealer = Checkpointer(pg_store, "voucher", key, every_events=1, every_seconds=0)
+    signed = await sealer.seal()
+    assert signed is not None
+    async with pg_store.engine.connect() as connection:
+        served = document_of(await sealer.latest(connection), "voucher")
+    assert served == signed
+    public = Ed25519PublicKey.from_public_bytes(key.public_key)
+    public.verify(base64.b64decode(served["signature"]), signed_bytes(served))
 
 
 async def all_sealed_on_the_topics(bootstrap: str, prefix: str, within: float = 20) -> None:
