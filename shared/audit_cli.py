@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.audit import Finding, Report, verify_log
-from shared.checkpoints import SigningKey
+from shared.checkpoints import public_keys
 from shared.settings import ServiceSettings
 from shared.topics import SERVICES, checkpoints_topic, events_topic
 
@@ -81,18 +78,7 @@ def _events_of(service: str, records: Sequence[Any], report: Report) -> list[tup
 def _keys(source: str | None, settings: ServiceSettings) -> dict[str, bytes]:
     """Public keys by id: from a ``GET /v1/keys`` document (URL or file), or in development
     the key ``make run`` created."""
-    if source is None:
-        key = SigningKey.from_seed(
-            settings.signing_seed(),
-            settings.checkpoint_key_valid_from,
-            settings.checkpoint_key_id,
-        )
-        return {key.key_id: key.public_key}
-    if source.startswith(("http://", "https://")):
-        document = httpx.get(source, timeout=10).raise_for_status().json()
-    else:
-        document = json.loads(Path(source).read_text(encoding="utf-8"))
-    return {k["key_id"]: base64.b64decode(k["public_key"]) for k in document["keys"]}
+    return public_keys([source] if source else [], settings)
 
 
 @audit.command()

@@ -128,7 +128,7 @@ def dev_secret(state_dir: Path) -> str:
     return secret
 
 
-def _unauthorized(detail: str) -> Problem:
+def unauthorized(detail: str) -> Problem:
     return Problem(
         status=401,
         title="Not authenticated",
@@ -143,12 +143,12 @@ async def authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("send a bearer token: Authorization: Bearer <token>")
+        raise unauthorized("send a bearer token: Authorization: Bearer <token>")
     verifier: TokenVerifier = request.app.state.verifier
     try:
         return verifier.verify(token.strip())
     except InvalidToken as error:
-        raise _unauthorized(f"the token was refused: {error}") from error
+        raise unauthorized(f"the token was refused: {error}") from error
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

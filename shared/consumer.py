@@ -24,6 +24,7 @@ batch that falls back runs them again, in fresh transactions)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -56,6 +57,9 @@ BatchHandler = Callable[[UnitOfWork, Sequence[Envelope]], Awaitable[None]]
 """``async def handler(uow, envelopes)``: several events in their order, one transaction.
 It must give the same result as handling them one by one (a batch that fails is
 retried message by message, each handed over alone)."""
+RecordHandler = Callable[[UnitOfWork, Sequence[tuple[Envelope, "Delivery"]]], Awaitable[None]]
+"""``async def handler(uow, received)``: each event with the record it came in (topic,
+headers such as ``position``, the exact bytes), several in their order, one transaction."""
 DeadLetterSink = Callable[["DeadLetter"], Awaitable[None]]
 """Publishes one dead letter; returns only once the broker acknowledged it (or raises)."""
 
@@ -229,7 +233,8 @@ class IdempotentConsumer:
         self.retry_delay = retry_delay
         self.stats = ConsumerStats()
         self._dead_letters = dead_letters
-        self._handlers: dict[str, BatchHandler] = {}
+        self._handlers: dict[str, RecordHandler] = {}
+        self._every: RecordHandler | None = None
         self._on_applied = on_applied
 
     @property
@@ -262,11 +267,30 @@ class IdempotentConsumer:
 
         return register
 
+    def handles_every_event(self, handler: RecordHandler) -> RecordHandler:
+        """Register ``handler`` for every event no other handler takes, with the records
+        they came in (a read model of whole topics: oversight). Nothing passes by."""
+        if self._every is not None:
+            raise ValueError(f"{self.name} already handles every event")
+        self._every = handler
+        return handler
+
     def _register(self, event_types: Sequence[str], handler: BatchHandler) -> None:
+        async def without_records(
+            uow: UnitOfWork, received: Sequence[tuple[Envelope, Delivery]]
+        ) -> None:
+            await handler(uow, [envelope for envelope, _ in received])
+
         for event_type in event_types:
             if event_type in self._handlers:
                 raise ValueError(f"{self.name} already handles {event_type}")
-            self._handlers[event_type] = handler
+            self._handlers[event_type] = without_records
+
+    def _handler(self, event_type: str) -> RecordHandler:
+        handler = self._handlers.get(event_type, self._every)
+        if handler is None:
+            raise KeyError(event_type)
+        return handler
 
     def subscribe(
         self,
@@ -377,14 +401,14 @@ class IdempotentConsumer:
                         self.name, [envelope.event_id for envelope, _ in good]
                     )
                     todo = []
-                    for envelope, _ in good:
+                    for envelope, delivery in good:
                         if envelope.event_id in claimed:
                             claimed.discard(envelope.event_id)  # twice in one batch: once
-                            todo.append(envelope)
+                            todo.append((envelope, delivery))
                         else:
                             report.duplicates += 1
                     # consecutive events for the same handler go to it together, in order
-                    for handler, run in itertools.groupby(todo, lambda e: self._handlers[e.type]):
+                    for handler, run in itertools.groupby(todo, lambda r: self._handler(r[0].type)):
                         await handler(uow, list(run))
                     report.applied += len(todo)
             except Exception as error:
@@ -410,7 +434,7 @@ class IdempotentConsumer:
                     if not await uow.record_inbox(self.name, envelope.event_id):
                         report.duplicates += 1
                         return
-                    await self._handlers[envelope.type](uow, [envelope])
+                    await self._handler(envelope.type)(uow, [(envelope, delivery)])
                 report.applied += 1
                 return
             except Exception as error:
@@ -479,7 +503,7 @@ class IdempotentConsumer:
                 "envelope is not in its published form (e.g. occurred_at not UTC with Z)",
                 envelope.event_id,
             )
-        if envelope.type not in self._handlers:
+        if envelope.type not in self._handlers and self._every is None:
             if self.ignore_unknown:
                 return None
             raise _Poison(
@@ -493,6 +517,8 @@ class IdempotentConsumer:
         """An event its ``type`` header says no handler here wants: a consumer that ignores
         such events need not parse and hash it (the topic carries every event of a
         programme; a stage wants a few). Without the header, the body decides."""
+        if self._every is not None:
+            return False
         for name, value in delivery.headers:
             if name == "type":
                 return value.decode("utf-8", "replace") not in self._handlers
@@ -531,6 +557,62 @@ class IdempotentConsumer:
         stats.fallbacks += report.fell_back
         stats.transactions += report.transactions
         stats.largest_batch = max(stats.largest_batch, size)
+
+
+def subscribe_records(
+    broker: KafkaBroker,
+    *topics: str,
+    group_id: str,
+    handle: Callable[[Sequence[Delivery]], Awaitable[None]],
+    max_records: int = 500,
+    session_timeout_ms: int = 6000,
+    fetch_max_wait_ms: int = 100,
+    backoff: float = 1.0,
+) -> LogicSubscriber[Any]:
+    """Hand the records of ``topics`` to ``handle`` in batches, raw; commit their offsets
+    only once ``handle`` returned. For messages that are not event envelopes (signed
+    checkpoints), whose handler must itself ignore what it had before."""
+    options = consumer_options(max_records, session_timeout_ms, fetch_max_wait_ms)
+    subscriber: LogicSubscriber[Any] = broker.subscriber(
+        *topics,
+        batch=True,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+        max_records=max_records,
+        batch_timeout_ms=25,
+        auto_offset_reset=options["auto_offset_reset"],
+        fetch_max_wait_ms=options["fetch_max_wait_ms"],
+        max_poll_records=options["max_poll_records"],
+        session_timeout_ms=options["session_timeout_ms"],
+        heartbeat_interval_ms=options["heartbeat_interval_ms"],
+        parser=_tolerant_parser,
+        decoder=_undecoded,
+        title=group_id,
+    )
+
+    async def on_message(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple | list) else (raw,)
+        try:
+            await handle([Delivery.of(record) for record in records])
+        except Exception as error:
+            log.warning(
+                "%s could not take %d record(s), again in %.1fs: %r",
+                group_id,
+                len(records),
+                backoff,
+                error,
+            )
+            with contextlib.suppress(Exception):
+                _rewind(message, records)
+            await asyncio.sleep(backoff)
+            return
+        with contextlib.suppress(Exception):  # a rebalance: the next owner takes them again
+            await message.ack()
+
+    subscriber(on_message)
+    return subscriber
 
 
 def broker_dead_letters(broker: KafkaBroker, topic: str = DLQ_TOPIC) -> DeadLetterSink:

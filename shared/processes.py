@@ -63,6 +63,8 @@ def uvicorn_command(
         host,
         "--port",
         str(port),
+        "--timeout-graceful-shutdown",
+        "5",  # open streams (oversight's SSE) must not hold a stop for ever
         *options,
     ]
 

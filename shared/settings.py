@@ -61,6 +61,14 @@ class ServiceSettings(BaseSettings):
     checkpoint_key_valid_from: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     support_policy_path: Path | None = None
     """The cross-programme support policy (JSON) to apply instead of the packaged default."""
+    checkpoint_keys: list[str] = []
+    """Where a reader of checkpoints (oversight) finds the services' public keys: ``GET
+    /v1/keys`` documents, by URL or file (JSON list). Empty: the development key."""
+    voucher_catalogue_path: Path | None = None
+    fund_catalogue_path: Path | None = None
+    """The catalogues oversight reads budgets and fund capacities from (default: packaged)."""
+    stuck_after_seconds: float = 900.0
+    """Oversight lists an open application as stuck after this long in one status."""
 
     @model_validator(mode="after")
     def _production_needs_explicit_secrets(self) -> ServiceSettings:

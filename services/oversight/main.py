@@ -2,15 +2,127 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from shared.service import create_service_app
+from services.fund.domain.funds import load_funds
+from services.oversight.adapters.checkpoints import CheckpointWatch
+from services.oversight.adapters.lag import LagMeter
+from services.oversight.adapters.queries import Budgets
+from services.oversight.adapters.readmodel import ReadModel
+from services.oversight.adapters.stream import Watermark
+from services.oversight.adapters.tables import metadata as oversight_tables
+from services.oversight.entrypoints.api import router
+from services.oversight.service_layer import Oversight, OversightCollector, parse_checkpoint
+from services.voucher.domain.programmes import load_catalogue
+from shared.checkpoints import public_keys
+from shared.clock import Clock, SystemClock
+from shared.consumer import Delivery, IdempotentConsumer, broker_dead_letters, subscribe_records
+from shared.kit.catalogue import load_document
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import ServiceSettings
+from shared.topics import DLQ_TOPIC, SERVICES, checkpoints_topic, events_topic
+
+READ_MODEL_FETCH_WAIT_MS = 100
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or ServiceSettings(service="oversight"),
-        title="Oversight service",
-        description="Read-only: live streams and dashboard for ministries, replay and verification for auditors.",
+def budgets_of(settings: ServiceSettings) -> Budgets:
+    """The budgets and capacities of the catalogues the programme services load."""
+    vouchers = load_catalogue(
+        load_document("services.voucher.catalogue", "default.json", settings.voucher_catalogue_path)
     )
+    funds = load_funds(
+        load_document("services.fund.catalogue", "default.json", settings.fund_catalogue_path)
+    )
+    return Budgets({p.id: p.budget_total for p in vouchers.values()}, funds)
+
+
+def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Oversight: every programme's events and checkpoints, in its own consumer groups and
+    its own database, through the same inbox as the services."""
+    settings = settings or ServiceSettings(service="oversight")
+    the_clock = clock or SystemClock()
+    budgets = budgets_of(settings)
+    keys = public_keys(settings.checkpoint_keys, settings)
+
+    async def startup(runtime: ServiceRuntime) -> None:
+        engine = runtime.store.engine
+        async with engine.begin() as connection:
+            await connection.run_sync(oversight_tables.create_all)
+        events = [runtime.topic(events_topic(s)) for s in SERVICES]
+        subscriber: Any = None
+        oversight = Oversight(
+            engine=engine,
+            clock=the_clock,
+            readmodel=ReadModel(settings.topic_prefix),
+            watch=CheckpointWatch(engine, keys, the_clock),
+            lag=LagMeter(
+                settings.kafka_bootstrap_servers,
+                settings.topic_prefix,
+                events,
+                lambda: getattr(subscriber, "consumer", None),
+            ),
+            budgets=budgets,
+            stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+            watermark=Watermark(engine),
+        )
+        runtime.app.state.oversight = oversight
+
+        consumer = IdempotentConsumer(
+            runtime.topic("oversight"),
+            runtime.store,
+            dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
+            on_applied=oversight.events_committed,
+        )
+        consumer.handles_every_event(oversight.readmodel.apply)
+        runtime.extras.setdefault("consumers", []).append(consumer)
+        subscriber = consumer.subscribe(
+            runtime.broker,
+            *events,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            fetch_max_wait_ms=READ_MODEL_FETCH_WAIT_MS,
+        )
+
+        async def take_checkpoints(records: Sequence[Delivery]) -> None:
+            await oversight.checkpoints_received([parse_checkpoint(r.value) for r in records])
+
+        subscribe_records(
+            runtime.broker,
+            *(runtime.topic(checkpoints_topic(s)) for s in SERVICES),
+            group_id=runtime.topic("oversight-checkpoints"),
+            handle=take_checkpoints,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+        )
+        runtime.spawn(oversight.check_checkpoints(), name="checkpoint-checks")
+        runtime.spawn(oversight.lag.run(), name="lag")
+        runtime.spawn(_close_streams_at_shutdown(oversight), name="streams")
+        runtime.spawn(oversight.refresh(), name="figures")
+        runtime.registry.register(OversightCollector(oversight))
+
+    app = create_service_app(
+        settings,
+        title="Oversight service",
+        description="Read-only: every programme's events and checkpoints, live, for ministries "
+        "and auditors: applications by status, money per programme, lag, stuck applications, "
+        "support conflicts, verified checkpoints, and the stream of every envelope.",
+        clock=the_clock,
+        on_startup=[startup],
+        publishes=False,
+    )
+    app.include_router(router)
+    static = resources.files("services.oversight.entrypoints") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app
+
+
+async def _close_streams_at_shutdown(oversight: Oversight) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        oversight.closing.set()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.fund.adapters.tables import applications, capacity
-from services.fund.domain.funds import Fund
+from services.fund.domain.funds import Fund, lineage
 from services.fund.domain.model import Application, Tranche
 from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
@@ -66,16 +66,6 @@ def _tranche(tranche: Tranche) -> dict[str, Any]:
 
 
 PROJECTION: ApplicationProjection[Application] = ApplicationProjection(applications, describe)
-
-
-def lineage(funds: Mapping[str, Fund], fund_id: str) -> list[str]:
-    """The fund and its parents, the fund first."""
-    chain = []
-    current = funds.get(fund_id)
-    while current is not None:
-        chain.append(current.id)
-        current = funds.get(current.parent) if current.parent else None
-    return chain
 
 
 async def approved_amounts(

@@ -76,6 +76,16 @@ class Fund(Part):
     """The id of the fund this one is a sub-fund of; None for a top-level fund."""
 
 
+def lineage(funds: Mapping[str, Fund], fund_id: str) -> list[str]:
+    """The fund and its parents, the fund first."""
+    chain = []
+    current = funds.get(fund_id)
+    while current is not None:
+        chain.append(current.id)
+        current = funds.get(current.parent) if current.parent else None
+    return chain
+
+
 def catalogue_version(document: Mapping[str, Any]) -> str:
     """The version a catalogue document declares (recorded in the verification facts)."""
     return str(document.get("version", "unversioned"))
@@ -135,5 +145,6 @@ __all__ = [
     "Remit",
     "Stage",
     "catalogue_version",
+    "lineage",
     "load_funds",
 ]
