@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.voucher.adapters.tables import (
     applications,
+    budgets,
     providers,
     redemptions,
 )
@@ -251,3 +252,21 @@ async def due_for_expiry(connection: AsyncConnection, today: Any) -> list[str]:
         )
     )
     return [str(r.id) for r in rows]
+
+
+async def money_by_programme(connection: AsyncConnection) -> dict[str, tuple[int, int, int]]:
+    """Per programme: ``(budget_total, available, paid)``. ``available`` is what the budget
+    can still hold; ``paid`` the redemptions paid out; ``committed`` = total − available − paid
+    (held for approved and issued vouchers, not yet paid)."""
+    pools = await budgets.read(connection)
+    paid_rows = await connection.execute(
+        sa.select(applications.c.programme_id, sa.func.sum(redemptions.c.amount))
+        .join(applications, applications.c.id == redemptions.c.application_id)
+        .where(redemptions.c.status == "paid")
+        .group_by(applications.c.programme_id)
+    )
+    paid = {programme_id: int(amount or 0) for programme_id, amount in paid_rows}
+    return {
+        programme_id: (total, available, paid.get(programme_id, 0))
+        for programme_id, (total, available) in pools.items()
+    }

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from services.voucher.adapters import projection
-from services.voucher.adapters.tables import budgets
 from services.voucher.domain.decider import SubmitApplication, WithdrawApplication
 from services.voucher.domain.errors import NotFound
 from services.voucher.entrypoints.schemas import (
@@ -79,25 +78,36 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/programmes", tags=["programmes"])
 async def list_programmes(service: Service, principal: CurrentPrincipal) -> list[dict[str, Any]]:
-    """Voucher programmes with their rules and remaining budget."""
-    held = await service.read(budgets.read)
-    return [
-        {
-            "id": p.id,
-            "name": p.name,
-            "clusters": list(p.clusters),
-            "industries": [str(i) for i in p.industries],
-            "service_categories": [str(c) for c in p.service_categories],
-            "max_startup_age_years": p.max_startup_age_years,
-            "max_amount_per_firm": p.max_amount_per_firm,
-            "four_eyes_threshold": p.four_eyes_threshold,
-            "voucher_validity_days": p.voucher_validity_days,
-            "budget_total": held.get(p.id, (p.budget_total, p.budget_total))[0],
-            "budget_available": held.get(p.id, (p.budget_total, p.budget_total))[1],
-            "catalogue_version": p.catalogue_version,
-        }
-        for p in service.programmes.values()
-    ]
+    """Voucher programmes with their rules and budget: ``money`` has ``budget_total``,
+    ``committed`` (held for approved and issued vouchers, not yet paid out), ``paid`` (paid
+    redemptions) and ``available`` (total − committed − paid)."""
+    money = await service.read(projection.money_by_programme)
+    found = []
+    for p in service.programmes.values():
+        total, available, paid = money.get(p.id, (p.budget_total, p.budget_total, 0))
+        found.append(
+            {
+                "id": p.id,
+                "name": p.name,
+                "clusters": list(p.clusters),
+                "industries": [str(i) for i in p.industries],
+                "service_categories": [str(c) for c in p.service_categories],
+                "max_startup_age_years": p.max_startup_age_years,
+                "max_amount_per_firm": p.max_amount_per_firm,
+                "four_eyes_threshold": p.four_eyes_threshold,
+                "voucher_validity_days": p.voucher_validity_days,
+                "budget_total": total,
+                "budget_available": available,
+                "money": {
+                    "budget_total": total,
+                    "committed": total - available - paid,
+                    "paid": paid,
+                    "available": available,
+                },
+                "catalogue_version": p.catalogue_version,
+            }
+        )
+    return found
 
 
 @router.post("/providers", status_code=201, tags=["providers"])

@@ -3,6 +3,7 @@ and SQLite). Decisions go through group commit; each answer must be the one it g
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -118,3 +119,48 @@ async def test_an_expired_voucher_takes_no_redemption(voucher: VoucherHarness) -
     assert document["returned_amount"] == 15_000_000
     response = await redeem(voucher, voucher_id, "INV-9", 1_000)
     assert response.status_code == 409
+
+
+async def money(voucher: VoucherHarness) -> dict[str, int]:
+    response = await voucher.client.get("/v1/programmes", headers=voucher.officer())
+    programme = next(p for p in response.json() if p["id"] == "cluster-startup-support-2026")
+    figures: dict[str, int] = programme["money"]
+    assert figures["available"] == programme["budget_available"]
+    return figures
+
+
+async def test_the_programme_shows_money_held_paid_and_available(voucher: VoucherHarness) -> None:
+    total = 5_000_000_000
+    assert await money(voucher) == {
+        "budget_total": total,
+        "committed": 0,
+        "paid": 0,
+        "available": total,
+    }
+    application_id, voucher_id = await issued_voucher(voucher, 15_000_000)
+    assert await money(voucher) == {
+        "budget_total": total,
+        "committed": 15_000_000,
+        "paid": 0,
+        "available": total - 15_000_000,
+    }
+    assert (await redeem(voucher, voucher_id, "INV-1", 5_000_000)).status_code == 202
+    deadline = asyncio.get_running_loop().time() + 20
+    while (await money(voucher))["paid"] == 0:  # the payout stage pays it shortly
+        assert asyncio.get_running_loop().time() < deadline, "the redemption was never paid"
+        await asyncio.sleep(0.05)
+    assert await money(voucher) == {
+        "budget_total": total,
+        "committed": 10_000_000,
+        "paid": 5_000_000,
+        "available": total - 15_000_000,
+    }
+    voucher.clock.advance(timedelta(days=400))
+    assert await voucher.service.expire_due_vouchers() == 1
+    await wait_for_status(voucher, application_id, "expired")
+    assert await money(voucher) == {  # the unspent rest went back
+        "budget_total": total,
+        "committed": 0,
+        "paid": 5_000_000,
+        "available": total - 5_000_000,
+    }
