@@ -1,26 +1,66 @@
-"""``incentives audit``: an auditor's commands, reading the services' topics (see :mod:`shared.audit`)."""
+"""``incentives audit``: an auditor's commands, reading the services' topics (see :mod:`shared.audit`).
+
+Every command reads a service's log from the Kafka topics (``--topic-prefix P`` reads a
+copy under ``P<service>.events``), or with ``--source URL`` from the service's own
+``/v1/events`` and checkpoint endpoints; it exits 0 with no finding, 1 with findings, 2
+on a usage error, and ``--json`` prints ``{"ok", "checked", "findings"}``. The replaying
+commands (``history``, ``replay``, ``diff``) are added by oversight, which holds the
+programmes' folds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import httpx
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from shared.audit import Finding, Report, verify_log
+from shared.auth import HS256Verifier
 from shared.checkpoints import public_keys
+from shared.contracts import Role
 from shared.settings import ServiceSettings
 from shared.topics import SERVICES, checkpoints_topic, events_topic
 
 audit = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
+Progressed = Callable[[int], None]
+"""Told how many more records were read."""
 
-async def read_whole_topic(bootstrap: str, topic: str) -> list[Any]:
+ServiceOption = Annotated[
+    list[str] | None, typer.Option(help="voucher, taxcredit or fund (default: all three)")
+]
+PrefixOption = Annotated[
+    str, typer.Option(help="read P<service>.events and P<service>.checkpoints")
+]
+BootstrapOption = Annotated[str | None, typer.Option(help="the Kafka bootstrap servers")]
+SourceOption = Annotated[
+    str | None,
+    typer.Option(help="read a service's /v1/events and checkpoints at this URL, not the topics"),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="INCENTIVES_TOKEN",
+        help="an auditor's bearer token for --source (development: minted from var/)",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+
+
+async def read_whole_topic(
+    bootstrap: str, topic: str, progressed: Progressed | None = None
+) -> list[Any]:
     """Every record on ``topic`` now, from the beginning of each partition (no group)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -35,6 +75,8 @@ async def read_whole_topic(bootstrap: str, topic: str) -> list[Any]:
         while await _behind(consumer, ends):
             for batch in (await consumer.getmany(timeout_ms=500)).values():
                 records.extend(batch)
+                if progressed is not None:
+                    progressed(len(batch))
         return records
     finally:
         await consumer.stop()
@@ -52,108 +94,230 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return set(consumer.partitions_for_topic(topic) or ())
 
 
-def _events_of(service: str, records: Sequence[Any], report: Report) -> list[tuple[int, Any]]:
-    """``(position, envelope)`` of each record; one without a readable position header or
-    body cannot be placed in the log: ``inserted``."""
-    found = []
-    for record in records:
-        headers = dict(record.headers or ())
-        try:
-            position = int(headers["position"].decode())
-            envelope = json.loads(record.value)
-        except (KeyError, ValueError, UnicodeDecodeError):
-            report.findings.append(
-                Finding(
-                    "inserted",
-                    service,
-                    expected="a log event with its position header",
-                    found=f"offset {record.offset} of partition {record.partition}",
+@dataclass
+class ServiceLog:
+    """A service's log as read: ``(position, envelope)`` in any order, its checkpoints,
+    and findings about what could not be placed at all."""
+
+    service: str
+    events: list[tuple[int, Any]] = field(default_factory=list)
+    checkpoints: list[Any] = field(default_factory=list)
+    unplaced: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogReader:
+    """Where the logs come from: the topics (under ``prefix``) or a service's API."""
+
+    bootstrap: str
+    prefix: str = ""
+    source: str | None = None
+    token: str | None = None
+    progressed: Progressed | None = None
+
+    def read(self, service: str) -> ServiceLog:
+        if self.source is not None:
+            return self._from_api(service)
+        return asyncio.run(self._from_topics(service))
+
+    async def _from_topics(self, service: str) -> ServiceLog:
+        log = ServiceLog(service)
+        events = self.prefix + events_topic(service)
+        for record in await read_whole_topic(self.bootstrap, events, self.progressed):
+            headers = dict(record.headers or ())
+            try:
+                position = int(headers["position"].decode())
+                envelope = json.loads(record.value)
+            except (KeyError, ValueError, UnicodeDecodeError):
+                log.unplaced.append(
+                    Finding(
+                        "inserted",
+                        service,
+                        expected="a log event with its position header",
+                        found=f"offset {record.offset} of partition {record.partition}",
+                    )
                 )
-            )
-            continue
-        found.append((position, envelope))
-    return found
+                continue
+            log.events.append((position, envelope))
+        sealed = self.prefix + checkpoints_topic(service)
+        for record in await read_whole_topic(self.bootstrap, sealed, self.progressed):
+            try:
+                log.checkpoints.append(json.loads(record.value))
+            except ValueError:
+                log.unplaced.append(
+                    Finding("bad_signature", service, "a checkpoint", f"offset {record.offset}")
+                )
+        # a redelivered copy is the same object; a fork (two at one size) stays two
+        log.checkpoints = list({json.dumps(c, sort_keys=True): c for c in log.checkpoints}.values())
+        return log
+
+    def _from_api(self, service: str) -> ServiceLog:
+        log = ServiceLog(service)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        with httpx.Client(base_url=str(self.source), timeout=30, headers=headers) as http:
+            after = 0
+            while True:
+                page = http.get("/v1/events", params={"after": after, "limit": 10_000})
+                page.raise_for_status()
+                items = page.json()["items"]
+                if not items:
+                    break
+                log.events += [(int(i["position"]), i["envelope"]) for i in items]
+                after = int(items[-1]["position"])
+                if self.progressed is not None:
+                    self.progressed(len(items))
+            after = 0
+            while True:
+                page = http.get("/v1/checkpoints", params={"after": after, "limit": 1000})
+                page.raise_for_status()
+                items = page.json()["items"]
+                if not items:
+                    break
+                log.checkpoints += items
+                after = int(items[-1]["tree_size"])
+        return log
 
 
-def _keys(source: str | None, settings: ServiceSettings) -> dict[str, bytes]:
-    """Public keys by id: from a ``GET /v1/keys`` document (URL or file), or in development
-    the key ``make run`` created."""
-    return public_keys([source] if source else [], settings)
+def auditor_token(token: str | None, settings: ServiceSettings) -> str:
+    """The token given, or in development one minted from the secret in ``var/``."""
+    if token:
+        return token
+    if settings.environment == "production":
+        raise typer.BadParameter("give --token or INCENTIVES_TOKEN", param_hint="--token")
+    verifier = HS256Verifier(settings.resolved_jwt_secret())
+    return verifier.issue(sub="audit-cli", role=Role.AUDITOR, ttl=timedelta(hours=1))
+
+
+def services_of(service: Sequence[str] | None, source: str | None) -> list[str]:
+    """The services asked for (all three by default); ``--source`` reads one service."""
+    services = list(service or (SERVICES if source is None else ()))
+    unknown = [s for s in services if s not in SERVICES]
+    if unknown:
+        raise typer.BadParameter(f"no service {', '.join(unknown)}", param_hint="--service")
+    if source is not None and len(services) != 1:
+        raise typer.BadParameter("--source reads one service: name it", param_hint="--service")
+    return services
+
+
+def reader_for(
+    settings: ServiceSettings,
+    *,
+    bootstrap: str | None,
+    prefix: str,
+    source: str | None,
+    token: str | None,
+    progressed: Progressed | None = None,
+) -> LogReader:
+    return LogReader(
+        bootstrap=bootstrap or settings.kafka_bootstrap_servers,
+        prefix=prefix,
+        source=source,
+        token=auditor_token(token, settings) if source is not None else None,
+        progressed=progressed,
+    )
+
+
+@contextmanager
+def reading(what: str, quiet: bool = False) -> Iterator[Progressed]:
+    """A progress bar on standard error while records are read (none when ``quiet``)."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda _: None
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=None),
+        TextColumn("{task.completed:,} records"),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(what, total=None)
+        yield lambda n: progress.advance(task, n)
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """An RFC 3339 time (``Z`` or an offset, fractional seconds allowed), in UTC."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as error:
+        raise typer.BadParameter(f"not an RFC 3339 time: {value!r}", param_hint=option) from error
+    if moment.tzinfo is None:
+        raise typer.BadParameter("give a zone: Z or an offset such as +09:00", param_hint=option)
+    return moment.astimezone(UTC)
+
+
+def print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    for key, count in report.checked.items():
+        typer.echo(f"{key:<28} {count:>10,}")
+    for finding in report.findings:
+        where = f" at position {finding.position}" if finding.position is not None else ""
+        whose = f" ({finding.application_id})" if finding.application_id else ""
+        typer.echo(
+            f"{finding.kind.upper()}: {finding.service}{where}{whose}: "
+            f"expected {finding.expected}, found {finding.found}"
+        )
+    typer.echo("OK: no finding" if report.ok else f"{len(report.findings)} finding(s)")
 
 
 @audit.command()
 def verify(
-    service: Annotated[
-        list[str] | None, typer.Option(help="voucher, taxcredit or fund (default: all three)")
-    ] = None,
-    topic_prefix: Annotated[
-        str, typer.Option(help="read P<service>.events and P<service>.checkpoints")
-    ] = "",
-    bootstrap: Annotated[str | None, typer.Option(help="the Kafka bootstrap servers")] = None,
+    service: ServiceOption = None,
+    topic_prefix: PrefixOption = "",
+    bootstrap: BootstrapOption = None,
+    source: SourceOption = None,
+    token: TokenOption = None,
     keys: Annotated[
         str | None, typer.Option(help="a GET /v1/keys document: its URL or a file")
     ] = None,
     sealing_seconds: Annotated[float, typer.Option(help="the services' sealing interval")] = 5.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Check every application's chain and every checkpoint (signature, chain, root, size),
     and that every event old enough is sealed. Exit 0: no finding; 1: findings."""
     settings = ServiceSettings()
-    services = service or list(SERVICES)
-    unknown = [s for s in services if s not in SERVICES]
-    if unknown:
-        raise typer.BadParameter(f"no service {', '.join(unknown)}", param_hint="--service")
-    public = _keys(keys, settings)
-    servers = bootstrap or settings.kafka_bootstrap_servers
+    services = services_of(service, source)
+    key_source = keys or (f"{source.rstrip('/')}/v1/keys" if source else None)
+    public = public_keys([key_source] if key_source else [], settings)
     total = Report()
-    for name in services:
-        typer.echo(f"reading {topic_prefix}{events_topic(name)} ...", err=True)
-        report = asyncio.run(_verify_service(name, servers, topic_prefix, public, sealing_seconds))
-        for kind, count in report.checked.items():
-            total.checked[f"{name}.{kind}"] = count
-        total.findings.extend(report.findings)
-    if as_json:
-        typer.echo(json.dumps(total.to_json(), indent=2))
-    else:
-        for key, count in total.checked.items():
-            typer.echo(f"{key:<28} {count:>10,}")
-        for finding in total.findings:
-            where = f" at position {finding.position}" if finding.position is not None else ""
-            whose = f" ({finding.application_id})" if finding.application_id else ""
-            typer.echo(
-                f"{finding.kind.upper()}: {finding.service}{where}{whose}: "
-                f"expected {finding.expected}, found {finding.found}"
+    with reading("reading the logs", quiet=as_json) as progressed:
+        reader = reader_for(
+            settings,
+            bootstrap=bootstrap,
+            prefix=topic_prefix,
+            source=source,
+            token=token,
+            progressed=progressed,
+        )
+        for name in services:
+            log = reader.read(name)
+            report = verify_log(
+                name,
+                log.events,
+                log.checkpoints,
+                public,
+                now=datetime.now(UTC),
+                sealing_interval=timedelta(seconds=sealing_seconds),
             )
-        typer.echo("OK: no finding" if total.ok else f"{len(total.findings)} finding(s)")
+            for kind, count in report.checked.items():
+                total.checked[f"{name}.{kind}"] = count
+            total.findings += log.unplaced + report.findings
+    print_report(total, as_json)
     sys.exit(0 if total.ok else 1)
 
 
-async def _verify_service(
-    service: str, bootstrap: str, prefix: str, keys: dict[str, bytes], sealing_seconds: float
-) -> Report:
-    events = await read_whole_topic(bootstrap, prefix + events_topic(service))
-    sealed = await read_whole_topic(bootstrap, prefix + checkpoints_topic(service))
-    unplaced = Report()
-    placed = _events_of(service, events, unplaced)
-    checkpoints = []
-    for record in sealed:
-        try:
-            checkpoints.append(json.loads(record.value))
-        except ValueError:
-            unplaced.findings.append(
-                Finding("bad_signature", service, "a checkpoint", f"offset {record.offset}")
-            )
-    report = verify_log(
-        service,
-        placed,
-        # a redelivered copy is the same object; a fork (two at one size) stays two
-        list({json.dumps(c, sort_keys=True): c for c in checkpoints}.values()),
-        keys,
-        now=datetime.now(UTC),
-        sealing_interval=timedelta(seconds=sealing_seconds),
-    )
-    report.findings[:0] = unplaced.findings
-    return report
-
-
-__all__ = ["audit", "read_whole_topic"]
+__all__ = [
+    "LogReader",
+    "ServiceLog",
+    "audit",
+    "auditor_token",
+    "parse_time",
+    "print_report",
+    "read_whole_topic",
+    "reader_for",
+    "reading",
+    "services_of",
+]

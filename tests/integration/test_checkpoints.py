@@ -8,8 +8,8 @@ import base64
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
