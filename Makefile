@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install browser clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -18,9 +18,16 @@ install: $(STAMP)
 run: install
 	$(BIN)/incentives run
 
-## Lint, type-check, layer contracts, then the whole suite (real broker, real PostgreSQL).
-test: install lint
+## Lint, type-check, layer contracts, then the whole suite (real broker, real PostgreSQL,
+## and Debian's Chromium for the oversight page).
+test: install lint browser
 	$(BIN)/pytest
+
+## Debian's Chromium and its driver, for the page test (installed once; nothing downloads at run time).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  { apt-get install -y --no-install-recommends chromium chromium-driver || \
+	    { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; }
 
 lint: install
 	$(BIN)/ruff check shared services tests bench examples

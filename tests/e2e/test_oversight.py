@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -357,3 +359,96 @@ def test_a_forged_checkpoint_is_a_finding(oversight: ServiceProcess) -> None:
             break
         time.sleep(0.2)
     assert "bad_signature" in found["voucher"]["finding"], found
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(os.environ.get("INCENTIVES_TEST_ARTIFACTS", "var/test-artifacts"))
+
+
+def page_table(browser: Any, table_id: str) -> list[dict[str, str]]:
+    rows: list[list[str]] = browser.execute_script(
+        "return [...document.querySelectorAll('#' + arguments[0] + ' tr')]"
+        ".map(r => [...r.cells].map(c => c.textContent));",
+        table_id,
+    )
+    if not rows:
+        return []
+    head, *body = rows
+    return [dict(zip(head, row, strict=True)) for row in body]
+
+
+def statuses_on_the_page(browser: Any) -> dict[tuple[str, str], dict[str, int]]:
+    found = {}
+    for row in page_table(browser, "statuses"):
+        counts = {
+            k: int(v.replace(",", ""))
+            for k, v in row.items()
+            if k not in ("service", "programme") and v not in ("", "0")
+        }
+        if counts:
+            found[(row["service"], row["programme"])] = counts
+    return found
+
+
+def money_on_the_page(browser: Any) -> dict[tuple[str, str], dict[str, int]]:
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for row in page_table(browser, "money"):
+        found.setdefault((row["service"], row["programme"]), {})[row["figure"]] = int(
+            row["won"].replace(",", "")
+        )
+    return found
+
+
+def test_the_ministry_page_in_a_real_browser(watched: Watched) -> None:
+    """Debian's Chromium, headless, no download: the numbers on the page equal the services'
+    own, and a new application shows up live, without a reload."""
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
+        "install Debian's chromium and chromium-driver (make browser)"
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stack = watched
+    issued_firm = business_number()
+    issued = stack.apply_for_voucher(issued_firm, 2_000_000, f"invoice-{uuid.uuid4()}")
+    stack.issue_voucher(issued, issued_firm)
+    investee = business_number()
+    investment = stack.apply_to_fund(investee, 3_000_000_000, f"trial-{uuid.uuid4()}")
+    stack.commit_investment(investment, investee)
+    theirs = figures_agree(stack)  # oversight has caught up
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1400,2400")
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        browser.get(stack.oversight.url + "/")
+        assert "oversight" in browser.title
+        assert browser.find_element(By.ID, "board").get_attribute("hidden") is not None
+        token = stack.ministry()["Authorization"].removeprefix("Bearer ")
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+        wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+        wait.until(lambda b: statuses_on_the_page(b) == theirs["statuses"])
+        assert money_on_the_page(browser) == theirs["money"]
+        wait.until(lambda b: b.find_element(By.ID, "connection").text == "live")
+
+        newcomer = business_number()
+        stack.apply_for_voucher(newcomer, 1_000_000, f"invoice-{uuid.uuid4()}")
+        wait.until(lambda b: any(row["firm"] == newcomer for row in page_table(b, "live")))
+        now = figures_agree(stack)["statuses"]
+        wait.until(lambda b: statuses_on_the_page(b) == now)
+        assert browser.execute_script("return performance.navigation.type") == 0  # no reload
+        assert (
+            browser.execute_script("return sessionStorage.getItem('incentives.oversight.token')")
+            == token
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "oversight-page.png"))
+    finally:
+        browser.quit()

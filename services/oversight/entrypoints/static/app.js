@@ -69,6 +69,17 @@ function drawChart(svg, points, value) {
     line.setAttribute("d", path); line.setAttribute("fill", "none");
     line.setAttribute("stroke", colours[i]); line.setAttribute("stroke-width", "2");
     svg.append(line);
+    minutes.forEach((m, j) => {  // a dot per minute: one minute of data is a point, not a line
+      if (!(m in byMinute)) return;
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", (minutes.length > 1 ? 10 + (j * 580) / (minutes.length - 1) : 300).toFixed(1));
+      dot.setAttribute("cy", (190 - (byMinute[m] * 170) / max).toFixed(1));
+      dot.setAttribute("r", "3"); dot.setAttribute("fill", colours[i]);
+      const tip = document.createElementNS(ns, "title");
+      tip.textContent = name + " at " + m + ": " + won.format(byMinute[m]);
+      dot.append(tip);
+      svg.append(dot);
+    });
     const label = document.createElementNS(ns, "text");
     label.setAttribute("x", "12"); label.setAttribute("y", String(14 + i * 12));
     label.setAttribute("font-size", "10"); label.setAttribute("fill", colours[i]);
