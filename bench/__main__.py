@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from bench import append, fund, relay, taxcredit, voucher
+from bench import append, audit, fund, relay, taxcredit, voucher
 
 SECTIONS = {
     "append": append.run,
@@ -24,6 +24,7 @@ SECTIONS = {
     "voucher": voucher.run,
     "taxcredit": taxcredit.run,
     "fund": fund.run,
+    "audit": audit.run,
 }
 
 

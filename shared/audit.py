@@ -19,6 +19,7 @@ Findings name what was found, where (the log position), and what was expected:
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ def _check_checkpoints(
             )
         previous = hashlib.sha256(signed).hexdigest()
         sealed_up_to = max(sealed_up_to, last)  # signed: what it sealed is found or named
-        covered = sum(1 for p in positions if p <= last)
+        covered = bisect.bisect_right(positions, last)  # positions are sorted
         if covered < size:
             tail = not positions or positions[-1] < last
             report.findings.append(

@@ -74,44 +74,33 @@ def _first_break(
     expected_seq, expected_prev = 1, GENESIS_HASH
     for position, (index, envelope) in enumerate(links):
         seq = envelope.get("aggregate_seq")
-        event_id = envelope.get("event_id")
-
-        def found(
-            kind: BreakKind,
-            detail: str,
-            index: int = index,
-            seq: Any = seq,
-            event_id: Any = event_id,
-        ) -> ChainBreak:
+        found: tuple[BreakKind, str] | None = None
+        if envelope.get("hash") != _safe_hash(envelope):
+            found = BreakKind.MODIFIED, "content does not match its hash"
+        elif not isinstance(seq, int) or isinstance(seq, bool):
+            found = BreakKind.MODIFIED, "aggregate_seq is not an integer"
+        elif seq != expected_seq:
+            later = {e.get("aggregate_seq") for _, e in links[position + 1 :]}
+            if seq < expected_seq or expected_seq in later:
+                found = BreakKind.OUT_OF_ORDER, f"seq {seq} stands where seq {expected_seq} belongs"
+            else:
+                found = BreakKind.MISSING, f"seq {expected_seq}..{seq - 1} missing before seq {seq}"
+        elif envelope.get("prev_hash") != expected_prev:
+            found = (
+                BreakKind.WRONG_PREV_HASH,
+                f"prev_hash does not match the hash of seq {expected_seq - 1}",
+            )
+        if found is not None:
+            event_id = envelope.get("event_id")
             return ChainBreak(
                 aggregate_id=aggregate_id,
                 index=index,
                 aggregate_seq=seq if isinstance(seq, int) else None,
                 event_id=str(event_id) if event_id is not None else None,
-                kind=kind,
-                detail=detail,
+                kind=found[0],
+                detail=found[1],
             )
-
-        if envelope.get("hash") != _safe_hash(envelope):
-            return found(BreakKind.MODIFIED, "content does not match its hash")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            return found(BreakKind.MODIFIED, "aggregate_seq is not an integer")
-        if seq != expected_seq:
-            later = {e.get("aggregate_seq") for _, e in links[position + 1 :]}
-            if seq < expected_seq or expected_seq in later:
-                return found(
-                    BreakKind.OUT_OF_ORDER,
-                    f"seq {seq} stands where seq {expected_seq} belongs",
-                )
-            return found(
-                BreakKind.MISSING,
-                f"seq {expected_seq}..{seq - 1} missing before seq {seq}",
-            )
-        if envelope.get("prev_hash") != expected_prev:
-            return found(
-                BreakKind.WRONG_PREV_HASH,
-                f"prev_hash does not match the hash of seq {expected_seq - 1}",
-            )
+        assert isinstance(seq, int)  # the checks above returned otherwise
         expected_seq, expected_prev = seq + 1, str(envelope["hash"])
     return None
 

@@ -6,8 +6,9 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import rfc8785
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.contracts import (
@@ -70,6 +71,37 @@ json_values = st.recursive(
 @given(json_values)
 def test_canonical_json_agrees_with_rfc8785_package(value: Any) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(codec="utf-8")),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=6), children)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500)
+@given(plain_values)
+def test_the_fast_path_writes_what_rfc8785_writes(value: Any) -> None:
+    """No floats, ASCII keys: the values the C encoder writes; every escape included."""
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_where_the_fast_path_would_differ_the_careful_way_is_taken() -> None:
+    # UTF-16 puts U+1F600 (a surrogate pair, 0xD83D...) before U+E000; code points do not
+    ordered = {"\ue000": 1, "\U0001f600": 2}
+    assert canonical_json(ordered) == rfc8785.dumps(ordered)
+    assert canonical_json({"n": 1.0, "m": 1e21}) == rfc8785.dumps({"n": 1.0, "m": 1e21})
+    with pytest.raises(ValueError):
+        canonical_json({"n": 2**53})
+    with pytest.raises(ValueError):
+        canonical_json({"text": "\ud800"})  # a lone surrogate has no UTF-8 form
 
 
 def test_untampered_interleaved_log_verifies() -> None:
