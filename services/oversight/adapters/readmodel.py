@@ -95,8 +95,9 @@ class ReadModel:
                 continue
             try:
                 now = standing(service, events)
-            except ValueError as error:  # a gap still filling, or a log that does not fold
-                log.warning("oversight cannot fold %s %s: %s", service, aggregate_id, error)
+            except Exception as error:  # a gap still filling, or a log that does not fold:
+                # shown as such, never dead-lettered (the event would be lost to the figures)
+                log.warning("oversight cannot fold %s %s: %r", service, aggregate_id, error)
                 rows.append(_unreadable(service, events, str(error)))
                 continue
             rows.append(_row(now))
