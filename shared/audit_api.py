@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from shared.auth import Principal, require_role
 from shared.checkpoints import Checkpointer, checkpoints, document_of
 from shared.contracts import Role
+from shared.contracts.envelope import format_timestamp
 from shared.domain import NotFound, Unprocessable
 
 Auditors = Annotated[Principal, Depends(require_role(Role.AUDITOR, Role.MINISTRY))]
@@ -46,7 +47,22 @@ def audit_router() -> APIRouter:
 
     @router.get("/keys", summary="The keys checkpoints are signed with")
     async def keys(request: Request) -> dict[str, Any]:
-        return {"keys": [_checkpointer(request).key.published()]}
+        """The current key, then those it replaced (a checkpoint names its key by id)."""
+        retired = request.app.state.runtime.settings.checkpoint_retired_keys
+        return {
+            "keys": [
+                _checkpointer(request).key.published(),
+                *(
+                    {
+                        "key_id": k.key_id,
+                        "algorithm": "Ed25519",
+                        "public_key": k.public_key,
+                        "valid_from": format_timestamp(k.valid_from),
+                    }
+                    for k in retired
+                ),
+            ]
+        }
 
     @router.get("/checkpoints", summary="Signed checkpoints, oldest first")
     async def list_checkpoints(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import dev_secret
@@ -25,6 +25,36 @@ def dev_signing_seed(state_dir: Path) -> bytes:
     path.write_text(base64.b64encode(seed).decode())
     path.chmod(0o600)
     return seed
+
+
+class RetiredKey(BaseModel):
+    """A checkpoint key the service signed with before its current one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: str = Field(min_length=1, max_length=100)
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key: str
+    """Standard base64 of the 32 raw bytes of the Ed25519 public key."""
+    valid_from: datetime
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError as error:
+            raise ValueError("not standard base64") from error
+        if len(raw) != 32:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+        return value
+
+    @field_validator("valid_from")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("give a zone: Z or an offset")
+        return value.astimezone(UTC)
 
 
 class ServiceSettings(BaseSettings):
@@ -61,6 +91,10 @@ class ServiceSettings(BaseSettings):
     checkpoint_key_valid_from: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     support_policy_path: Path | None = None
     """The cross-programme support policy (JSON) to apply instead of the packaged default."""
+    checkpoint_retired_keys: list[RetiredKey] = []
+    """Keys this service signed with before the current one, still published at ``GET
+    /v1/keys`` so that older checkpoints verify: ``{"key_id", "public_key" (standard base64
+    of the 32 raw bytes), "valid_from"}`` each, as a JSON list."""
     checkpoint_keys: list[str] = []
     """Where a reader of checkpoints (oversight) finds the services' public keys: ``GET
     /v1/keys`` documents, by URL or file (JSON list). Empty: the development key."""

@@ -18,6 +18,7 @@ import rfc8785
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from services.voucher.main import create_app
@@ -28,6 +29,7 @@ from shared.cli import app
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
 from shared.eventstore import NEW_STREAM, EventContext, EventStore, create_engine
+from shared.settings import RetiredKey
 from shared.topics import TopicSpec, ensure_topics
 from tests.integration.harness import ServiceHarness, running, service_settings
 from tests.integration.voucher.conftest import application_body
@@ -387,3 +389,52 @@ async def test_the_audit_command_finds_nothing_in_the_log_and_what_was_done_to_a
     found = {(f["kind"], f.get("position")) for f in report["findings"]}
     assert ("modified", 3) in found
     assert any(kind == "missing" for kind, _ in found)
+
+
+async def test_after_a_key_rotation_every_checkpoint_still_verifies(
+    database_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A service restarted with a new key keeps publishing the old one (retired): the
+    checkpoints sealed before verify with it, those after with the new one."""
+    old = SigningKey.from_seed(b"o" * 32, datetime(2026, 1, 1, tzinfo=UTC), "key-2026-a")
+    settings = service_settings(
+        "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+    ).model_copy(update={"checkpoint_every_events": 2, "checkpoint_every_seconds": 0.2})
+    first = settings.model_copy(
+        update={
+            "checkpoint_signing_key": SecretStr(base64.b64encode(b"o" * 32).decode()),
+            "checkpoint_key_id": old.key_id,
+        }
+    )
+    async with running(create_app, first) as voucher:
+        await voucher.client.post(
+            "/v1/applications",
+            json=application(1),
+            headers={**voucher.firm(), "Idempotency-Key": "a"},
+        )
+        before = await sealed(voucher, 2)
+    assert before["key_id"] == "key-2026-a"
+    second = settings.model_copy(
+        update={
+            "checkpoint_signing_key": SecretStr(base64.b64encode(b"n" * 32).decode()),
+            "checkpoint_key_id": "key-2026-b",
+            "checkpoint_retired_keys": [RetiredKey.model_validate(old.published())],
+        }
+    )
+    async with running(create_app, second) as voucher:
+        await voucher.client.post(
+            "/v1/applications",
+            json=application(2),
+            headers={**voucher.firm(), "Idempotency-Key": "b"},
+        )
+        after = await sealed(voucher, before["tree_size"] + 2)
+        keys = {k["key_id"]: k for k in (await voucher.client.get("/v1/keys")).json()["keys"]}
+        history = (await voucher.client.get("/v1/checkpoints")).json()["items"]
+    assert after["key_id"] == "key-2026-b"
+    assert list(keys) == ["key-2026-b", "key-2026-a"]  # the current key first
+    assert {c["key_id"] for c in history} == {"key-2026-a", "key-2026-b"}
+    for checkpoint in history:
+        public = base64.b64decode(keys[checkpoint["key_id"]]["public_key"])
+        Ed25519PublicKey.from_public_bytes(public).verify(
+            base64.b64decode(checkpoint["signature"]), signed_bytes(checkpoint)
+        )
