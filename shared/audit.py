@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -135,7 +136,7 @@ def _one_per_position(
     position, or one event at two positions, is ``inserted``."""
     log: dict[int, Mapping[str, Any]] = {}
     where: dict[str, int] = {}
-    for position, envelope in sorted(events, key=lambda item: item[0]):
+    for position, envelope in sorted(events, key=itemgetter(0)):
         event_id = str(envelope.get("event_id"))
         held = log.get(position)
         if held is not None:

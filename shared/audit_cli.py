@@ -137,11 +137,10 @@ class LogReader:
         log = ServiceLog(service)
         events = self.prefix + events_topic(service)
         for record in await read_whole_topic(self.bootstrap, events, self.progressed):
-            headers = dict(record.headers or ())
             try:
-                position = int(headers["position"].decode())
+                position = int(next(v for k, v in record.headers if k == "position"))
                 envelope = _loads(record.value)
-            except (KeyError, ValueError, UnicodeDecodeError):
+            except (StopIteration, TypeError, ValueError):
                 log.unplaced.append(
                     Finding(
                         "inserted",

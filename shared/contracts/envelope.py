@@ -142,5 +142,6 @@ class Envelope(BaseModel):
 
 def hash_fields(envelope: Mapping[str, Any]) -> str:
     """The public hashing rule over a JSON envelope (its ``hash`` member, if any, is left out)."""
-    body = {key: value for key, value in envelope.items() if key != "hash"}
+    body = dict(envelope)
+    body.pop("hash", None)
     return hashlib.sha256(canonical_json(body)).hexdigest()
