@@ -25,7 +25,7 @@ from shared.eventstore import create_engine
 from tests.e2e.service_process import ServiceProcess, StartService
 from tests.e2e.test_three_programmes import business_number, firm
 
-APPLICATIONS = 120
+APPLICATIONS = 200
 
 
 @pytest.fixture
