@@ -19,11 +19,12 @@ from services.oversight.adapters.readmodel import ReadModel
 from services.oversight.adapters.stream import Watermark
 from services.oversight.adapters.tables import metadata as oversight_tables
 from services.oversight.entrypoints.api import router
-from services.oversight.service_layer import Oversight, OversightCollector, parse_checkpoint
+from services.oversight.service_layer import Oversight, OversightCollector
 from services.voucher.domain.programmes import load_catalogue
 from shared.checkpoints import public_keys
 from shared.clock import Clock, SystemClock
 from shared.consumer import Delivery, IdempotentConsumer, broker_dead_letters, subscribe_records
+from shared.eventstore import create_engine
 from shared.kit.catalogue import load_document
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import ServiceSettings
@@ -71,6 +72,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
             budgets=budgets,
             stuck_after=timedelta(seconds=settings.stuck_after_seconds),
             watermark=Watermark(engine),
+            streams_engine=create_engine(settings.resolved_database_url(), pool_size=4),
         )
         runtime.app.state.oversight = oversight
 
@@ -89,8 +91,11 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
             fetch_max_wait_ms=READ_MODEL_FETCH_WAIT_MS,
         )
 
+        def service_of(topic: str) -> str:
+            return topic.removeprefix(settings.topic_prefix).removesuffix(".checkpoints")
+
         async def take_checkpoints(records: Sequence[Delivery]) -> None:
-            await oversight.checkpoints_received([parse_checkpoint(r.value) for r in records])
+            await oversight.checkpoints_received([(service_of(r.topic), r.value) for r in records])
 
         subscribe_records(
             runtime.broker,
@@ -126,3 +131,4 @@ async def _close_streams_at_shutdown(oversight: Oversight) -> None:
         await asyncio.Event().wait()
     finally:
         oversight.closing.set()
+        await oversight.streams_engine.dispose()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -35,6 +34,9 @@ class Oversight:
     budgets: queries.Budgets
     stuck_after: timedelta
     watermark: Watermark
+    streams_engine: AsyncEngine
+    """The live streams read through connections of their own: a client that goes away
+    cancels its read mid-query, and such a connection must not be the consumer's next."""
     bell: Bell = field(default_factory=Bell)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     _checks_due: asyncio.Event = field(default_factory=asyncio.Event)
@@ -46,8 +48,9 @@ class Oversight:
         self.bell.ring()
         self._checks_due.set()
 
-    async def checkpoints_received(self, documents: list[Any]) -> None:
-        if await self.watch.record(documents):
+    async def checkpoints_received(self, received: Sequence[tuple[str, bytes]]) -> None:
+        """Messages of the checkpoints topics: ``(service, value)``."""
+        if await self.watch.record(received):
             self._checks_due.set()
 
     async def check_checkpoints(self, every: float = 1.0) -> None:
@@ -77,6 +80,8 @@ class Oversight:
             programmes = await queries.programmes(connection, self.budgets)
             count, _ = await queries.conflicts(connection, latest=0)
             stuck = await queries.stuck(connection, now, self.stuck_after)
+            stuck_count = await queries.stuck_count(connection, now, self.stuck_after)
+            unreadable = await queries.unreadable(connection)
         return {
             "programmes": programmes,
             "lag": list(self.lag.lag),
@@ -86,6 +91,8 @@ class Oversight:
             ],
             "conflicts": count,
             "stuck": stuck,
+            "stuck_count": stuck_count,
+            "unreadable": unreadable,
         }
 
 
@@ -142,13 +149,5 @@ class OversightCollector:
         stuck = GaugeMetricFamily(
             "oversight_stuck_applications", "Open applications in one status past the threshold"
         )
-        stuck.add_metric([], len(figures["stuck"]))
+        stuck.add_metric([], figures["stuck_count"])
         yield from (applications, money, lag, sealed, findings, conflicts, stuck)
-
-
-def parse_checkpoint(value: bytes) -> Any:
-    """A checkpoint message's body; one that is not JSON is kept as what it is."""
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value.decode("utf-8", "replace")

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from services.oversight.adapters.stream import sse_event
 from services.oversight.domain.replay import replay
 from services.oversight.domain.standing import Money, is_application, standing
 from tests.unit.voucher_builders import expire, issued, pay, redeem
@@ -47,3 +48,14 @@ def test_replay_as_of_a_moment_folds_only_what_had_occurred() -> None:
     assert [(s.status, s.version) for s in later] == [("issued", len(events))]
     assert replay("voucher", events, events[0].occurred_at - timedelta(seconds=1)) == ([], {})
     assert is_application("voucher", events[0]) and not is_application("voucher", events[1])
+
+
+def test_an_sse_event_cannot_grow_fields_of_its_own() -> None:
+    """JSON may carry CR or LF between tokens, a type may carry anything: neither may
+    start a line that an SSE client would read as an ``id:`` or an ``event:``."""
+    text = sse_event(7, "x\nid: 99999\revent: y", '{"a":\r1,\r\n"b":\n2}')
+    lines = text.split("\n")
+    assert lines[0] == "id: 7"
+    assert lines[1] == "event: x id: 99999 event: y"
+    assert lines[2:] == ['data: {"a":', "data: 1,", 'data: "b":', "data: 2}", "", ""]
+    assert "\r" not in text

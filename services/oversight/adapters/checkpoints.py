@@ -10,9 +10,11 @@ kept incrementally: the tree of each service's log grows as checkpoints are chec
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,17 +67,15 @@ class CheckpointWatch:
         self.grace = grace
         self._logs: dict[str, _Log] = {}
 
-    async def record(self, documents: list[Any]) -> int:
-        """Keep each checkpoint received (a redelivered one once); returns how many were new.
-        One that is not a checkpoint object is kept as a finding of its own service."""
+    async def record(self, received: Sequence[tuple[str, bytes]]) -> int:
+        """Keep each checkpoint received, ``(service of its topic, message value)``, once;
+        returns how many were new. A message that is not a well-formed checkpoint of that
+        service is kept too, as a finding of the service (it stays on the summary)."""
         fresh = 0
         now = self.clock.now()
         async with self.engine.begin() as connection:
-            for document in documents:
-                row = _row_of(document, now)
-                if row is None:
-                    log.warning("oversight: not a checkpoint: %.200r", document)
-                    continue
+            for service, value in received:
+                row = row_of(service, value, now)
                 exists = await connection.scalar(
                     sa.select(sa.func.count())
                     .select_from(checkpoints)
@@ -120,6 +120,15 @@ class CheckpointWatch:
                 if verdict is None:
                     break  # its events are still on their way; so are the later ones'
                 verified, finding = verdict
+                if verified is None:  # waited long: say so, and look again next round
+                    await connection.execute(
+                        sa.update(checkpoints)
+                        .where(checkpoints.c.service == service)
+                        .where(checkpoints.c.tree_size == row.tree_size)
+                        .where(checkpoints.c.checkpoint_hash == row.checkpoint_hash)
+                        .values(finding=finding)
+                    )
+                    break
                 await connection.execute(
                     sa.update(checkpoints)
                     .where(checkpoints.c.service == service)
@@ -132,23 +141,17 @@ class CheckpointWatch:
 
     async def _verdict(
         self, connection: Any, service: str, row: Any
-    ) -> tuple[bool, str | None] | None:
+    ) -> tuple[bool | None, str | None] | None:
+        """``(verified, finding)``; ``None``: wait for the events; ``(None, why)``: waited
+        longer than ``grace``, still re-checked as they come."""
         document = json.loads(row.document)
-        held = int(
-            await connection.scalar(
-                sa.select(sa.func.count())
-                .select_from(received)
-                .where(received.c.service == service)
-                .where(received.c.position <= row.last_position)
-            )
-            or 0
-        )
+        held = await self._held(connection, service, row.last_position)
         if held < row.tree_size:
             if self.clock.now() - row.received_at < self.grace:
                 return None
-            return False, (
+            return None, (
                 f"missing: {row.tree_size - held} of the {row.tree_size} events sealed up to "
-                f"position {row.last_position} never arrived"
+                f"position {row.last_position} have not arrived"
             )
         if held > row.tree_size:
             return False, (
@@ -168,6 +171,29 @@ class CheckpointWatch:
         if link:
             findings.append(link)
         return (not findings, "; ".join(findings) or None)
+
+    async def _held(self, connection: Any, service: str, last_position: int) -> int:
+        """How many events of ``service`` oversight holds at or below ``last_position``:
+        counted from the last verified checkpoint below it, not from the log's start."""
+        base = (
+            await connection.execute(
+                sa.select(checkpoints.c.tree_size, checkpoints.c.last_position)
+                .where(checkpoints.c.service == service)
+                .where(checkpoints.c.verified.is_(True))
+                .where(checkpoints.c.last_position <= last_position)
+                .order_by(checkpoints.c.last_position.desc())
+                .limit(1)
+            )
+        ).first()
+        size, after = (int(base.tree_size), int(base.last_position)) if base else (0, 0)
+        more = await connection.scalar(
+            sa.select(sa.func.count())
+            .select_from(received)
+            .where(received.c.service == service)
+            .where(received.c.position > after)
+            .where(received.c.position <= last_position)
+        )
+        return size + int(more or 0)
 
     async def _root(
         self, connection: Any, service: str, last_position: int, tree_size: int
@@ -219,6 +245,7 @@ class CheckpointWatch:
             await connection.execute(
                 sa.select(checkpoints.c.document)
                 .where(checkpoints.c.service == service)
+                .where(checkpoints.c.verified.is_(True))  # not a forgery or a stray message
                 .where(checkpoints.c.tree_size < row.tree_size)
                 .order_by(checkpoints.c.tree_size.desc())
                 .limit(1)
@@ -233,7 +260,8 @@ class CheckpointWatch:
         return None
 
     async def latest(self) -> list[dict[str, Any]]:
-        """Per service: the last verified checkpoint, and the latest finding if any."""
+        """Per service: the last verified checkpoint; the latest finding of a checkpoint
+        that failed (it stays), else of one still waiting for its events."""
         async with self.engine.connect() as connection:
             rows = (
                 await connection.execute(
@@ -242,7 +270,6 @@ class CheckpointWatch:
                         checkpoints.c.tree_size,
                         checkpoints.c.verified,
                         checkpoints.c.finding,
-                        checkpoints.c.sealed_at,
                     ).order_by(checkpoints.c.service, checkpoints.c.tree_size)
                 )
             ).all()
@@ -255,33 +282,74 @@ class CheckpointWatch:
                     "tree_size": 0,
                     "verified": False,
                     "finding": None,
-                    "sealed_at": None,
+                    "waiting": None,
                     "pending": 0,
                 },
             )
             if r.verified:
-                entry.update(tree_size=int(r.tree_size), verified=True, sealed_at=r.sealed_at)
+                entry.update(tree_size=int(r.tree_size), verified=True)
             elif r.verified is None:
                 entry["pending"] += 1
+                entry["waiting"] = r.finding or entry["waiting"]
             else:
                 entry["finding"] = r.finding
+        for entry in found.values():
+            entry["finding"] = entry["finding"] or entry.pop("waiting")
+            entry.pop("waiting", None)
         return list(found.values())
 
 
-def _row_of(document: Any, now: datetime) -> dict[str, Any] | None:
-    if not isinstance(document, dict) or set(document) != CHECKPOINT_FIELDS:
-        return None
+HEX64 = re.compile(r"[0-9a-f]{64}")
+LARGEST = 2**53
+
+
+def row_of(service: str, value: bytes, now: datetime) -> dict[str, Any]:
+    """The row of a message on ``service``'s checkpoints topic: the checkpoint, or a
+    finding naming what is wrong with it (stored under tree size -1, once per content)."""
+    digest = hashlib.sha256(value).hexdigest()
     try:
+        document = json.loads(value)
+        problem = _malformed(service, document)
+    except Exception as error:  # not JSON, nested too deep, not UTF-8...
+        document, problem = None, f"not JSON ({type(error).__name__})"
+    if problem is None:
         return {
-            "service": str(document["service"])[:32],
+            "service": service,
             "tree_size": int(document["tree_size"]),
             "checkpoint_hash": checkpoint_hash(document),
             "last_position": int(document["last_position"]),
-            "sealed_at": str(document["sealed_at"])[:40],
+            "sealed_at": document["sealed_at"],
             "document": json.dumps(document),
             "received_at": now,
             "verified": None,
             "finding": None,
         }
-    except (TypeError, ValueError):
-        return None
+    return {
+        "service": service,
+        "tree_size": -1,
+        "checkpoint_hash": digest,
+        "last_position": 0,
+        "sealed_at": "",
+        "document": value[:2000].decode("utf-8", "replace"),
+        "received_at": now,
+        "verified": False,
+        "finding": f"bad_signature: a message on the checkpoints topic is not a checkpoint: {problem}",
+    }
+
+
+def _malformed(service: str, document: Any) -> str | None:
+    if not isinstance(document, dict) or set(document) != CHECKPOINT_FIELDS:
+        return "not the checkpoint object"
+    if document["service"] != service:
+        return f"it names the service {str(document['service'])[:40]!r}"
+    for name in ("tree_size", "last_position"):
+        value = document[name]
+        if type(value) is not int or not 0 <= value <= LARGEST:
+            return f"{name} is not a count"
+    for name in ("root_hash", "previous_checkpoint_hash"):
+        if not isinstance(document[name], str) or HEX64.fullmatch(document[name]) is None:
+            return f"{name} is not 64 lowercase hex"
+    for name, most in (("sealed_at", 40), ("key_id", 100), ("signature", 200)):
+        if not isinstance(document[name], str) or not 0 < len(document[name]) <= most:
+            return f"{name} is not a string of at most {most} characters"
+    return None

@@ -39,7 +39,8 @@ async def programmes(connection: AsyncConnection, budgets: Budgets) -> list[dict
     )
     statuses: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for service, programme_id, status, count in counted:
-        statuses[(service, programme_id)][status] = int(count)
+        if programme_id:  # "": never folded, listed under "unreadable"
+            statuses[(service, programme_id)][status] = int(count)
     summed = await connection.execute(
         sa.select(
             s.c.service,
@@ -132,6 +133,32 @@ async def stuck(
             "status": r.status,
             "since": format_timestamp(r.status_since),
         }
+        for r in rows
+    ]
+
+
+async def stuck_count(connection: AsyncConnection, now: datetime, after: timedelta) -> int:
+    s = standings
+    count = await connection.scalar(
+        sa.select(sa.func.count())
+        .select_from(s)
+        .where(s.c.is_open)
+        .where(s.c.status_since < now - after)
+    )
+    return int(count or 0)
+
+
+async def unreadable(connection: AsyncConnection) -> list[dict[str, Any]]:
+    """Applications whose log does not fold (a gap, a corrupt event), and why."""
+    s = standings
+    rows = await connection.execute(
+        sa.select(s.c.service, s.c.application_id, s.c.unreadable)
+        .where(s.c.unreadable.is_not(None))
+        .order_by(s.c.service, s.c.application_id)
+        .limit(100)
+    )
+    return [
+        {"service": r.service, "application_id": r.application_id, "why": r.unreadable}
         for r in rows
     ]
 

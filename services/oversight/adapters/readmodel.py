@@ -18,6 +18,8 @@ from shared.eventstore import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+WRITER_LOCK = 0x6F76657273696768  # "oversigh": the advisory lock of oversight's writers
+
 
 def position_of(delivery: Delivery) -> int | None:
     """The event's log position, from the ``position`` header every relayed message carries."""
@@ -40,6 +42,13 @@ class ReadModel:
         return topic.removeprefix(self.prefix).removesuffix(".events")
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[tuple[Envelope, Delivery]]) -> None:
+        if uow.connection.dialect.name == "postgresql":
+            # One writer at a time, to its commit: sequence numbers then show up in their
+            # order, so a stream that waits at a hole only ever waits for a rollback
+            # (two replicas would otherwise commit 600 while 100 is still in flight).
+            await uow.connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK}
+            )
         rows: list[dict[str, Any]] = [
             {
                 "service": self.service_of(delivery.topic),
@@ -90,7 +99,14 @@ class ReadModel:
     ) -> None:
         rows: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
+        unreadable: dict[str, str] = {}
         for aggregate_id, events in streams.items():
+            if events[0].aggregate_seq != 1:
+                if any(e.type.startswith(f"{service}.application.") for e in events):
+                    unreadable[aggregate_id] = (
+                        f"its first event is missing (seq {events[0].aggregate_seq} comes first)"
+                    )
+                continue
             if not is_application(service, events[0]):
                 continue
             try:
@@ -98,7 +114,7 @@ class ReadModel:
             except Exception as error:  # a gap still filling, or a log that does not fold:
                 # shown as such, never dead-lettered (the event would be lost to the figures)
                 log.warning("oversight cannot fold %s %s: %r", service, aggregate_id, error)
-                rows.append(_unreadable(service, events, str(error)))
+                unreadable[aggregate_id] = str(error)[:1000]
                 continue
             rows.append(_row(now))
             changes += [
@@ -115,16 +131,48 @@ class ReadModel:
                 for t in now.transitions
                 if t.event_id in fresh
             ]
-        if not rows:
-            return
-        await uow.connection.execute(
-            sa.delete(standings)
-            .where(standings.c.service == service)
-            .where(standings.c.application_id.in_([r["application_id"] for r in rows]))
-        )
-        await uow.connection.execute(sa.insert(standings), rows)
+        if rows:
+            await uow.connection.execute(
+                sa.delete(standings)
+                .where(standings.c.service == service)
+                .where(standings.c.application_id.in_([r["application_id"] for r in rows]))
+            )
+            await uow.connection.execute(sa.insert(standings), rows)
         if changes:
             await uow.connection.execute(sa.insert(transitions), changes)
+        if unreadable:
+            await self._mark_unreadable(uow, service, unreadable, streams)
+
+    async def _mark_unreadable(
+        self,
+        uow: UnitOfWork,
+        service: str,
+        unreadable: dict[str, str],
+        streams: dict[str, list[Envelope]],
+    ) -> None:
+        """An application whose stream does not fold keeps its last good standing (its
+        money stays where it was), flagged with why; one never folded gets a row of its own."""
+        known = set(
+            (
+                await uow.connection.scalars(
+                    sa.select(standings.c.application_id)
+                    .where(standings.c.service == service)
+                    .where(standings.c.application_id.in_(list(unreadable)))
+                )
+            ).all()
+        )
+        for aggregate_id, why in unreadable.items():
+            if aggregate_id in known:
+                await uow.connection.execute(
+                    sa.update(standings)
+                    .where(standings.c.service == service)
+                    .where(standings.c.application_id == aggregate_id)
+                    .values(unreadable=why)
+                )
+            else:
+                await uow.connection.execute(
+                    sa.insert(standings), _unreadable(service, streams[aggregate_id], why)
+                )
 
 
 def _row(s: Standing) -> dict[str, Any]:

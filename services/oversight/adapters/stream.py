@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,7 +116,14 @@ async def read_after(
         return [(int(s), t, e) for s, t, e in await connection.execute(query)]
 
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def sse_event(seq: int, type_: str, envelope: str) -> str:
-    """One SSE event: ``id`` oversight's number, ``event`` the type, ``data`` the envelope."""
-    data = "".join(f"data: {line}\n" for line in envelope.split("\n"))
-    return f"id: {seq}\nevent: {type_}\n{data}\n"
+    """One SSE event: ``id`` oversight's number, ``event`` the type, ``data`` the envelope.
+
+    A line break inside the envelope (JSON allows CR and LF between tokens) starts a
+    ``data:`` line of its own, and one in the type becomes a space: neither can make a
+    field of its own (a forged ``id:`` would corrupt every client's Last-Event-ID)."""
+    data = "".join(f"data: {line}\n" for line in LINE_BREAK.split(envelope))
+    return f"id: {seq}\nevent: {LINE_BREAK.sub(' ', type_)}\n{data}\n"

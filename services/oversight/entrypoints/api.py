@@ -4,6 +4,7 @@ live stream of envelopes (SSE), and the dashboard figures the page draws."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -24,6 +25,8 @@ router = APIRouter(tags=["oversight"])
 
 Readers = Annotated[Principal, Depends(require_role(Role.MINISTRY, Role.AUDITOR))]
 HEARTBEAT_SECONDS = 15.0
+EVENT_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A Last-Event-ID: a number this stream sent (ASCII digits; below 2**63)."""
 SERVICES = ("voucher", "taxcredit", "fund")
 
 
@@ -123,7 +126,7 @@ async def stream(
     if service is not None and service not in SERVICES:
         raise Unprocessable("service: one of voucher, taxcredit, fund", field="service")
     if last_event_id is not None:
-        if not last_event_id.isdigit():
+        if EVENT_NUMBER.fullmatch(last_event_id) is None:
             raise Unprocessable(
                 "Last-Event-ID: the id of an event this stream sent (a number)",
                 field="header.Last-Event-ID",
@@ -148,7 +151,7 @@ async def _events(
     quiet_since = time.monotonic()
     while not oversight.closing.is_set():
         upto = await oversight.watermark.advance()
-        rows = await read_after(oversight.engine, after, upto, where)
+        rows = await read_after(oversight.streams_engine, after, upto, where)
         for seq, type_, envelope in rows:
             yield sse_event(seq, type_, envelope)
         if rows:

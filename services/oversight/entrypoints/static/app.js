@@ -9,6 +9,18 @@ let source = null;
 let live = 0;
 let refreshTimer = null;
 let eventTypes = [];
+let listening = new Set();
+let handler = null;
+
+// each event's SSE name is its type: listen to every type the programmes publish, as soon
+// as the figures have named them (a first call that failed is made good by the next)
+function listen() {
+  if (!source || !handler) return;
+  eventTypes.filter((t) => !listening.has(t)).forEach((t) => {
+    source.addEventListener(t, handler);
+    listening.add(t);
+  });
+}
 
 function token() { return sessionStorage.getItem(KEY); }
 
@@ -118,6 +130,7 @@ async function refresh() {
   try {
     const figures = await call("/v1/dashboard");
     eventTypes = figures.event_types;
+    listen();
     render(figures);
     $("error").hidden = true;
   } catch (error) {
@@ -149,14 +162,18 @@ function follow() {
     while (table.rows.length > 51) table.deleteRow(51);
     scheduleRefresh();
   };
-  // each event's SSE name is its type: listen to every type the programmes publish
-  eventTypes.forEach((t) => source.addEventListener(t, onEvent));
+  handler = onEvent;
+  listening = new Set();
+  listen();
 }
+
+let ticking = null;
 
 async function open() {
   $("sign-in").hidden = true; $("board").hidden = false; $("sign-out").hidden = false;
   await refresh();
-  setInterval(refresh, 10000);
+  if (!ticking) ticking = setInterval(refresh, 10000);
+  if (source) source.close();
   follow();
 }
 
