@@ -132,7 +132,7 @@ def audit_verify(bootstrap: str, prefix: str, key: SigningKey) -> tuple[float, i
     """What ``incentives audit verify --service voucher`` does; events per second, findings."""
     started = time.perf_counter()
     report = verify_service(
-        LogReader(bootstrap=bootstrap, prefix=prefix),
+        LogReader(bootstrap=bootstrap, prefix=prefix, slim=True),
         "voucher",
         {key.key_id: key.public_key},
         now=datetime(2026, 11, 2, tzinfo=UTC),

@@ -21,6 +21,34 @@ class BreakKind(StrEnum):
     """The event does not point at the hash of the event before it."""
 
 
+class ReadEnvelope(dict[str, Any]):
+    """An envelope as a reader of a long log keeps it: only the members the checks read
+    (``CHECKED_MEMBERS``), and the hash its whole content had when it was read, so that
+    the payload need not stay in memory. Only code makes one: no JSON parses into it."""
+
+    __slots__ = ("content_hash",)
+
+    content_hash: str | None
+
+    @classmethod
+    def of(cls, envelope: Mapping[str, Any]) -> ReadEnvelope:
+        kept = cls((k, envelope[k]) for k in CHECKED_MEMBERS if k in envelope)
+        kept.content_hash = _safe_hash(envelope)
+        return kept
+
+
+CHECKED_MEMBERS = (
+    "event_id",
+    "aggregate_id",
+    "aggregate_seq",
+    "type",
+    "occurred_at",
+    "prev_hash",
+    "hash",
+)
+"""What the chain and checkpoint checks read of an envelope, besides its content hash."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
     """The first broken link of one application's chain."""
@@ -106,6 +134,8 @@ def _first_break(
 
 
 def _safe_hash(envelope: Mapping[str, Any]) -> str | None:
+    if type(envelope) is ReadEnvelope:
+        return envelope.content_hash
     try:
         return hash_fields(envelope)
     except ValueError:

@@ -13,6 +13,7 @@ import pytest
 from shared.audit import verify_log
 from shared.checkpoints import SigningKey, signed_bytes
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.contracts.chain import ReadEnvelope
 from shared.contracts.envelope import format_timestamp
 from shared.contracts.merkle import MerkleTree, leaf_bytes, leaf_hash
 
@@ -183,3 +184,23 @@ def test_an_unknown_service_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["audit", "verify", "--service", "lottery"])
 
     assert result.exit_code == 2
+
+
+def test_what_a_long_log_reader_keeps_of_each_event_finds_the_same(log: Log) -> None:
+    """``verify`` keeps only the checked members and the content hash of each event read:
+    every tampering still shows, as the same findings."""
+    sealed = checkpoints_of(log, [10])
+    log[4][1]["payload"]["n"] = 99  # modified
+    (p1, e1), (p2, e2) = log[0], log[3]  # reordered
+    log[0], log[3] = (p1, e2), (p2, e1)
+    forged = copy.deepcopy(log[1][1])
+    forged["event_id"] = "forged"
+    log.append((2, forged))  # inserted
+    del log[7]  # missing
+
+    whole = verify_log("voucher", log, sealed, KEYS, now=NOW)
+    kept = verify_log("voucher", [(p, ReadEnvelope.of(e)) for p, e in log], sealed, KEYS, now=NOW)
+
+    assert kept.findings == whole.findings
+    assert {f.kind for f in whole.findings} >= {"modified", "reordered", "inserted", "missing"}
+    assert "payload" not in ReadEnvelope.of(log[0][1])
