@@ -293,6 +293,30 @@ def reading(what: str, quiet: bool = False) -> Iterator[Progressed]:
         yield lambda n: progress.advance(task, n)
 
 
+@contextmanager
+def log_reader(
+    settings: ServiceSettings,
+    *,
+    bootstrap: str | None,
+    prefix: str,
+    source: str | None,
+    token: str | None,
+    quiet: bool,
+    slim: bool = False,
+) -> Iterator[LogReader]:
+    """The reader the options name, with a progress bar while it reads (none when ``quiet``)."""
+    with reading("reading the logs", quiet=quiet) as progressed:
+        yield reader_for(
+            settings,
+            bootstrap=bootstrap,
+            prefix=prefix,
+            source=source,
+            token=token,
+            progressed=progressed,
+            slim=slim,
+        )
+
+
 def parse_time(value: str, option: str) -> datetime:
     """An RFC 3339 time (``Z`` or an offset, fractional seconds allowed), in UTC."""
     try:
@@ -340,16 +364,15 @@ def verify(
     key_source = keys or (f"{source.rstrip('/')}/v1/keys" if source else None)
     public = public_keys([key_source] if key_source else [], settings)
     total = Report()
-    with reading("reading the logs", quiet=as_json) as progressed:
-        reader = reader_for(
-            settings,
-            bootstrap=bootstrap,
-            prefix=topic_prefix,
-            source=source,
-            token=token,
-            progressed=progressed,
-            slim=True,
-        )
+    with log_reader(
+        settings,
+        bootstrap=bootstrap,
+        prefix=topic_prefix,
+        source=source,
+        token=token,
+        quiet=as_json,
+        slim=True,
+    ) as reader:
         for name in services:
             report = verify_service(
                 reader,
@@ -370,6 +393,7 @@ __all__ = [
     "ServiceLog",
     "audit",
     "auditor_token",
+    "log_reader",
     "parse_time",
     "print_report",
     "read_whole_topic",

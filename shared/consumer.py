@@ -317,22 +317,14 @@ class IdempotentConsumer:
             raise ValueError("subscribe to at least one topic")
         sink = self._dead_letters or broker_dead_letters(broker, self.dlq_topic)
         options = consumer_options(max_records, session_timeout_ms, fetch_max_wait_ms)
-        subscriber: LogicSubscriber[Any] = broker.subscriber(
-            *topics,
+        subscriber = _raw_subscriber(
+            broker,
+            topics,
+            self.name,
+            options,
             batch=batch,
-            group_id=self.name,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
             max_records=max_records if batch else None,
             batch_timeout_ms=batch_timeout_ms,
-            auto_offset_reset=options["auto_offset_reset"],
-            fetch_max_wait_ms=options["fetch_max_wait_ms"],
-            max_poll_records=options["max_poll_records"],
-            session_timeout_ms=options["session_timeout_ms"],
-            heartbeat_interval_ms=options["heartbeat_interval_ms"],
-            parser=_tolerant_parser,
-            decoder=_undecoded,
-            title=self.name,
             description=f"Idempotent consumer {self.name} (inbox + DLQ)",
         )
         failures = 0
@@ -573,22 +565,15 @@ def subscribe_records(
     only once ``handle`` returned. For messages that are not event envelopes (signed
     checkpoints), whose handler must itself ignore what it had before."""
     options = consumer_options(max_records, session_timeout_ms, fetch_max_wait_ms)
-    subscriber: LogicSubscriber[Any] = broker.subscriber(
-        *topics,
+    subscriber = _raw_subscriber(
+        broker,
+        topics,
+        group_id,
+        options,
         batch=True,
-        group_id=group_id,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
         max_records=max_records,
         batch_timeout_ms=25,
-        auto_offset_reset=options["auto_offset_reset"],
-        fetch_max_wait_ms=options["fetch_max_wait_ms"],
-        max_poll_records=options["max_poll_records"],
-        session_timeout_ms=options["session_timeout_ms"],
-        heartbeat_interval_ms=options["heartbeat_interval_ms"],
-        parser=_tolerant_parser,
-        decoder=_undecoded,
-        title=group_id,
+        description=f"Raw records for {group_id}",
     )
 
     async def on_message(message: KafkaMessage) -> None:
@@ -612,6 +597,40 @@ def subscribe_records(
             await message.ack()
 
     subscriber(on_message)
+    return subscriber
+
+
+def _raw_subscriber(
+    broker: KafkaBroker,
+    topics: Sequence[str],
+    group_id: str,
+    options: dict[str, Any],
+    *,
+    batch: bool,
+    max_records: int | None,
+    batch_timeout_ms: int,
+    description: str,
+) -> LogicSubscriber[Any]:
+    """A subscriber in ``group_id`` whose offsets are committed by hand, handed the records
+    as they came (bodies undecoded, headers as bytes)."""
+    subscriber: LogicSubscriber[Any] = broker.subscriber(
+        *topics,
+        batch=batch,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        auto_offset_reset=options["auto_offset_reset"],
+        fetch_max_wait_ms=options["fetch_max_wait_ms"],
+        max_poll_records=options["max_poll_records"],
+        session_timeout_ms=options["session_timeout_ms"],
+        heartbeat_interval_ms=options["heartbeat_interval_ms"],
+        parser=_tolerant_parser,
+        decoder=_undecoded,
+        title=group_id,
+        description=description,
+    )
     return subscriber
 
 

@@ -26,10 +26,9 @@ from shared.audit_cli import (
     SourceOption,
     TokenOption,
     auditor_token,
+    log_reader,
     parse_time,
     print_report,
-    reader_for,
-    reading,
     services_of,
 )
 from shared.audit_cli import audit as audit_commands
@@ -73,15 +72,14 @@ def history(
     whether its hash chain holds."""
     settings = ServiceSettings()
     services = services_of(service, source)
-    with reading("reading the logs", quiet=as_json) as progressed:
-        reader = reader_for(
-            settings,
-            bootstrap=bootstrap,
-            prefix=topic_prefix,
-            source=source,
-            token=token,
-            progressed=progressed,
-        )
+    with log_reader(
+        settings,
+        bootstrap=bootstrap,
+        prefix=topic_prefix,
+        source=source,
+        token=token,
+        quiet=as_json,
+    ) as reader:
         for name in services:
             log = reader.read(name)
             mine = {
@@ -185,15 +183,14 @@ def replay(
     services = services_of(service, source)
     rows: list[dict[str, Any]] = []
     report = Report()
-    with reading("reading the logs", quiet=as_json) as progressed:
-        reader = reader_for(
-            settings,
-            bootstrap=bootstrap,
-            prefix=topic_prefix,
-            source=source,
-            token=token,
-            progressed=progressed,
-        )
+    with log_reader(
+        settings,
+        bootstrap=bootstrap,
+        prefix=topic_prefix,
+        source=source,
+        token=token,
+        quiet=as_json,
+    ) as reader:
         for name in services:
             log = reader.read(name)
             standings, unreadable = replay_log(name, _envelopes(name, log.events, report), moment)
@@ -246,15 +243,9 @@ def diff(
         urls[name] = address
     bearer = auditor_token(token, settings)
     report = Report()
-    with reading("reading the logs", quiet=as_json) as progressed:
-        reader = reader_for(
-            settings,
-            bootstrap=bootstrap,
-            prefix=topic_prefix,
-            source=None,
-            token=None,
-            progressed=progressed,
-        )
+    with log_reader(
+        settings, bootstrap=bootstrap, prefix=topic_prefix, source=None, token=None, quiet=as_json
+    ) as reader:
         for name in services:
             log = reader.read(name)
             replayed, unreadable = replay_log(name, _envelopes(name, log.events, report))
