@@ -37,7 +37,7 @@ _EVENT_HASH = re.compile(r"[0-9a-f]{64}")
 
 def leaf_bytes(position: int, event_hash_hex: str) -> bytes:
     """The 40-byte leaf of an event: ``position`` as uint64 big-endian ‖ its hash's 32 raw bytes."""
-    if isinstance(position, bool) or not isinstance(position, int):
+    if type(position) is not int:  # bool and int subclasses too
         raise ValueError(f"position must be an integer, got {position!r}")
     if not 0 <= position <= _MAX_POSITION:
         raise ValueError(f"position {position} is outside the range of an unsigned 64-bit integer")
@@ -67,6 +67,8 @@ def _split(n: int) -> int:
 
 
 def _check_hash(value: bytes, what: str) -> bytes:
+    if type(value) is bytes and len(value) == HASH_SIZE:
+        return value  # the usual case, a digest: nothing to convert
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ValueError(f"{what} must be bytes, got {type(value).__name__}")
     raw = bytes(value)
