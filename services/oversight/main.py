@@ -50,9 +50,13 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
     settings = settings or ServiceSettings(service="oversight")
     the_clock = clock or SystemClock()
     budgets = budgets_of(settings)
-    keys = public_keys(settings.checkpoint_keys, settings)
+    if settings.environment == "production" and not settings.checkpoint_keys:
+        raise ValueError(
+            "INCENTIVES_CHECKPOINT_KEYS must name the services' GET /v1/keys in production"
+        )
 
     async def startup(runtime: ServiceRuntime) -> None:
+        keys = await asyncio.to_thread(public_keys, settings.checkpoint_keys, settings)
         engine = runtime.store.engine
         async with engine.begin() as connection:
             await connection.run_sync(oversight_tables.create_all)

@@ -12,7 +12,7 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared.auth import HS256Verifier, InvalidToken, Principal, dev_secret, require_role
 from shared.contracts import Role
@@ -143,3 +143,17 @@ def test_a_tampered_token_is_not_mistaken_for_a_checked_one() -> None:
     head, claims, signature = token.split(".")
     with pytest.raises(InvalidToken):
         verifier.verify(f"{head}.{claims}.{signature[:-2]}AA")
+
+
+def test_oversight_in_production_needs_the_services_keys() -> None:
+    from services.oversight.main import create_app
+
+    settings = ServiceSettings(
+        service="oversight",
+        environment="production",
+        jwt_secret=SecretStr("s" * 40),
+        database_url="postgresql+asyncpg://u@h/oversight",
+    )
+    with pytest.raises(ValueError, match="INCENTIVES_CHECKPOINT_KEYS"):
+        create_app(settings)
+    create_app(settings.model_copy(update={"checkpoint_keys": ["http://voucher/v1/keys"]}))
