@@ -134,6 +134,21 @@ def public_keys(sources: Sequence[str], settings: ServiceSettings) -> dict[str, 
 # --- the checkpoint object -----------------------------------------------------------------
 
 
+CHECKPOINT_MEMBERS = frozenset(
+    {
+        "service",
+        "tree_size",
+        "last_position",
+        "root_hash",
+        "previous_checkpoint_hash",
+        "sealed_at",
+        "key_id",
+        "signature",
+    }
+)
+"""The members of a checkpoint object, all of them and no other (the published encoding)."""
+
+
 def signed_bytes(checkpoint: dict[str, Any]) -> bytes:
     """What the signature covers: RFC 8785 JCS of the checkpoint without ``signature``."""
     return canonical_json({k: v for k, v in checkpoint.items() if k != "signature"})

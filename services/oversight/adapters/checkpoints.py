@@ -25,24 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.oversight.adapters.tables import checkpoints, received
-from shared.checkpoints import ZERO_HASH, checkpoint_hash, signed_bytes
+from shared.checkpoints import CHECKPOINT_MEMBERS, ZERO_HASH, checkpoint_hash, signed_bytes
 from shared.clock import Clock
 from shared.contracts.merkle import MerkleTree, leaf_bytes, leaf_hash
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FIELDS = frozenset(
-    {
-        "service",
-        "tree_size",
-        "last_position",
-        "root_hash",
-        "previous_checkpoint_hash",
-        "sealed_at",
-        "key_id",
-        "signature",
-    }
-)
 
 
 @dataclass
@@ -338,7 +325,7 @@ def row_of(service: str, value: bytes, now: datetime) -> dict[str, Any]:
 
 
 def _malformed(service: str, document: Any) -> str | None:
-    if not isinstance(document, dict) or set(document) != CHECKPOINT_FIELDS:
+    if not isinstance(document, dict) or set(document) != CHECKPOINT_MEMBERS:
         return "not the checkpoint object"
     if document["service"] != service:
         return f"it names the service {str(document['service'])[:40]!r}"
