@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import jwt
 import pytest
 from fastapi import Depends, FastAPI
 from pydantic import SecretStr, ValidationError
@@ -143,6 +144,25 @@ def test_a_tampered_token_is_not_mistaken_for_a_checked_one() -> None:
     head, claims, signature = token.split(".")
     with pytest.raises(InvalidToken):
         verifier.verify(f"{head}.{claims}.{signature[:-2]}AA")
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512", "none"])
+def test_only_hs256_with_the_secret_is_accepted(algorithm: str) -> None:
+    """The verifier keeps its own HS256: a token signed another way, even with the same
+    secret, or not signed at all, is refused."""
+    claims = {"sub": "officer-kim", "role": "officer", "iss": "cluster-incentives"}
+    claims["exp"] = int(time.time()) + 600
+    key = None if algorithm == "none" else SECRET
+    token = jwt.encode(claims, key, algorithm=algorithm)
+    with pytest.raises(InvalidToken):
+        HS256Verifier(SECRET).verify(token)
+    assert HS256Verifier(SECRET).verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
+def test_a_secret_that_is_a_public_key_is_refused() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----\n"
+    with pytest.raises(jwt.InvalidKeyError):
+        HS256Verifier(pem)
 
 
 def test_oversight_in_production_needs_the_services_keys() -> None:
