@@ -27,6 +27,7 @@ from services.fund.domain.model import Application, Status
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
 from shared.domain import Unprocessable, today_in_korea
+from shared.domain.support import RefuseGrant
 from shared.eventstore import EventContext, EventStore, UnitOfWork
 from shared.kit.application import ApplicationService, Outcome, Stages, caused_by
 from shared.kit.payouts import PayoutGateway, PayoutOrder
@@ -156,11 +157,16 @@ class FundService(ApplicationService[Application]):
         """Commit approved investments: each holds its amount from its fund and every parent
         in the stage's transaction, or, if one of them no longer has it, is rejected. The
         pools' check constraints make an overcommitment impossible whatever runs concurrently.
+        The support limits are checked again, under the firms' locks: an investment that
+        would pass them is rejected too, and its capacity given back.
 
         The batch first tries one hold per pool for all its approvals together (as the
         applications' rows say them); only if a pool cannot hold them all does each
         application hold on its own, in order, so that those that fit are committed."""
-        committed_on = today_in_korea(self.clock.now())
+        now = self.clock.now()
+        committed_on = today_in_korea(now)
+        # the firms' grants first (before the applications and the pools: one lock order)
+        gate = await self.support.gate(uow, {e.firm_id for e in events if e.firm_id}, now)
         approved = await projection.approved_amounts(uow, [e.aggregate_id for e in events])
         together: dict[str, int] = {}
         for fund_id, amount in approved.values():
@@ -175,23 +181,40 @@ class FundService(ApplicationService[Application]):
             await capacity.lock(uow, list(together))
             return dict(approved) if together and await capacity.hold_all(uow, together) else {}
 
-        async def commit(state: Application) -> CommitInvestment | RefuseCommitment:
+        async def hold(state: Application) -> RefuseCommitment | None:
             nonlocal held
             if held is None:
                 held = await hold_for_the_batch()
             amount = state.approved_amount or 0
             taken = held.pop(state.id, None)
             if taken == (state.fund_id, amount):
-                return CommitInvestment(committed_on=committed_on)
+                return None
             if taken is not None:  # the row said other terms than the log: give them back
                 await self._give_back(uow, *taken)
             pools = projection.lineage(self.funds, state.fund_id)
             left = min((await capacity.lock(uow, pools)).values(), default=0)
             if left >= amount and await capacity.hold_all(uow, dict.fromkeys(pools, amount)):
-                return CommitInvestment(committed_on=committed_on)
+                return None
             return RefuseCommitment(available_capacity=left)  # read under the pools' locks
 
-        await self.react(uow, events, COMMITMENT, commit, only_in=Status.APPROVED)
+        async def commit(state: Application) -> CommitInvestment | RefuseCommitment | RefuseGrant:
+            short = await hold(state)
+            if short is not None:
+                return short
+            refusal = gate.admit(
+                application_id=state.id,
+                firm_id=state.firm_id,
+                year=committed_on.year,  # an investment counts in the year it is committed
+                cost_reference=state.cost_reference,
+                amount=state.approved_amount or 0,
+            )
+            if refusal is not None:  # the support limits are passed: the capacity goes back
+                await self._give_back(uow, state.fund_id, state.approved_amount or 0)
+                return refusal
+            return CommitInvestment(committed_on=committed_on)
+
+        outcomes = await self.react(uow, events, COMMITMENT, commit, only_in=Status.APPROVED)
+        await self.support.record_grants(uow, [e for o in outcomes for e in o.events])
         for fund_id, amount in (held or {}).values():  # held for one not approved any more
             await self._give_back(uow, fund_id, amount)
 

@@ -29,7 +29,7 @@ from services.taxcredit.domain.rates import RateTable
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
 from shared.domain import Conflict, Decision, load_technologies, today_in_korea
-from shared.domain.support import SupportFacts
+from shared.domain.support import RefuseGrant, SupportFacts
 from shared.eventstore import (
     NEW_STREAM,
     ConcurrencyConflict,
@@ -209,15 +209,30 @@ class TaxCreditService(ApplicationService[Application]):
     async def when_applications_approved_issue_certificates(
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
-        """Issue the certificate of each approved claim, once (one issued already is passed over)."""
-        issued_on = today_in_korea(self.clock.now())
-        await self.react(
-            uow,
-            events,
-            CERTIFIER,
-            lambda state: IssueCertificate(number=certificate_number(state), issued_on=issued_on),
-            only_in=Status.APPROVED,
-        )
+        """Issue the certificate of each approved claim, once (one issued already is passed over),
+        unless the support limits, checked again now under the firms' locks, are passed since
+        the claim was verified: the claim is then rejected at stage ``certification``."""
+        now = self.clock.now()
+        issued_on = today_in_korea(now)
+        firms = {e.firm_id for e in events if e.firm_id}
+        gate = None if self.support is None else await self.support.gate(uow, firms, now)
+
+        def certify(state: Application) -> IssueCertificate | RefuseGrant:
+            if gate is not None:
+                refusal = gate.admit(
+                    application_id=state.id,
+                    firm_id=state.firm_id,
+                    year=state.tax_year,  # a credit counts in its tax year
+                    cost_reference=state.cost_reference,
+                    amount=state.approved_amount or 0,
+                )
+                if refusal is not None:
+                    return refusal
+            return IssueCertificate(number=certificate_number(state), issued_on=issued_on)
+
+        outcomes = await self.react(uow, events, CERTIFIER, certify, only_in=Status.APPROVED)
+        if self.support is not None:
+            await self.support.record_grants(uow, [e for o in outcomes for e in o.events])
 
 
 __all__ = [

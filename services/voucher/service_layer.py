@@ -37,7 +37,7 @@ from services.voucher.domain.programmes import Programme
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
 from shared.domain import Decision
-from shared.domain.support import SupportFacts
+from shared.domain.support import RefuseGrant, SupportFacts
 from shared.eventstore import (
     ConcurrencyConflict,
     EventContext,
@@ -273,13 +273,33 @@ class VoucherService(ApplicationService[Application]):
     async def when_applications_approved_issue_vouchers(
         self, uow: UnitOfWork, events: Sequence[Envelope]
     ) -> None:
-        today = today_in_korea(self.clock.now())
+        """Issue the voucher of each approved application, once, unless the support limits,
+        checked again now under the firms' locks (a voucher counts in its year of issue), are
+        passed since it was verified: it is then rejected at stage ``issue`` and its
+        programme's budget gets back what the approval held."""
+        now = self.clock.now()
+        today = today_in_korea(now)
+        gate = await self.support.gate(uow, {e.firm_id for e in events if e.firm_id}, now)
 
-        def issue(state: Application) -> IssueVoucher:
+        def issue(state: Application) -> IssueVoucher | RefuseGrant:
+            refusal = gate.admit(
+                application_id=state.id,
+                firm_id=state.firm_id,
+                year=today.year,
+                cost_reference=state.cost_reference,
+                amount=state.approved_amount or 0,
+            )
+            if refusal is not None:
+                return refusal
             programme = self.programme(state.programme_id)
             return IssueVoucher(voucher_id=new_id("vch"), programme=programme, today=today)
 
-        await self.react(uow, events, ISSUER, issue, only_in=Status.APPROVED)
+        outcomes = await self.react(uow, events, ISSUER, issue, only_in=Status.APPROVED)
+        await self.support.record_grants(uow, [e for o in outcomes for e in o.events])
+        for outcome in outcomes:
+            refused = outcome.application
+            if outcome.events and refused.status is Status.REJECTED and refused.approved_amount:
+                await budgets.release(uow, refused.programme_id, refused.approved_amount)
 
     async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
         redemption_id = str(event.payload["redemption_id"])

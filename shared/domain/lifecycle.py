@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,7 @@ from shared.domain.decisions import Decision, Reason
 from shared.domain.errors import InvalidTransition
 from shared.domain.events import EventPayload
 from shared.domain.firms import BUSINESS_NUMBER, Firm
+from shared.domain.support import SupportFacts
 
 
 class ReasonPayload(BaseModel):
@@ -26,17 +27,28 @@ class ReasonPayload(BaseModel):
 
 
 class RejectionPayload(EventPayload):
-    """Verification or an officer refused the application (a programme adds its facts)."""
+    """Verification or an officer refused the application (a programme adds its facts), or
+    its grant stage did (a programme adds that stage)."""
+
+    schema_version: ClassVar[int] = 2
 
     stage: Literal["verification", "decision"]
     reasons: tuple[ReasonPayload, ...] = Field(min_length=1)
     officer: str | None = None
+    support: SupportFacts | None = None
+    """At a grant stage: what the support limits showed when the grant was refused."""
 
     @classmethod
     def of(cls, reasons: Sequence[Reason], **fields: Any) -> RejectionPayload:
         return cls(
             reasons=tuple(ReasonPayload(code=r.code, message=r.message) for r in reasons), **fields
         )
+
+
+def rejection_v1_compared_no_support(payload: dict[str, Any]) -> dict[str, Any]:
+    """The upcaster of every programme's rejection from version 1: nothing was refused at a
+    grant stage then, so no rejection recorded support facts of its own."""
+    return {**payload, "support": None}
 
 
 class ApprovalPayload(EventPayload):

@@ -5,10 +5,10 @@ A *grant* is the moment a programme commits money to a firm: a voucher issued, a
 certified, a fund investment committed. Each grant event carries the firm, the amount,
 the year it counts in, its programme and the cost it covers (``cost_reference``). Every
 programme service keeps a read model of all three programmes' grants (fed from their
-topics) and checks it at verification. The grant itself comes later (after decisions or
-votes), and the read model learns of another programme's grants as their events arrive:
-two applications verified before either is granted may both be granted, hours or days
-apart. A detector then records the overlap as ``support.conflict.detected``, naming both
+topics) and checks it at verification, and again as it grants (:class:`RefuseGrant`): its
+own grants are in the read model as soon as they are made, another programme's once their
+events arrive. Two programmes granting to one firm within that moment may both grant; a
+detector then records the overlap as ``support.conflict.detected``, naming both
 applications, for officers to settle.
 """
 
@@ -162,6 +162,51 @@ def support_failures(facts: SupportFacts | None, amount: int) -> list[Reason]:
     return reasons
 
 
+# --- checking again at the grant ---------------------------------------------------------------
+
+
+class RefuseGrant(NamedTuple):
+    """A grant stage refuses an approved application: checked again as the grant is made, the
+    support limits are passed (another grant was made since the application was verified).
+    Each programme's decider turns it into its rejection at its grant stage."""
+
+    reasons: tuple[Reason, ...]
+    support: SupportFacts
+
+
+def facts_among(
+    grants: Sequence[Grant],
+    *,
+    firm_id: str,
+    year: int,
+    cost_reference: str | None,
+    policy: SupportPolicy,
+) -> SupportFacts:
+    """The support facts of a firm's application among ``grants`` (what each still stands for,
+    net of give-backs): what :meth:`SupportBook.facts` answers from the read model, here from
+    grants in hand."""
+    standing = sorted((g for g in grants if g.firm_id == firm_id and g.amount > 0), key=_order)
+    holder = next(
+        (g for g in standing if cost_reference and g.cost_reference == cost_reference), None
+    )
+    return SupportFacts(
+        policy_version=policy.version,
+        year=year,
+        cost_reference=cost_reference,
+        supported_elsewhere=(
+            f"{holder.programme} application {holder.application_id}" if holder else None
+        ),
+        combined_support=sum(g.amount for g in standing if g.year == year),
+        combined_yearly_cap=policy.combined_yearly_cap,
+    )
+
+
+def refusal_at_grant(facts: SupportFacts, amount: int) -> RefuseGrant | None:
+    """The refusal of a grant of ``amount`` won that ``facts`` show, or None: it may be made."""
+    reasons = support_failures(facts, amount)
+    return RefuseGrant(tuple(reasons), facts) if reasons else None
+
+
 # --- finding overlaps afterwards --------------------------------------------------------------
 
 
@@ -276,12 +321,15 @@ __all__ = [
     "GiveBack",
     "Grant",
     "GrantRef",
+    "RefuseGrant",
     "SupportConflictDetected",
     "SupportFacts",
     "SupportPolicy",
     "conflicts_of",
+    "facts_among",
     "give_back_of",
     "grant_of",
     "load_support_policy",
+    "refusal_at_grant",
     "support_failures",
 ]

@@ -1,16 +1,22 @@
 """The support read model every programme service keeps: every programme's grants, fed from
-the three events topics, checked at verification (see :mod:`shared.domain.support`).
+the three events topics, checked at verification and again at the grant (see
+:mod:`shared.domain.support`).
 
 Grants are kept per application (``programme``, ``application_id``): what was granted,
-what went back, the year it counts in and the cost it covers. The consumer writes them
-in the inbox's transaction, so a redelivered event changes nothing; a conflict it finds
-is appended once, on an aggregate named after it, and published on the service's topic.
+what went back, the year it counts in and the cost it covers. A programme records its own
+grants in the transaction that makes them, under a lock per firm (:class:`GrantGate`), so
+that within one programme the database decides: two grants to one firm are made one after
+the other, the second seeing the first. Other programmes' grants come from their topics:
+the consumer writes them in the inbox's transaction, so a redelivered event changes
+nothing; a conflict it finds is appended once, on an aggregate named after it, and
+published on the service's topic.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,13 +29,16 @@ from shared.domain.support import (
     GRANT_EVENTS,
     PROGRAMMES,
     Grant,
+    RefuseGrant,
     SupportConflictDetected,
     SupportFacts,
     SupportPolicy,
     conflicts_of,
+    facts_among,
     give_back_of,
     grant_of,
     load_support_policy,
+    refusal_at_grant,
 )
 from shared.eventstore import EventContext, StreamVersion, UnitOfWork
 from shared.eventstore.schema import UTCDateTime
@@ -40,6 +49,17 @@ from shared.topics import DLQ_TOPIC, events_topic
 READ_MODEL_FETCH_WAIT_MS = 100
 """The support read model may lag a tenth of a second (it is checked at verification, long
 before the grant): it need not poll the broker a hundred times a second like a stage."""
+
+
+FIRM_LOCKS = 0x5350
+"""The first key of the per-firm grant locks (``pg_advisory_xact_lock(FIRM_LOCKS, firm)``):
+two-key advisory locks never meet the one-key locks of the relay and oversight."""
+
+
+def firm_lock_key(firm_id: str) -> int:
+    """The second key of a firm's grant lock: a signed 32-bit hash of its id (two firms
+    that share one only wait for each other)."""
+    return int.from_bytes(hashlib.sha256(firm_id.encode()).digest()[:4], "big", signed=True)
 
 
 def default_policy(override: Any = None) -> tuple[SupportPolicy, dict[str, Any]]:
@@ -126,6 +146,37 @@ class SupportBook:
             for firm, year, cost in wanted
         ]
 
+    # --- the grant ---------------------------------------------------------------------------
+
+    async def gate(self, uow: UnitOfWork, firm_ids: Iterable[str], at: datetime) -> GrantGate:
+        """Lock the firms' grants for this transaction, then read them all: a grant stage
+        checks the support limits again on what it reads here, and another transaction
+        granting to one of these firms waits until this one has committed (PostgreSQL; on
+        SQLite one writer at a time already). Call it before locking the applications, and
+        record the grants made (:meth:`record_grants`) before the transaction ends. ``at``:
+        when the grants are made."""
+        firms = sorted(set(firm_ids))
+        if not firms:
+            return GrantGate(self.programme, self.policy, [], at, firms)
+        if uow.connection.dialect.name == "postgresql":
+            keys = sorted({firm_lock_key(f) for f in firms})  # in one order: no lock cycle
+            await uow.connection.execute(
+                sa.text(
+                    "SELECT pg_advisory_xact_lock(:space, k)"
+                    " FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
+                ),
+                {"space": FIRM_LOCKS, "keys": keys},
+            )
+        t = self.table
+        rows = await uow.connection.execute(sa.select(t).where(t.c.firm_id.in_(firms)))
+        known = [_grant_of_row(r) for r in rows]
+        return GrantGate(self.programme, self.policy, known, at, firms)
+
+    async def record_grants(self, uow: UnitOfWork, events: Sequence[Envelope]) -> None:
+        """Record the grants among ``events`` (this programme's, just appended) in their
+        transaction: the consumer of the topic then finds them recorded."""
+        await self._record(uow, [g for e in events if (g := grant_of(e)) is not None])
+
     # --- the read model ---------------------------------------------------------------------
 
     async def apply(self, uow: UnitOfWork, events: Sequence[Envelope]) -> None:
@@ -139,7 +190,7 @@ class SupportBook:
             if grant is not None:
                 grants.setdefault((grant.programme, grant.application_id), grant)
                 causes[grant.event_id] = event
-        fresh = await self._record(uow, list(grants.values()))
+        await self._record(uow, list(grants.values()))
         for event in events:
             back = give_back_of(event)
             if back is not None:
@@ -150,8 +201,8 @@ class SupportBook:
                     )
                     .values(given_back=t.c.given_back + back.amount)
                 )
-        if fresh:
-            await self._detect(uow, fresh, causes)
+        if grants:  # recorded by the consumer now, or by this programme as it granted
+            await self._detect(uow, list(grants.values()), causes)
 
     async def _record(self, uow: UnitOfWork, grants: Sequence[Grant]) -> list[Grant]:
         """Insert the grants not recorded yet (a restored database replays its topics)."""
@@ -198,19 +249,7 @@ class SupportBook:
         if costs:
             related = sa.or_(related, t.c.cost_reference.in_(costs))
         rows = await uow.connection.execute(sa.select(t).where(related))
-        known = [
-            Grant(
-                programme=r.programme,
-                application_id=r.application_id,
-                firm_id=r.firm_id,
-                amount=max(r.granted - r.given_back, 0),
-                year=r.year,
-                cost_reference=r.cost_reference,
-                event_id=r.event_id,
-                granted_at=r.granted_at,
-            )
-            for r in rows
-        ]
+        known = [_grant_of_row(r) for r in rows]
         found: dict[str, tuple[SupportConflictDetected, Envelope]] = {}
         for grant in grants:
             for key, conflict in conflicts_of(
@@ -254,6 +293,77 @@ class SupportBook:
         return consumer
 
 
+class GrantGate:
+    """The support limits checked again as a programme grants, on the firms' grants read
+    under their locks (:meth:`SupportBook.gate`). A grant admitted earlier in the same
+    batch counts for the later ones."""
+
+    def __init__(
+        self,
+        programme: str,
+        policy: SupportPolicy,
+        grants: list[Grant],
+        at: datetime,
+        firms: Iterable[str],
+    ) -> None:
+        self.programme = programme
+        self.policy = policy
+        self.at = at
+        self._grants = grants
+        self.firms = frozenset(firms)
+        """The firms whose grants were read (under their locks)."""
+
+    def admit(
+        self,
+        *,
+        application_id: str,
+        firm_id: str,
+        year: int,
+        cost_reference: str | None,
+        amount: int,
+    ) -> RefuseGrant | None:
+        """The refusal a grant of ``amount`` won to the firm meets, or None: the grant is
+        made (the caller makes it in this transaction) and the next checks count it."""
+        if firm_id not in self.firms:
+            raise RuntimeError(f"firm {firm_id}'s grants were not locked and read for this grant")
+        facts = facts_among(
+            self._grants,
+            firm_id=firm_id,
+            year=year,
+            cost_reference=cost_reference,
+            policy=self.policy,
+        )
+        refusal = refusal_at_grant(facts, amount)
+        if refusal is None:
+            self._grants.append(
+                Grant(
+                    programme=self.programme,
+                    application_id=application_id,
+                    firm_id=firm_id,
+                    amount=amount,
+                    year=year,
+                    cost_reference=cost_reference,
+                    event_id=f"granting:{application_id}",
+                    granted_at=self.at,
+                )
+            )
+        return refusal
+
+
+def _grant_of_row(r: Any) -> Grant:
+    """A ``support_grants`` row as the grant it still stands for (net of what went back)."""
+    return Grant(
+        programme=r.programme,
+        application_id=r.application_id,
+        firm_id=r.firm_id,
+        amount=max(r.granted - r.given_back, 0),
+        year=r.year,
+        cost_reference=r.cost_reference,
+        event_id=r.event_id,
+        granted_at=r.granted_at,
+    )
+
+
 def support_router() -> APIRouter:
     """``GET /v1/support-policy``: the policy in force, public like the rules it applies."""
     router = APIRouter(prefix="/v1", tags=["support limits"])
@@ -278,4 +388,12 @@ def support_router() -> APIRouter:
     return router
 
 
-__all__ = ["SupportBook", "default_policy", "support_router", "support_table"]
+__all__ = [
+    "FIRM_LOCKS",
+    "GrantGate",
+    "SupportBook",
+    "default_policy",
+    "firm_lock_key",
+    "support_router",
+    "support_table",
+]

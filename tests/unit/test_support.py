@@ -9,30 +9,40 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from itertools import permutations
+from typing import Any
 
 import pytest
 
+from services.fund.domain.events import EVENTS as FUND_EVENTS
 from services.fund.domain.events import InvestmentCancelled, InvestmentCommitted
+from services.taxcredit.domain.events import EVENTS as TAXCREDIT_EVENTS
 from services.taxcredit.domain.events import (
     CertificateClawedBack,
     CertificateIssued,
     Programme,
 )
+from services.voucher.domain.events import EVENTS as VOUCHER_EVENTS
 from services.voucher.domain.events import VoucherExpired, VoucherIssued
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.domain import DomainError
 from shared.domain.support import (
     GIVE_BACK_EVENTS,
     GRANT_EVENTS,
     PROGRAMMES,
     GiveBack,
     Grant,
+    RefuseGrant,
     SupportConflictDetected,
     SupportFacts,
+    SupportPolicy,
     conflicts_of,
+    facts_among,
     give_back_of,
     grant_of,
+    refusal_at_grant,
     support_failures,
 )
+from tests.unit import fund_builders, taxcredit_builders, voucher_builders
 
 FIRM = "123-45-67890"
 OTHER_FIRM = "987-65-43210"
@@ -442,3 +452,94 @@ def test_a_programme_that_sees_its_own_grant_first_reports_the_same_as_later():
     found = {p: sorted(seen_by(p, orders[p])) for p in PROGRAMMES}
     assert found == {"voucher": [], "fund": ["cap:ev-2"], "taxcredit": ["cap:ev-3"]}
     assert in_every_order(grants) == {"fund": ["cap:ev-2"], "taxcredit": ["cap:ev-3"]}
+
+
+# --- checked again at the grant -------------------------------------------------------------
+
+
+POLICY = SupportPolicy(version="2026-1", combined_yearly_cap=CAP, assumption="a test cap")
+
+
+def at_grant(
+    grants: list[Grant], amount: int, *, cost: str | None = COST, year: int = 2026
+) -> tuple[SupportFacts, RefuseGrant | None]:
+    facts = facts_among(grants, firm_id=FIRM, year=year, cost_reference=cost, policy=POLICY)
+    return facts, refusal_at_grant(facts, amount)
+
+
+def test_at_the_grant_a_cost_granted_meanwhile_is_refused_naming_the_grant():
+    facts, refusal = at_grant([grant("voucher", 1, 10, cost=COST)], 5)
+    assert facts.supported_elsewhere == "voucher application voucher-app-1"
+    assert refusal is not None
+    assert [r.code for r in refusal.reasons] == ["duplicate_support"]
+    assert refusal.support == facts  # what the refusal compared goes into its event
+
+
+def test_at_the_grant_the_firms_year_is_summed_net_and_other_firms_and_years_left_out():
+    grants = [
+        grant("voucher", 1, CAP // 2),
+        grant("fund", 2, CAP // 4),
+        grant("fund", 3, 0, cost=COST),  # given back in full: stands for nothing, not the cost
+        grant("taxcredit", 4, CAP, firm=OTHER_FIRM),
+        grant("taxcredit", 5, CAP, year=2025),
+    ]
+    facts, refusal = at_grant(grants, CAP // 4)
+    assert facts.combined_support == CAP // 2 + CAP // 4
+    assert facts.supported_elsewhere is None
+    assert refusal is None  # exactly the cap
+    _, refusal = at_grant(grants, CAP // 4 + 1)
+    assert refusal is not None
+    assert [r.code for r in refusal.reasons] == ["combined_cap_exceeded"]
+
+
+def test_at_the_grant_the_first_grant_of_a_cost_is_the_one_named():
+    grants = [grant("fund", 2, 10, cost=COST), grant("voucher", 1, 10, cost=COST)]
+    facts, _ = at_grant(grants, 1)
+    assert facts.supported_elsewhere == "voucher application voucher-app-1"
+
+
+@pytest.mark.parametrize(
+    ("approved", "stage", "rejected_type"),
+    [
+        (voucher_builders.approved, "issue", "voucher.application.rejected"),
+        (taxcredit_builders.approved, "certification", "taxcredit.application.rejected"),
+        (fund_builders.approved, "commitment", "fund.application.rejected"),
+    ],
+    ids=["voucher", "taxcredit", "fund"],
+)
+def test_each_programme_rejects_an_approved_application_its_grant_stage_refuses(
+    approved: Any, stage: str, rejected_type: str
+) -> None:
+    stream = approved()
+    facts, refusal = at_grant([grant("fund", 1, 10, cost=COST)], 5)
+    assert refusal is not None
+
+    [event] = stream.when(refusal, by=SYSTEM)
+
+    assert (event.type, event.schema_version) == (rejected_type, 2)
+    assert event.payload["stage"] == stage
+    assert [r["code"] for r in event.payload["reasons"]] == ["duplicate_support"]
+    assert event.payload["support"] == facts.model_dump(mode="json")
+    assert str(stream.app.status) == "rejected"
+    assert [r.code for r in stream.app.rejection_reasons] == ["duplicate_support"]
+    with pytest.raises(DomainError):  # refused once: nothing left to refuse or grant
+        stream.when(refusal, by=SYSTEM)
+
+
+@pytest.mark.parametrize("registry", [VOUCHER_EVENTS, TAXCREDIT_EVENTS, FUND_EVENTS])
+def test_a_rejection_of_version_1_compared_no_support_of_its_own(registry: Any) -> None:
+    service = registry.service
+    v1 = sealed(
+        NewEvent(
+            type=f"{service}.application.rejected",
+            payload={
+                "stage": "verification",
+                "reasons": [{"code": "duplicate_support", "message": "granted elsewhere"}],
+                "officer": None,
+            },
+            schema_version=1,
+        )
+    )
+    parsed = registry.parse(v1)
+    assert parsed.support is None
+    assert parsed.stage == "verification"

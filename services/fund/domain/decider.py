@@ -51,7 +51,7 @@ from shared.domain import (
     require_status,
     today_in_korea,
 )
-from shared.domain.support import SupportFacts, support_failures
+from shared.domain.support import RefuseGrant, SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -346,6 +346,14 @@ def _refuse(command: RefuseCommitment, state: Application | None) -> list[NewEve
     refused = ApplicationRejected.of(
         [short], stage="commitment", available_capacity=command.available_capacity
     )
+    return [refused.event()]
+
+
+@decide.register
+def _refuse_for_support(command: RefuseGrant, state: Application | None) -> list[NewEvent]:
+    """The support limits, checked again as the investment was to be committed, are passed."""
+    require_status(state, Status.APPROVED, "refuse the commitment of")
+    refused = ApplicationRejected.of(command.reasons, stage="commitment", support=command.support)
     return [refused.event()]
 
 

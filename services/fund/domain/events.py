@@ -143,7 +143,8 @@ class ApplicationVerified(EventPayload):
 
 class ApplicationRejected(lifecycle.RejectionPayload):
     """Verification found the application wanting, the committee can no longer approve it,
-    or (stage ``commitment``) the fund no longer had the capacity when it came to commit."""
+    or (stage ``commitment``) the fund no longer had the capacity when it came to commit, or
+    the support limits, checked again then, were passed."""
 
     event_type: ClassVar[str] = "fund.application.rejected"
     stage: Literal["verification", "decision", "commitment"]  # type: ignore[assignment]
@@ -280,6 +281,8 @@ EVENTS = EventRegistry(
         SupportConflictDetected,
     ],
 )
+
+EVENTS.upcaster(E.REJECTED, from_version=1)(lifecycle.rejection_v1_compared_no_support)
 
 
 __all__ = [

@@ -61,7 +61,7 @@ from shared.domain import (
     require_new,
     require_status,
 )
-from shared.domain.support import SupportFacts, support_failures
+from shared.domain.support import RefuseGrant, SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -320,6 +320,14 @@ def _issue(command: IssueCertificate, state: Application | None) -> list[NewEven
         **grant,
     )
     return [issued.event()]
+
+
+@decide.register
+def _refuse_certificate(command: RefuseGrant, state: Application | None) -> list[NewEvent]:
+    """The support limits, checked again as the certificate was to be issued, are passed."""
+    _require(state, Status.APPROVED, "refuse the certificate of")
+    refused = ClaimRejected.of(command.reasons, stage="certification", support=command.support)
+    return [refused.event()]
 
 
 @decide.register

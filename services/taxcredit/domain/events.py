@@ -152,9 +152,12 @@ class ClaimVerified(EventPayload):
 
 
 class ClaimRejected(lifecycle.RejectionPayload):
-    """Verification found the claim wanting, or an officer refused it."""
+    """Verification found the claim wanting, an officer refused it, or (stage
+    ``certification``) the support limits, checked again as the certificate was to be
+    issued, were passed."""
 
     event_type: ClassVar[str] = "taxcredit.application.rejected"
+    stage: Literal["verification", "decision", "certification"]  # type: ignore[assignment]
     facts: VerificationFacts | None = None
 
 
@@ -243,6 +246,8 @@ APPLICATION_EVENTS: tuple[type[EventPayload], ...] = (
 EVENTS = EventRegistry(
     "taxcredit", [*APPLICATION_EVENTS, RateTablePublished, SupportConflictDetected]
 )
+
+EVENTS.upcaster(E.REJECTED, from_version=1)(lifecycle.rejection_v1_compared_no_support)
 
 
 def rate_table_aggregate(version: str) -> str:

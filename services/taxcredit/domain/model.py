@@ -141,7 +141,8 @@ def evolve(state: Application | None, event: Envelope) -> Application:
                 facts=facts,
             )
         case ClaimRejected(stage=stage, reasons=reasons, facts=facts):
-            expect(Status.SUBMITTED if stage == "verification" else Status.VERIFIED)
+            before = {"verification": Status.SUBMITTED, "certification": Status.APPROVED}
+            expect(before.get(stage, Status.VERIFIED))
             return replace(
                 after,
                 status=Status.REJECTED,

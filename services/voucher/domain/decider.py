@@ -54,7 +54,7 @@ from shared.domain import (
     today_in_korea,
     years_before,
 )
-from shared.domain.support import SupportFacts, support_failures
+from shared.domain.support import RefuseGrant, SupportFacts, support_failures
 
 # --- commands -----------------------------------------------------------------------------
 
@@ -340,6 +340,13 @@ def _issue(command: IssueVoucher, state: Application | None) -> list[NewEvent]:
             cost_reference=application.cost_reference,
         ).event()
     ]
+
+
+@decide.register
+def _refuse_issue(command: RefuseGrant, state: Application | None) -> list[NewEvent]:
+    """The support limits, checked again as the voucher was to be issued, are passed."""
+    _require(state, Status.APPROVED, "refuse the voucher of")
+    return [ApplicationRejected.of(command.reasons, stage="issue", support=command.support).event()]
 
 
 @decide.register

@@ -20,6 +20,7 @@ from shared.domain import (
     RejectionPayload,
     WithdrawalPayload,
 )
+from shared.domain.lifecycle import rejection_v1_compared_no_support
 from shared.domain.support import SupportConflictDetected, SupportFacts
 
 PROGRAMME: Final = "voucher"
@@ -94,9 +95,11 @@ class ApplicationVerified(EventPayload):
 
 
 class ApplicationRejected(RejectionPayload):
-    """Verification or an officer refused the application."""
+    """Verification or an officer refused the application, or (stage ``issue``) the support
+    limits, checked again as the voucher was to be issued, were passed."""
 
     event_type: ClassVar[str] = E.REJECTED
+    stage: Literal["verification", "decision", "issue"]  # type: ignore[assignment]
     facts: VerificationFacts | None = None
 
 
@@ -212,6 +215,9 @@ EVENTS = EventRegistry(
 def _verified_v1_recorded_no_facts(payload: dict[str, Any]) -> dict[str, Any]:
     """Version 1 listed the checks only; what they compared was not recorded."""
     return {**payload, "facts": None}
+
+
+EVENTS.upcaster(E.REJECTED, from_version=1)(rejection_v1_compared_no_support)
 
 
 @EVENTS.upcaster(E.ISSUED, from_version=1)

@@ -65,3 +65,32 @@ async def test_a_cost_the_fund_already_invested_in_is_not_invested_in_twice(
 
     assert [r["code"] for r in rejected["rejection_reasons"]] == ["duplicate_support"]
     assert first["id"] in rejected["rejection_reasons"][0]["message"]
+
+
+async def test_two_investments_verified_for_one_cost_are_committed_once(
+    fund: ServiceHarness,
+) -> None:
+    """Checked again at the grant: both verified before either is committed, the second to
+    come to commitment is rejected there, and its capacity goes back to the funds."""
+    cost = "TRIAL-2026-ONE-COST"
+    before = await funds(fund)
+    ids = []
+    for key, amount in (("first", 2_000_000_000), ("second", 1_000_000_000)):
+        created = await apply(fund, investment(amount, cost_reference=cost), key)
+        await wait_for_status(fund, created["id"], "verified")
+        ids.append(created["id"])
+    for app_id in ids:
+        for member in ("officer-kim", "officer-lee"):
+            assert (await vote(fund, app_id, member)).status_code == 200
+
+    settled = [
+        await wait_until(fund, app_id, lambda a: a["status"] in ("committed", "rejected"))
+        for app_id in ids
+    ]
+    [committed] = [a for a in settled if a["status"] == "committed"]
+    [rejected] = [a for a in settled if a["status"] == "rejected"]
+    assert [r["code"] for r in rejected["rejection_reasons"]] == ["duplicate_support"]
+    assert committed["id"] in rejected["rejection_reasons"][0]["message"]
+    figures = await funds(fund)
+    for pool in (GOIF, MEGA):  # only the committed investment holds capacity
+        assert figures[pool]["available"] == before[pool]["available"] - committed["amount"]

@@ -176,6 +176,37 @@ async def test_a_firm_over_its_combined_yearly_cap_is_refused_in_that_year_only(
     await wait_for_status(taxcredit, earlier["id"], "verified")
 
 
+async def test_a_grant_made_elsewhere_after_verification_stops_the_certificate(
+    taxcredit: ServiceHarness, kafka_bootstrap: str
+) -> None:
+    """Checked again at the grant: a voucher for the same cost, issued between the claim's
+    verification and its certification, makes the certificate stage reject the claim."""
+    body = strategic(100_000_000, reference="FAC-1")
+    body["cost_reference"] = "COST-OSONG-PLANT"
+    created = await submit(taxcredit, body, key="claim")
+    await wait_for_status(taxcredit, created["id"], "verified")
+    await publish(
+        kafka_bootstrap, programme_topic(taxcredit, "voucher"), [voucher_issued("COST-OSONG-PLANT")]
+    )
+    await until(lambda: granted_by(taxcredit, "voucher"))
+
+    approved = await decide(taxcredit, created["id"], "officer-kim")
+    assert approved.status_code == 200, approved.text
+    rejected = await wait_for_status(taxcredit, created["id"], "rejected")
+    [reason] = rejected["rejection_reasons"]
+    assert reason["code"] == "duplicate_support"
+    assert rejected.get("certificate") is None
+    events = await taxcredit.client.get(
+        f"/v1/applications/{created['id']}/events", headers=taxcredit.firm()
+    )
+    refusal = events.json()[-1]
+    assert refusal["type"] == "taxcredit.application.rejected"
+    assert refusal["actor"]["sub"] == "taxcredit-certificates"
+    assert refusal["payload"]["stage"] == "certification"
+    assert refusal["payload"]["support"]["supported_elsewhere"] == "voucher application va_0001"
+    assert await granted_by(taxcredit, "taxcredit") == []
+
+
 async def test_a_certificate_is_a_grant_and_an_overlap_found_afterwards_is_recorded(
     taxcredit: ServiceHarness, kafka_bootstrap: str
 ) -> None:
@@ -183,20 +214,21 @@ async def test_a_certificate_is_a_grant_and_an_overlap_found_afterwards_is_recor
     body["cost_reference"] = "COST-OSONG-PLANT"
     created = await submit(taxcredit, body, key="claim")
     await wait_for_status(taxcredit, created["id"], "verified")
-    # a voucher for the same cost, issued before the credit is certified, arrives late
-    voucher = voucher_issued("COST-OSONG-PLANT", at=START - timedelta(hours=1))
-    await publish(kafka_bootstrap, programme_topic(taxcredit, "voucher"), [voucher])
-    await until(lambda: granted_by(taxcredit, "voucher"))
-
     taxcredit.clock.advance(timedelta(minutes=5))
     approved = await decide(taxcredit, created["id"], "officer-kim")
     assert approved.status_code == 200, approved.text
     certified = await wait_for_status(taxcredit, created["id"], "certified")
-    [grant] = await until(lambda: granted_by(taxcredit, "taxcredit"))
+    # recorded in the certificate's own transaction, not when its event comes back
+    [grant] = await granted_by(taxcredit, "taxcredit")
     assert grant["application_id"] == created["id"]
     assert grant["cost_reference"] == "COST-OSONG-PLANT"
     assert grant["granted"] == certified["certificate"]["amount"] == 35_000_000
     assert (grant["firm_id"], grant["year"]) == (FIRM_ID, 2026)
+
+    # a voucher for the same cost, issued before the credit was certified, arrives late
+    voucher = voucher_issued("COST-OSONG-PLANT", at=START - timedelta(hours=1))
+    await publish(kafka_bootstrap, programme_topic(taxcredit, "voucher"), [voucher])
+    await until(lambda: granted_by(taxcredit, "voucher"))
 
     async def conflicts() -> list[dict[str, Any]]:
         stored = await taxcredit.service.store.read_all(limit=10_000)

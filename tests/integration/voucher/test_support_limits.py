@@ -190,6 +190,44 @@ async def test_a_grant_published_on_another_programmes_topic_refuses_the_voucher
     assert codes(document) == ["duplicate_support"]
 
 
+async def test_a_grant_made_elsewhere_after_verification_stops_the_voucher_at_issue(
+    voucher: VoucherHarness,
+) -> None:
+    """Checked again at the grant: a fund investment in the same cost, committed between the
+    voucher's verification and its issue, makes the issue stage reject it, and the budget
+    the approval held goes back to the programme."""
+
+    async def money() -> dict[str, Any]:
+        response = await voucher.client.get("/v1/programmes", headers=voucher.officer())
+        [programme] = [p for p in response.json() if p["id"] == "cluster-startup-support-2026"]
+        return dict(programme["money"])
+
+    application_id = await apply_for(voucher, "late", cost_reference=COST)
+    await wait_for_status(voucher, application_id, "verified")
+    before = await money()
+    await record(voucher, investment_committed(amount=300_000_000, cost=COST))
+
+    approved = await voucher.client.post(
+        f"/v1/applications/{application_id}/decisions",
+        json={"decision": "approve", "reason": "eligible"},
+        headers={**voucher.officer(), "Idempotency-Key": "approve-late"},
+    )
+    assert approved.status_code == 200, approved.text
+    document = await wait_for_status(voucher, application_id, "rejected")
+
+    assert codes(document) == ["duplicate_support"]
+    assert document.get("voucher") is None
+    chain = await voucher.client.get(
+        f"/v1/applications/{application_id}/events", headers=voucher.auth_auditor()
+    )
+    refusal = chain.json()[-1]
+    assert refusal["actor"]["sub"] == "voucher-issue"
+    assert refusal["payload"]["stage"] == "issue"
+    assert refusal["payload"]["support"]["supported_elsewhere"] == "fund application app_fund_1"
+    assert await money() == before  # the approval's hold is back in the budget
+    assert (await support_facts(voucher)).combined_support == 300_000_000  # no voucher granted
+
+
 async def test_an_issued_voucher_is_a_grant_the_other_programmes_see(
     voucher: VoucherHarness,
 ) -> None:
