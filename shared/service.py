@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shared.asyncapi import asyncapi_document
 from shared.audit_api import audit_router
 from shared.auth import HS256Verifier, TokenVerifier
+from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
 from shared.checkpoints import metadata as checkpoint_tables
 from shared.clock import Clock, SystemClock
@@ -99,6 +100,19 @@ class RuntimeCollector:
             )
             batch.add_metric([relay.topic], relay.last_batch_seconds)
             yield from (published, failures, batch)
+        watch = self.runtime.extras.get("broker_watch")
+        if watch is not None:
+            losses = CounterMetricFamily(
+                "incentives_broker_log_losses",
+                "Times this process found the broker had lost the log (and repaired it)",
+            )
+            losses.add_metric([], watch.losses_seen)
+            requeued = CounterMetricFamily(
+                "incentives_broker_log_requeued_events",
+                "Events this process queued to publish again after a loss",
+            )
+            requeued.add_metric([], watch.requeued_total)
+            yield from (losses, requeued)
         consumers = self.runtime.extras.get("consumers", [])
         if consumers:
             families = {
@@ -146,6 +160,31 @@ async def _start_checkpoints(runtime: ServiceRuntime) -> None:
     runtime.spawn(sealer.run(publish), name="checkpoints")
 
 
+METADATA_MAX_AGE_MS = 5000
+"""How old the clients' view of the topics may get (Kafka's default is five minutes)."""
+
+
+async def _make_topics(settings: ServiceSettings) -> None:
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
+    )
+
+
+async def _restart_subscribers(broker: KafkaBroker) -> None:
+    """Stop and start every subscriber: new consumers, which join their groups afresh."""
+    for subscriber in list(broker.subscribers):
+        if getattr(subscriber, "consumer", None) is None:
+            continue  # not running
+        await subscriber.stop()
+        await subscriber.start()
+
+
+def _consumers_of(broker: KafkaBroker) -> list[Any]:
+    """The Kafka consumers of the process's subscribers that are running."""
+    return [c for s in broker.subscribers if (c := getattr(s, "consumer", None)) is not None]
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -182,6 +221,9 @@ def create_service_app(
                 acks="all",
                 enable_idempotence=False,
                 client_id=f"incentives-{settings.service}",
+                # a topic the broker made again (after losing its log) may have another
+                # partition count: consumers learn of it within seconds, not minutes
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
                 log_level=logging.DEBUG,  # one line per message is for debugging, not for running
             ),
         )
@@ -189,10 +231,7 @@ def create_service_app(
         app.state.verifier = runtime.verifier
         runtime.registry.register(RuntimeCollector(runtime))
         try:
-            await ensure_topics(
-                settings.kafka_bootstrap_servers,
-                standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
-            )
+            await _make_topics(settings)
             for hook in on_startup or []:
                 await hook(runtime)
             if publishes:
@@ -206,6 +245,17 @@ def create_service_app(
                 runtime.extras["relay"] = relay
                 runtime.spawn(relay.run(), name="relay")
             await runtime.broker.start()
+            watch = BrokerWatch(
+                store,
+                settings.kafka_bootstrap_servers,
+                owns_log=publishes,
+                make_topics=lambda: _make_topics(settings),
+                consumers=lambda: _consumers_of(runtime.broker),
+                restart_consumers=lambda: _restart_subscribers(runtime.broker),
+                wake_relay=runtime.wake_relay,
+            )
+            runtime.extras["broker_watch"] = watch
+            runtime.spawn(watch.run(), name="broker-watch")
             yield
         finally:
             with contextlib.suppress(Exception):

@@ -68,3 +68,16 @@ inbox = sa.Table(
     sa.Column("event_id", sa.String(36), primary_key=True),
     sa.Column("processed_at", UTCDateTime, nullable=False),
 )
+
+broker_log = sa.Table(
+    "broker_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # the broker cluster the log was last published to ('' until a service first sees one)
+    sa.Column("cluster_id", sa.String(200), nullable=False),
+    # counts the times the broker was found to have lost the log: a relay marks an event
+    # published only if no loss was recorded since it read the epoch, before sending
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=True),
+)
+"""One row (``id`` 1): which broker holds this service's published log."""

@@ -25,13 +25,14 @@ from json.encoder import encode_basestring
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.clock import Clock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, format_timestamp
 from shared.eventstore.database import is_sqlite
-from shared.eventstore.schema import events, inbox, metadata
+from shared.eventstore.schema import broker_log, events, inbox, metadata
 
 
 class ConcurrencyConflict(Exception):
@@ -462,6 +463,11 @@ class UnitOfWork:
         return {e for e in dict.fromkeys(event_ids) if await self.record_inbox(consumer, e)}
 
 
+_PG_MARK_IN_EPOCH = (
+    "UPDATE events SET published = true WHERE position = ANY($1::bigint[])"
+    " AND EXISTS (SELECT 1 FROM broker_log WHERE id = 1 AND epoch = $2 FOR SHARE)"
+)
+
 _COMPILED: dict[tuple[int, str], tuple[weakref.ref[Any], tuple[str, tuple[str, ...]]]] = {}
 
 
@@ -525,6 +531,11 @@ class EventStore:
         """Create the log and inbox tables if they are missing."""
         async with self.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+        async with self.engine.begin() as connection:
+            insert = (postgresql.insert if not self._sqlite else sqlite.insert)(broker_log)
+            await connection.execute(
+                insert.values(id=1, cluster_id="", epoch=0).on_conflict_do_nothing()
+            )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -598,19 +609,84 @@ class EventStore:
             rows = await uow._driver.fetch(_PG_PENDING, after, limit)
         return [_message_from_row(row) for row in rows]
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
+    async def mark_published(self, positions: Sequence[int], epoch: int | None = None) -> bool:
+        """Mark the events published; with ``epoch`` (:meth:`broker_epoch`, read before they
+        were sent), only if no loss of the broker's log was recorded since: they may have
+        gone to the broker that lost them. False if they were not marked."""
         if not positions:
-            return
+            return True
         async with self.transaction() as uow:
             if uow._driver is not None:
-                await uow._driver.execute(
-                    "UPDATE events SET published = true WHERE position = ANY($1::bigint[])",
-                    list(positions),
+                if epoch is None:
+                    await uow._driver.execute(
+                        "UPDATE events SET published = true WHERE position = ANY($1::bigint[])",
+                        list(positions),
+                    )
+                    return True
+                # FOR SHARE: a loss being recorded makes this wait for it, then see its epoch
+                status = await uow._driver.execute(_PG_MARK_IN_EPOCH, list(positions), epoch)
+                return bool(status != "UPDATE 0")
+            if epoch is not None:
+                current = await uow.connection.scalar(
+                    sa.select(broker_log.c.epoch).where(broker_log.c.id == 1)
                 )
-            else:
+                if current != epoch:
+                    return False
+            await uow.connection.execute(
+                events.update().where(events.c.position.in_(positions)).values(published=True)
+            )
+            return True
+
+    async def broker_state(self) -> tuple[int, str]:
+        """How many times a loss of the broker's log has been recorded, and the cluster the
+        log was last published to ('' if none yet): see :meth:`note_broker`."""
+        async with self.engine.connect() as connection:
+            found = (
+                await connection.execute(
+                    sa.select(broker_log.c.epoch, broker_log.c.cluster_id).where(
+                        broker_log.c.id == 1
+                    )
+                )
+            ).first()
+        return (int(found.epoch), str(found.cluster_id)) if found is not None else (0, "")
+
+    async def note_broker(self, cluster_id: str) -> int | None:
+        """Record that the broker answering now is cluster ``cluster_id``.
+
+        The first cluster seen is simply recorded. Another one than recorded lost the log
+        (a broker keeping nothing restarted, or a new cluster): the whole log is queued for
+        publishing again and the epoch moves on, in one transaction, so that a relay's mark
+        of events sent before it cannot stand. Returns how many events were queued again
+        then, or None when nothing was lost. Once per change, whatever the replicas.
+        """
+        async with self.transaction() as uow:
+            query = sa.select(broker_log.c.cluster_id).where(broker_log.c.id == 1)
+            if not self._sqlite:
+                query = query.with_for_update()
+            known = await uow.connection.scalar(query)
+            if known == cluster_id:
+                return None
+            if known is None:  # a schema made before the row existed
                 await uow.connection.execute(
-                    events.update().where(events.c.position.in_(positions)).values(published=True)
+                    broker_log.insert().values(id=1, cluster_id=cluster_id, epoch=0)
                 )
+                return None
+            lost = bool(known)  # '' (or no row): nothing was published anywhere before
+            await uow.connection.execute(
+                broker_log.update()
+                .where(broker_log.c.id == 1)
+                .values(
+                    cluster_id=cluster_id,
+                    epoch=broker_log.c.epoch + (1 if lost else 0),
+                    changed_at=self.clock.now(),
+                )
+            )
+            if not lost:
+                return None
+            result = await uow.connection.execute(
+                events.update().where(events.c.published.is_(True)).values(published=False)
+            )
+            return int(result.rowcount)
 
     async def sealable_position(self, within: float = 10.0) -> int | None:
         """The highest position below which no event can still commit (0 for none), or None
@@ -641,8 +717,14 @@ class EventStore:
             await asyncio.sleep(0.02)
 
     async def mark_all_unpublished(self) -> int:
-        """Queue the whole log for publishing again (after the broker lost its data)."""
+        """Queue the whole log for publishing again (after the broker lost its data); the
+        epoch moves on with it, so a relay's mark of what it sent before cannot stand."""
         async with self.transaction() as uow:
+            await uow.connection.execute(
+                broker_log.update()
+                .where(broker_log.c.id == 1)
+                .values(epoch=broker_log.c.epoch + 1, changed_at=self.clock.now())
+            )
             result = await uow.connection.execute(
                 events.update().where(events.c.published.is_(True)).values(published=False)
             )

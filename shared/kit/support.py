@@ -194,13 +194,21 @@ class SupportBook:
         for event in events:
             back = give_back_of(event)
             if back is not None:
-                await uow.connection.execute(
+                found = await uow.connection.execute(
                     t.update()
                     .where(
                         t.c.programme == back.programme, t.c.application_id == back.application_id
                     )
                     .values(given_back=t.c.given_back + back.amount)
                 )
+                if found.rowcount == 0:
+                    # only after a broker lost its log can a give-back arrive before its
+                    # grant (sent on its own, ahead of the log sent again): refused here, it
+                    # comes again in order with the rest, after the grant
+                    raise LookupError(
+                        f"{event.type} {event.event_id}: no grant of {back.programme} "
+                        f"application {back.application_id} recorded yet"
+                    )
         if grants:  # recorded by the consumer now, or by this programme as it granted
             await self._detect(uow, list(grants.values()), causes)
 

@@ -112,3 +112,39 @@ def test_run_prints_every_service_url_and_each_answers(
         assert ready.status_code == 200, ready.text
         assert httpx.get(f"{url}/openapi.json", timeout=5).json()["info"]["title"]
         assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+
+
+def test_a_broker_that_dies_is_started_again_and_every_service_repairs_on_its_own(
+    stack: tuple[dict[str, str], int],
+) -> None:
+    urls, broker_port = stack
+    found = subprocess.run(
+        ["pgrep", "-f", f"listener-url tcp://127.0.0.1:{broker_port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [pid] = [int(p) for p in found.stdout.split()]
+    os.kill(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 60
+    repaired: set[str] = set()
+    while time.monotonic() < deadline and repaired != set(urls):
+        for name, url in urls.items():
+            try:
+                metrics = httpx.get(f"{url}/metrics", timeout=5).text
+                ready = httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                continue
+            if ready and "incentives_broker_log_losses_total 1.0" in metrics:
+                repaired.add(name)
+        time.sleep(0.5)
+    assert repaired == set(urls), f"not repaired: {set(urls) - repaired}"
+    assert port_open("127.0.0.1", broker_port)
+    again = subprocess.run(
+        ["pgrep", "-f", f"listener-url tcp://127.0.0.1:{broker_port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [int(p) for p in again.stdout.split()] != [pid]  # a new broker, started by the runner

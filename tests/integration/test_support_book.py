@@ -196,3 +196,33 @@ async def test_another_firms_reference_that_is_the_same_string_is_another_cost(
     found = await facts(store, fund_book, "INVOICE-1")
     assert found.supported_elsewhere == "fund application f-app"
     assert await conflicts(store) == []  # nor is the other firm's grant an overlap
+
+
+async def test_a_give_back_ahead_of_its_grant_is_refused_and_counts_once_it_comes_in_order(
+    store: EventStore, fund_book: SupportBook
+) -> None:
+    """Only after a broker lost its log can a give-back arrive before its grant; refused
+    (its consumer retries it, and it comes again in order), it changes nothing until then."""
+    granted = grant("taxcredit.certificate.issued", "t-app", 500_000, "COST-T", T1)
+    clawback = Envelope.seal(
+        aggregate_id="t-app",
+        aggregate_seq=6,
+        event=NewEvent(
+            type="taxcredit.certificate.clawed_back",
+            payload={"number": "TC-t-app", "amount": 200_000, "remaining": 300_000},
+            schema_version=1,
+        ),
+        occurred_at=T2,
+        actor=SYSTEM,
+        firm_id=FIRM,
+        correlation_id="corr",
+        causation_id=None,
+        prev_hash=GENESIS_HASH,
+    )
+    with pytest.raises(LookupError, match="no grant of taxcredit application t-app"):
+        await apply(store, fund_book, clawback)
+    assert (await facts(store, fund_book, None)).combined_support == 0
+
+    await apply(store, fund_book, granted)
+    await apply(store, fund_book, clawback)
+    assert (await facts(store, fund_book, None)).combined_support == 300_000
