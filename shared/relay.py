@@ -90,6 +90,7 @@ class OutboxRelay:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         lock_retry_interval: float = 0.5,
+        lock_check_interval: float = 1.0,
         linger_ms: int = 2,
         producer_options: dict[str, Any] | None = None,
     ) -> None:
@@ -101,6 +102,7 @@ class OutboxRelay:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.lock_retry_interval = lock_retry_interval
+        self.lock_check_interval = lock_check_interval
         self.linger_ms = linger_ms
         self.producer_options = dict(producer_options or {})
         self.published_total = 0
@@ -118,13 +120,30 @@ class OutboxRelay:
         """Publish until ``stop`` is set (or the task is cancelled), riding out broker outages.
 
         Waits first for the database's relay lock, so a second relay stands by
-        until the first one stops or its process dies.
+        until the first one stops or its process dies. The lock is checked every
+        ``lock_check_interval``: a relay whose lock went with its database session
+        (the connection was cut, the server ended it) stops publishing within that
+        time, since another relay may hold the lock now, and waits for it again.
         """
         stop = stop or asyncio.Event()
         try:
-            async with self._exclusive(stop):
-                if not stop.is_set():
-                    await self._loop(stop)
+            while not stop.is_set():
+                lost = asyncio.Event()
+                async with self._exclusive(stop, lost):
+                    if stop.is_set():
+                        break
+                    halt = asyncio.Event()
+                    watching = [
+                        asyncio.ensure_future(_set_when(stop, halt)),
+                        asyncio.ensure_future(_set_when(lost, halt)),
+                    ]
+                    try:
+                        await self._loop(halt)
+                    finally:
+                        for task in watching:
+                            task.cancel()
+                if lost.is_set():
+                    log.warning("relay to %s lost its lock: standing by", self.topic)
         finally:
             await self.close()
 
@@ -356,28 +375,58 @@ class OutboxRelay:
         return producer
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, stop: asyncio.Event) -> AsyncIterator[None]:
-        """Hold the database's relay lock for as long as the block runs (waiting for it first)."""
+    async def _exclusive(self, stop: asyncio.Event, lost: asyncio.Event) -> AsyncIterator[None]:
+        """Hold the database's relay lock for as long as the block runs (waiting for it first);
+        ``lost`` is set if the lock goes before the block ends."""
         if is_sqlite(self.store.engine):
-            async with self._file_lock(stop):
+            async with self._file_lock(stop):  # a local file lock goes only with the process
                 yield
         else:
-            async with self._advisory_lock(stop):
+            async with self._advisory_lock(stop, lost):
                 yield
 
     @contextlib.asynccontextmanager
-    async def _advisory_lock(self, stop: asyncio.Event) -> AsyncIterator[None]:
+    async def _advisory_lock(self, stop: asyncio.Event, lost: asyncio.Event) -> AsyncIterator[None]:
         key = _lock_key(self.topic)
         connection = await self._acquire_advisory_lock(key, stop)
         if connection is None:
             yield
             return
         self.holds_lock = True
+        checking = asyncio.ensure_future(self._check_lock(connection, key, lost))
         try:
             yield
         finally:
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
             self.holds_lock = False
             await _end_session(connection)
+
+    async def _check_lock(self, connection: AsyncConnection, key: int, lost: asyncio.Event) -> None:
+        """Every ``lock_check_interval``: does the session still hold the lock? Sets ``lost``
+        when it does not, or does not answer."""
+        held = sa.text(  # a bigint key is held as its high (classid) and low (objid) halves
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid = pg_backend_pid() AND objsubid = 1"
+            " AND classid::bigint = :high AND objid::bigint = :low)"
+        )
+        halves = {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
+        while True:
+            await asyncio.sleep(self.lock_check_interval)
+            try:
+                answer = await asyncio.wait_for(
+                    connection.execute(held, halves), self.lock_check_interval * 2
+                )
+                still = bool(answer.scalar_one())
+                await connection.commit()
+            except Exception as error:
+                log.warning("relay lock for %s: its session does not answer: %r", self.topic, error)
+                still = False
+            if not still:
+                self.holds_lock = False
+                lost.set()
+                return
 
     async def _acquire_advisory_lock(self, key: int, stop: asyncio.Event) -> AsyncConnection | None:
         """A connection holding the session-level lock ``key``, or None if stopped first."""
@@ -468,6 +517,11 @@ async def _settle(task: asyncio.Task[Any]) -> None:
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it as lost
+
+
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

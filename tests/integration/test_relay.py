@@ -461,6 +461,62 @@ async def test_a_second_relay_stands_by_while_the_first_holds_the_lock_then_take
     assert [json.loads(r.value or b"")["aggregate_seq"] for r in records] == list(range(1, 16))
 
 
+async def test_a_relay_whose_lock_session_is_cut_stops_publishing_and_stands_by(
+    postgres_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    """The server ends the lock holder's session (a cut connection, an administrator): the
+    other relay takes the lock, and the first stops publishing within its check interval,
+    then stands by: the two never publish at once for longer than that."""
+    engine = create_engine(postgres_url)
+    store = EventStore(engine, SystemClock())
+    await store.create_schema()
+    first = OutboxRelay(
+        store, kafka_bootstrap, topic, lock_retry_interval=0.05, lock_check_interval=0.2
+    )
+    second = OutboxRelay(
+        store, kafka_bootstrap, topic, lock_retry_interval=0.05, lock_check_interval=0.2
+    )
+    stop = asyncio.Event()
+    first_running = asyncio.create_task(first.run(stop))
+
+    async def first_holds() -> bool:
+        return first.holds_lock
+
+    await until(first_holds)
+    second_running = asyncio.create_task(second.run(stop))
+    try:
+        async with engine.connect() as admin:  # the lock holder's session, ended by the server
+            await admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            )
+
+        async def second_holds_alone() -> bool:
+            return second.holds_lock and not first.holds_lock
+
+        await until(second_holds_alone)
+        version = NEW_STREAM
+        for n in range(5):
+            (sealed,) = await store.append("app-1", version, [noted(n)], context("app-1"))
+            version = StreamVersion.after([sealed])
+            first.notify()
+            second.notify()
+
+        async def all_published() -> bool:
+            return await unpublished_count(store) == 0
+
+        await until(all_published)
+        assert (first.published_total, second.published_total) == (0, 5)
+        assert not first.holds_lock  # standing by for the lock again
+    finally:
+        stop.set()
+        await asyncio.gather(first_running, second_running)
+        await engine.dispose()
+
+
 async def test_a_relay_killed_while_taking_the_lock_leaves_it_free(
     store: EventStore, kafka_bootstrap: str, topic: str
 ) -> None:
