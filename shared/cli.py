@@ -16,6 +16,7 @@ from shared.audit_cli import audit
 from shared.auth import HS256Verifier
 from shared.broker import BrokerError, EmbeddedBroker, port_open, wait_for_broker
 from shared.contracts import Role
+from shared.dlq import list_letters, redrive
 from shared.processes import (
     ServiceExited,
     ServiceNotReady,
@@ -24,7 +25,7 @@ from shared.processes import (
     wait_until_up,
 )
 from shared.settings import ServiceSettings
-from shared.topics import ensure_topics, standard_topics
+from shared.topics import DLQ_TOPIC, ensure_topics, standard_topics
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(audit, name="audit", help="An auditor's checks, from the topics alone.")
@@ -112,6 +113,43 @@ def republish(
 
     count = asyncio.run(queue_again())
     typer.echo(f"{service}: {count} events queued for publishing again")
+
+
+dlq = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(dlq, name="dlq", help="The dead letters: what the consumers gave up on, and why.")
+
+
+def _dlq_topic() -> tuple[str, str]:
+    settings = ServiceSettings()
+    return settings.kafka_bootstrap_servers, settings.topic_prefix + DLQ_TOPIC
+
+
+@dlq.command("list")
+def dlq_list(
+    consumer: Annotated[str | None, typer.Option(help="only this consumer's letters")] = None,
+) -> None:
+    """Every dead letter, oldest first: which consumer gave up on what, and why."""
+    bootstrap, topic = _dlq_topic()
+    letters = asyncio.run(list_letters(bootstrap, topic))
+    shown = [x for x in letters if consumer is None or x.consumer == consumer]
+    for x in shown:
+        where = f"{x.source_topic}[{x.source_partition}]@{x.source_offset}"
+        typer.echo(
+            f"{x.offset:>6}  {x.consumer}  {x.kind}  {where}  "
+            f"{x.event_id or '-'}  {x.reason.splitlines()[0] if x.reason else ''}"
+        )
+    typer.echo(f"{len(shown)} dead letter(s) on {topic}")
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    consumer: Annotated[str | None, typer.Option(help="only this consumer's letters")] = None,
+) -> None:
+    """Send the dead letters not re-driven before back to their topics, once each: the
+    consumer that gave up applies them, the others pass over them (their inbox has them)."""
+    bootstrap, topic = _dlq_topic()
+    sent = asyncio.run(redrive(bootstrap, topic, consumer=consumer))
+    typer.echo(f"{len(sent)} dead letter(s) re-driven from {topic}")
 
 
 @app.command()

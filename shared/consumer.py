@@ -107,6 +107,10 @@ class Delivery:
         )
 
 
+SOURCE_HEADER = "source:"
+"""Prefix of the original record's headers on its dead letter."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message the consumer gave up on, and why."""
@@ -129,6 +133,8 @@ class DeadLetter:
         }
         if self.event_id:
             headers["event_id"] = self.event_id
+        for name, value in self.delivery.headers:  # kept for a redrive (``incentives dlq``)
+            headers[SOURCE_HEADER + name] = value.decode("utf-8", "replace")[:1000]
         return headers
 
 

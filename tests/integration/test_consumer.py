@@ -23,6 +23,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.consumer import DeadLetter, IdempotentConsumer, PoisonKind, broker_dead_letters
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
+from shared.dlq import list_letters, redrive
 from shared.eventstore import EventStore, UnitOfWork, inbox
 from shared.topics import TopicSpec, ensure_topics
 
@@ -463,3 +464,46 @@ async def test_a_dead_letter_that_cannot_be_published_is_not_committed(
 def test_the_dlq_needs_a_broker_that_waits_for_all_replicas() -> None:
     with pytest.raises(ValueError, match="acks='all'"):
         broker_dead_letters(KafkaBroker("localhost:9092", acks=1))
+
+
+async def test_a_dead_letter_redriven_once_fixed_is_applied_once_however_often_redriven(
+    rig: Rig,
+) -> None:
+    """`incentives dlq redrive`: the letter goes back to its topic with its headers; the
+    consumer that gave up applies it once its cause is fixed (the others of the topic find
+    it in their inbox), and a second re-drive sends nothing."""
+    events = chain("app-r", 3)
+    broken = {events[1].event_id}
+    consumer = rig.consumer(max_attempts=2)
+
+    @consumer.handles(SUBMITTED)
+    async def apply(uow: UnitOfWork, envelope: Envelope) -> None:
+        if envelope.event_id in broken:
+            raise RuntimeError("a bug, since fixed")
+        await record_effect(uow, envelope)
+
+    headers = [("type", SUBMITTED.encode()), ("position", b"7")]
+    producer = AIOKafkaProducer(bootstrap_servers=rig.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            key, value = message(event)
+            await producer.send_and_wait(rig.topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    async with rig.running(consumer):
+        [letter] = await rig.dead_letters(1)
+        assert headers_of(letter)["source:position"] == "7"
+        listed = await list_letters(rig.bootstrap, rig.dlq)
+        assert [(x.consumer, x.event_id) for x in listed] == [(rig.group, events[1].event_id)]
+
+        broken.clear()  # the fix is deployed
+        [sent] = await redrive(rig.bootstrap, rig.dlq, group=rig.group + "-redrive")
+        assert sent.event_id == events[1].event_id
+
+        async def all_applied() -> bool:
+            return sorted(await rig.applied()) == sorted(e.event_id for e in events)
+
+        await until(all_applied)
+        assert await redrive(rig.bootstrap, rig.dlq, group=rig.group + "-redrive") == []
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in events)  # each once
