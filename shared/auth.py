@@ -6,9 +6,10 @@ protocol so production can swap in an OIDC/JWKS verifier without touching routes
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Protocol
@@ -87,16 +88,23 @@ class _Codec(jwt.PyJWT):
         self._jws = signatures  # PyJWT 2 keeps its JWS codec here (pinned)
 
 
-class HS256Verifier:
-    """Verifies tokens signed with a shared secret."""
+AUDIENCES = ("oversight", "voucher", "taxcredit", "fund")
+"""The services a token may be meant for (its ``aud``)."""
 
-    def __init__(self, secret: str, issuer: str = ISSUER) -> None:
+
+class HS256Verifier:
+    """Verifies tokens signed with a shared secret, meant for ``audience`` (a service)."""
+
+    def __init__(self, secret: str, issuer: str = ISSUER, audience: str | None = None) -> None:
+        """``audience``: the service verifying; a token must name it in its ``aud``. None
+        (tools that only issue tokens) checks no audience."""
         if len(secret) < 32:
             raise ValueError("the JWT secret must be at least 32 characters")
         algorithm = _OneSecretHS256(secret.encode())
         self._secret = algorithm.secret
         self._codec = _Codec(algorithm)
         self._issuer = issuer
+        self._audience = audience
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     VERIFIED_TOKENS = 10_000
@@ -117,7 +125,13 @@ class HS256Verifier:
                 self._secret,
                 algorithms=["HS256"],
                 issuer=self._issuer,
-                options={"require": ["sub", "exp", "iss"]},
+                audience=self._audience,
+                options={
+                    "require": ["sub", "exp", "iss", "aud"]
+                    if self._audience
+                    else ["sub", "exp", "iss"],
+                    "verify_aud": self._audience is not None,
+                },
             )
             principal = Principal.model_validate(claims)
         except (jwt.PyJWTError, ValidationError) as error:
@@ -136,13 +150,16 @@ class HS256Verifier:
         provider_id: str | None = None,
         ttl: timedelta = timedelta(hours=12),
         now: datetime | None = None,
+        audience: str | Sequence[str] = AUDIENCES,
     ) -> str:
-        """Sign a token for ``sub`` (development and tests; production tokens come from the IdP)."""
+        """Sign a token for ``sub`` (development and tests; production tokens come from the
+        IdP), meant for the services ``audience`` names (all of them unless told)."""
         principal = Principal(sub=sub, role=role, firm_id=firm_id, provider_id=provider_id)
         issued = now or datetime.now(UTC)
         claims = {
             **principal.model_dump(mode="json", exclude_none=True),
             "iss": self._issuer,
+            "aud": audience if isinstance(audience, str) else list(audience),
             "iat": issued,
             "exp": issued + ttl,
         }
@@ -150,15 +167,25 @@ class HS256Verifier:
 
 
 def dev_secret(state_dir: Path) -> str:
-    """The development secret in ``state_dir``, created on first use (never for production)."""
+    """The development secret in ``state_dir``, created on first use (never for production):
+    readable by its owner only from its first byte, and never written over."""
     path = state_dir / "jwt-secret"
-    if path.exists():
-        return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.write_text(secret)
-    path.chmod(0o600)
-    return secret
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the secret
+        else:
+            secret = secrets.token_urlsafe(48)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secret)
+            return secret
+    for _ in range(100):  # once whoever made it has written it
+        if found := path.read_text().strip():
+            return found
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: remove it to have a new development secret made")
 
 
 def unauthorized(detail: str) -> Problem:

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from shared.audit_cli import audit
-from shared.auth import HS256Verifier
+from shared.auth import AUDIENCES, HS256Verifier
 from shared.broker import BrokerError, EmbeddedBroker, port_open, wait_for_broker
 from shared.contracts import Role
 from shared.dlq import list_letters, redrive
@@ -58,6 +58,10 @@ def token(
     firm_id: Annotated[str | None, typer.Option(help="the firm's business number")] = None,
     provider_id: Annotated[str | None, typer.Option(help="the provider's id")] = None,
     hours: int = 12,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(help="a service the token is for (its aud; repeat it); default: all"),
+    ] = None,
 ) -> None:
     """Print a bearer token that the stack started by `make run` accepts."""
     from datetime import timedelta
@@ -72,6 +76,7 @@ def token(
                 firm_id=firm_id,
                 provider_id=provider_id,
                 ttl=timedelta(hours=hours),
+                audience=service or AUDIENCES,
             )
         )
     except ValidationError as error:

@@ -214,7 +214,7 @@ def create_service_app(
             app=app,
             settings=settings,
             store=store,
-            verifier=HS256Verifier(settings.resolved_jwt_secret()),
+            verifier=HS256Verifier(settings.resolved_jwt_secret(), audience=settings.service),
             registry=CollectorRegistry(),
             broker=KafkaBroker(
                 settings.kafka_bootstrap_servers,

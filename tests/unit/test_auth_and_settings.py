@@ -160,6 +160,20 @@ def test_only_hs256_with_the_secret_is_accepted(algorithm: str) -> None:
     assert HS256Verifier(secret).verify(jwt.encode(claims, secret, algorithm="HS256"))
 
 
+def test_a_service_admits_only_tokens_meant_for_it() -> None:
+    voucher = HS256Verifier(SECRET, audience="voucher")
+    issuer = HS256Verifier(SECRET)
+    assert voucher.verify(issuer.issue(sub="kim", role=Role.OFFICER)).sub == "kim"  # all
+    assert voucher.verify(issuer.issue(sub="kim", role=Role.OFFICER, audience="voucher"))
+    for elsewhere in ("fund", ["taxcredit", "oversight"]):
+        with pytest.raises(InvalidToken, match=r"(?i)audience"):
+            voucher.verify(issuer.issue(sub="kim", role=Role.OFFICER, audience=elsewhere))
+    claims = {"sub": "kim", "role": "officer", "iss": "cluster-incentives"}
+    claims["exp"] = int(time.time()) + 600
+    with pytest.raises(InvalidToken, match="aud"):  # a token that names no service
+        voucher.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
 def test_a_secret_that_is_a_public_key_is_refused() -> None:
     pem = "-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----\n"
     with pytest.raises(jwt.InvalidKeyError):

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import rfc8785
 
-from shared.contracts import verify_chain
+from shared.contracts import Role, verify_chain
 from tests.integration.voucher.conftest import (
     FIRM_ID,
     OTHER_FIRM_ID,
@@ -239,3 +239,14 @@ async def test_submissions_arriving_together_each_get_their_own_answer(
     )
     ids = {a["id"] for a in listed.json()["items"]}
     assert ids == {taken["id"], twin_a.json()["id"], *(r.json()["id"] for r in fresh)}
+
+
+async def test_a_token_meant_for_another_service_is_refused(voucher: VoucherHarness) -> None:
+    for audience, status in (("fund", 401), (["fund", "voucher"], 200), ("voucher", 200)):
+        token = voucher.tokens.issue(sub="officer-kim", role=Role.OFFICER, audience=audience)
+        response = await voucher.client.get(
+            "/v1/applications", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == status, (audience, response.text)
+        if status == 401:
+            assert "audience" in response.json()["detail"].lower()
