@@ -83,6 +83,48 @@ async def visible_document(
     return document
 
 
+OFFICER_NAMES = frozenset({"officer", "member", "released_by"})
+"""Members that name an officer (a committee member, who released a tranche) in documents
+and event payloads: a firm sees the role there, not the person."""
+
+
+def as_seen_by(principal: Principal, document: Any) -> Any:
+    """``document`` as ``principal`` may see it: for a firm, every officer is "officer"."""
+    return _without_officers(document) if principal.role is Role.FIRM else document
+
+
+def _without_officers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: str(Role.OFFICER)
+            if k in OFFICER_NAMES and isinstance(v, str)
+            else _without_officers(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_officers(v) for v in value]
+    return value
+
+
+def event_as_seen_by(principal: Principal, envelope: dict[str, Any]) -> dict[str, Any]:
+    """An event as ``principal`` may see it. A firm gets the officers behind it as a role
+    (the actor's ``sub``, the payload's officer members) and ``redacted``, naming what was
+    replaced: its ``hash`` is still the published event's, which an auditor, who sees the
+    names, can check; the firm's copy cannot be checked against it."""
+    if principal.role is not Role.FIRM:
+        return envelope
+    redacted = []
+    actor = envelope.get("actor") or {}
+    if actor.get("role") == str(Role.OFFICER) and actor.get("sub") != str(Role.OFFICER):
+        envelope = {**envelope, "actor": {**actor, "sub": str(Role.OFFICER)}}
+        redacted.append("actor.sub")
+    payload = _without_officers(envelope.get("payload"))
+    if payload != envelope.get("payload"):
+        envelope = {**envelope, "payload": payload}
+        redacted.append("payload")
+    return {**envelope, "redacted": redacted} if redacted else envelope
+
+
 def as_sent(body: Any) -> Any:
     """What a request body says, for its fingerprint: the members the client sent (a
     member added later with a default does not make a retried request another one)."""
@@ -121,7 +163,7 @@ async def respond(
         # the same key raced us and won: answer with what it recorded
         stored = await service.in_transaction(attempt)
     request.app.state.runtime.wake_relay()
-    return JSONResponse(stored.body, status_code=stored.status_code)
+    return JSONResponse(as_seen_by(principal, stored.body), status_code=stored.status_code)
 
 
 async def together(
@@ -137,7 +179,7 @@ async def together(
     fingerprint = request_fingerprint(request.method, request.url.path, as_sent(body))
     stored = await commits(CommandRequest(principal.sub, key, fingerprint, step, status_code))
     request.app.state.runtime.wake_relay()
-    return JSONResponse(stored.body, status_code=stored.status_code)
+    return JSONResponse(as_seen_by(principal, stored.body), status_code=stored.status_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,23 +253,26 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
                 after=after,
                 limit=limit,
             )
-        return {"items": items, "next_cursor": next_cursor}
+        return {"items": as_seen_by(principal, items), "next_cursor": next_cursor}
 
     @router.get("/applications/{application_id}", summary="One application")
     async def get_application(
         application_id: str, request: Request, principal: CurrentPrincipal
     ) -> dict[str, Any]:
-        """One application as it stands now."""
-        return await visible_document(service_of(request), principal, application_id)
+        """One application as it stands now (to a firm, its officers are "officer")."""
+        document = await visible_document(service_of(request), principal, application_id)
+        return dict(as_seen_by(principal, document))
 
     @router.get("/applications/{application_id}/events", summary="The application's events")
     async def application_events(
         application_id: str, request: Request, principal: CurrentPrincipal
     ) -> list[dict[str, Any]]:
-        """The application's whole hash chain, exactly as published on the service's topic."""
+        """The application's whole hash chain, exactly as published on the service's topic;
+        to a firm, its officers as a role (``redacted`` names what was replaced)."""
         service = service_of(request)
         await visible_document(service, principal, application_id)
-        return [e.to_json_dict() for e in await service.store.read_stream(application_id)]
+        chain = await service.store.read_stream(application_id)
+        return [event_as_seen_by(principal, e.to_json_dict()) for e in chain]
 
     if api.decision is not None:
         _decisions_route(router, api.decision, DecisionBody)

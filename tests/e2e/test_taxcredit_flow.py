@@ -117,7 +117,7 @@ def test_strategic_investment_from_claim_to_certificate(taxcredit: ServiceProces
         assert found.status_code == 200, found.text
         certificate = found.json()
         pdf = http.get(f"/v1/certificates/{number}.pdf", headers=firm)
-        served = http.get(f"/v1/applications/{application_id}/events", headers=firm).json()
+        served = http.get(f"/v1/applications/{application_id}/events", headers=auditor).json()
 
     assert [e["type"] for e in served] == [
         "taxcredit.application.submitted",

@@ -82,7 +82,9 @@ def test_voucher_from_application_to_paid_invoices(voucher_process: ServiceProce
         redemptions = http.get(f"/v1/vouchers/{voucher_id}/redemptions", headers=provider).json()
         assert [r["status"] for r in redemptions] == ["paid", "paid"]
         assert all(r["payout_id"] for r in redemptions)
-        served = http.get(f"/v1/applications/{application_id}/events", headers=firm).json()
+        # the whole chain, officers named, as an auditor sees it (a firm sees them as a role)
+        auditor = process.headers(Role.AUDITOR, "auditor-lee")
+        served = http.get(f"/v1/applications/{application_id}/events", headers=auditor).json()
         metrics = http.get("/metrics").text
 
     def metric(name: str, consumer: str | None = None) -> float:
@@ -123,7 +125,6 @@ def test_killed_during_a_redemption_burst_every_accepted_redemption_is_paid_once
 ) -> None:
     process = voucher_process
     provider = process.headers(Role.PROVIDER, "clerk", provider_id="prov-hanbit-law")
-    firm = process.headers(Role.FIRM, "ceo", firm_id=FIRM_ID)
     with httpx.Client(base_url=process.url, timeout=10) as http:
         application_id, voucher_id = issue_voucher(process, http, 30_000_000)
 
@@ -169,7 +170,9 @@ def test_killed_during_a_redemption_burst_every_accepted_redemption_is_paid_once
             if all(r["status"] == "paid" for r in redemptions):
                 break
             time.sleep(0.1)
-        served = http.get(f"/v1/applications/{application_id}/events", headers=firm).json()
+        # the whole chain, officers named, as an auditor sees it (a firm sees them as a role)
+        auditor = process.headers(Role.AUDITOR, "auditor-lee")
+        served = http.get(f"/v1/applications/{application_id}/events", headers=auditor).json()
     by_id = {r["id"]: r for r in redemptions}
     assert set(accepted) <= set(by_id), "an accepted redemption was lost"
     assert all(r["status"] == "paid" for r in redemptions)

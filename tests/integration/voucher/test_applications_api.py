@@ -250,3 +250,34 @@ async def test_a_token_meant_for_another_service_is_refused(voucher: VoucherHarn
         assert response.status_code == status, (audience, response.text)
         if status == 401:
             assert "audience" in response.json()["detail"].lower()
+
+
+async def test_a_firm_sees_officers_as_a_role_and_an_auditor_by_name(
+    voucher: VoucherHarness,
+) -> None:
+    created = await submit(voucher)
+    await wait_for_status(voucher, created["id"], "verified")
+    decided = await voucher.client.post(
+        f"/v1/applications/{created['id']}/decisions",
+        json={"decision": "approve", "reason": "eligible"},
+        headers={**voucher.officer("officer-kim"), "Idempotency-Key": "approve"},
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["approvals"][0]["officer"] == "officer-kim"  # to the officer
+
+    path = f"/v1/applications/{created['id']}"
+    as_firm = (await voucher.client.get(path, headers=voucher.firm())).json()
+    assert [a["officer"] for a in as_firm["approvals"]] == ["officer"]
+    listed = (await voucher.client.get("/v1/applications", headers=voucher.firm())).json()
+    assert [a["officer"] for a in listed["items"][0]["approvals"]] == ["officer"]
+    as_auditor = (await voucher.client.get(path, headers=voucher.auth_auditor())).json()
+    assert [a["officer"] for a in as_auditor["approvals"]] == ["officer-kim"]
+
+    firm_chain = (await voucher.client.get(f"{path}/events", headers=voucher.firm())).json()
+    seen = [e for e in firm_chain if e["actor"]["role"] == "officer"]
+    assert seen and all(e["actor"]["sub"] == "officer" for e in seen)
+    assert all(e["redacted"] for e in seen)
+    assert "officer-kim" not in str(firm_chain)
+    full = (await voucher.client.get(f"{path}/events", headers=voucher.auth_auditor())).json()
+    assert "officer-kim" in str(full) and verify_chain(full).ok
+    assert [e["hash"] for e in full] == [e["hash"] for e in firm_chain]
