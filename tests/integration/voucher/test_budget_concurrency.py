@@ -83,3 +83,54 @@ async def test_fifty_concurrent_approvals_against_a_budget_of_twenty_approve_exa
         "/v1/applications", params={"status": "verified", "limit": 200}, headers=officer
     )
     assert len(listed.json()["items"]) == 30  # refused approvals left nothing behind
+
+
+async def test_across_two_replicas_fifty_approvals_against_twenty_still_approve_twenty(
+    postgres_url: str, kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Each replica group-commits its own requests: the budget row, not either process,
+    decides. Half the approvals go to each replica, all at once; the two replicas also split
+    the stages' partitions between them."""
+    catalogue = copy.deepcopy(default_catalogue())
+    programme = next(p for p in catalogue["programmes"] if p["id"] == PROGRAMME)
+    programme["budget_total"] = 20 * AMOUNT
+    settings = service_settings(
+        "voucher", postgres_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+    )
+    async with (
+        running(create_app, settings, catalogue=catalogue) as first,
+        running(create_app, settings, catalogue=catalogue) as second,
+    ):
+        ids = [await verified_application(first, n) for n in range(50)]
+        stages = [
+            s.consumer
+            for replica in (first, second)
+            for s in replica.app.state.runtime.broker.subscribers
+            if s.consumer is not None and str(s.group_id).endswith("voucher-stages")
+        ]
+        held = [c.assignment() for c in stages]
+        assert all(held) and not held[0] & held[1]  # the group split the partitions
+
+        async def approve(n: int, application_id: str) -> httpx.Response:
+            replica = first if n % 2 else second
+            return await replica.client.post(
+                f"/v1/applications/{application_id}/decisions",
+                json={"decision": "approve", "reason": "eligible"},
+                headers=replica.officer(),
+            )
+
+        responses = await asyncio.gather(*(approve(n, i) for n, i in enumerate(ids)))
+        assert sorted(r.status_code for r in responses) == [200] * 20 + [409] * 30
+        async with first.service.store.engine.connect() as connection:
+            available = (
+                await connection.execute(
+                    sa.select(budgets.table.c.available).where(budgets.table.c.pool_id == PROGRAMME)
+                )
+            ).scalar_one()
+        assert available == 0
+        approved = [
+            e
+            for e in await first.service.store.read_all(limit=10_000)
+            if e.envelope["type"] == "voucher.application.approved"
+        ]
+        assert len(approved) == 20
