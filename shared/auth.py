@@ -16,6 +16,7 @@ from typing import Annotated, Protocol
 
 import jwt
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 from jwt.exceptions import InvalidKeyError
@@ -198,8 +199,19 @@ def unauthorized(detail: str) -> Problem:
     )
 
 
-async def authenticate(request: Request) -> Principal:
-    """The verified caller of this request (the app's verifier sits in ``app.state.verifier``)."""
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="A token from the identity provider (in development: `incentives token`).",
+)
+"""The security scheme the OpenAPI documents name on every operation behind a token."""
+
+
+async def authenticate(
+    request: Request,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+) -> Principal:
+    """The verified caller of this request (the app's verifier sits in ``app.state.verifier``).
+    The header is read here, so that every refusal is a problem+json 401."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

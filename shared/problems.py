@@ -177,3 +177,69 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Invalid request",
 }
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "On a 422: each field refused, named in dots, and why.",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+_ANSWERS = {
+    "400": "The request could not be read",
+    "401": "No token, or one that was refused (expired, wrong signature, another service's)",
+    "403": "The token's role may not do this",
+    "404": "No such resource, or not the caller's to see",
+    "409": "A conflict with the current state, or an Idempotency-Key reused with another body",
+    "413": "The body is too large",
+    "422": "A field was refused: ``errors`` names each",
+    "503": "A dependency is not answering; try again after ``Retry-After``",
+}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make an OpenAPI document say what every operation can answer besides success: the
+    problem+json answers the edge and the rules give (FastAPI's default 422 claims
+    ``application/json`` with a schema of its own, and lists nothing else). An operation
+    behind a token (a ``security`` requirement) also answers 401 and 403; one with a path
+    parameter 404; one that writes 409; every one 400, 413, 422 and 503."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            answers = operation.setdefault("responses", {})
+            codes = {"400", "413", "422", "503"}
+            if operation.get("security"):
+                codes |= {"401", "403"}
+            if "{" in path:
+                codes.add("404")
+            if method != "get":
+                codes.add("409")
+            for code in sorted(codes):
+                if code in answers and code != "422":  # the route documents its own
+                    continue
+                answers[code] = {"description": _ANSWERS[code], "content": problem}
+    return schema

@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -32,7 +33,7 @@ from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
 from shared.edge import EdgeGuard
 from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
-from shared.problems import install_problem_handlers
+from shared.problems import document_problems, install_problem_handlers
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topics import checkpoints_topic, ensure_topics, events_topic, standard_topics
@@ -305,7 +306,16 @@ def create_service_app(
         """The process is alive."""
         return {"status": "ok", "service": settings.service}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={
+            503: {
+                "description": "Not ready: the failing checks",
+                "content": {"application/json": {}},
+            }
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         """The database answers and background work is running."""
         runtime: ServiceRuntime = request.app.state.runtime
@@ -325,10 +335,27 @@ def create_service_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
     async def metrics(request: Request) -> Response:
         """Prometheus metrics of this process."""
         runtime: ServiceRuntime = request.app.state.runtime
         return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = document_problems(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

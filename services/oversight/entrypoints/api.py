@@ -12,12 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from services.oversight.adapters import queries
 from services.oversight.adapters.stream import StreamFilter, read_after, sse_event
 from services.oversight.domain.standing import EVENT_TYPES
 from services.oversight.service_layer import Oversight
-from shared.auth import InvalidToken, Principal, TokenVerifier, require_role, unauthorized
+from shared.auth import BEARER, InvalidToken, Principal, TokenVerifier, require_role, unauthorized
 from shared.contracts import Role
 from shared.domain import Forbidden, Unprocessable
 
@@ -72,7 +73,7 @@ async def dashboard(oversight: The, principal: Readers) -> dict[str, Any]:
 
 async def stream_reader(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
     access_token: Annotated[
         str | None,
         Query(max_length=4096, description="the bearer token, for EventSource clients"),
@@ -80,12 +81,7 @@ async def stream_reader(
 ) -> Principal:
     """The caller of the stream: a bearer token in ``Authorization``, or ``access_token``
     in the query (EventSource cannot send headers)."""
-    token = None
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            token = value.strip()
-    token = token or access_token
+    token = (bearer.credentials.strip() if bearer is not None else None) or access_token
     if not token:
         raise unauthorized("send a bearer token: Authorization: Bearer <token> or ?access_token=")
     verifier: TokenVerifier = request.app.state.verifier
