@@ -66,6 +66,25 @@ def grant(
     )
 
 
+def clawed_back(application_id: str, amount: int, *, remaining: int) -> Envelope:
+    """Part of a certified credit clawed back: a give-back."""
+    return Envelope.seal(
+        aggregate_id=application_id,
+        aggregate_seq=6,
+        event=NewEvent(
+            type="taxcredit.certificate.clawed_back",
+            payload={"number": f"TC-{application_id}", "amount": amount, "remaining": remaining},
+            schema_version=1,
+        ),
+        occurred_at=T0 + timedelta(minutes=5),
+        actor=SYSTEM,
+        firm_id=FIRM,
+        correlation_id="corr",
+        causation_id=None,
+        prev_hash=GENESIS_HASH,
+    )
+
+
 @pytest.fixture
 async def fund_book(store: EventStore) -> SupportBook:
     """The fund service's support book, in the store's database."""
@@ -139,22 +158,7 @@ async def test_verification_sees_other_programmes_grants_and_what_went_back(
         grant("taxcredit.certificate.issued", "t-app", 500_000, None, T1),
         grant("fund.investment.committed", "f-own", 100_000, "COST-F", T1),
     )
-    clawback = Envelope.seal(
-        aggregate_id="t-app",
-        aggregate_seq=6,
-        event=NewEvent(
-            type="taxcredit.certificate.clawed_back",
-            payload={"number": "TC-t-app", "amount": 150_000, "remaining": 350_000},
-            schema_version=1,
-        ),
-        occurred_at=T2,
-        actor=SYSTEM,
-        firm_id=FIRM,
-        correlation_id="corr",
-        causation_id=None,
-        prev_hash=GENESIS_HASH,
-    )
-    await apply(store, fund_book, clawback)
+    await apply(store, fund_book, clawed_back("t-app", 150_000, remaining=350_000))
 
     voucher_cost = await facts(store, fund_book, "COST-V")
     assert voucher_cost.supported_elsewhere == "voucher application v-app"
@@ -204,21 +208,7 @@ async def test_a_give_back_ahead_of_its_grant_is_refused_and_counts_once_it_come
     """Only after a broker lost its log can a give-back arrive before its grant; refused
     (its consumer retries it, and it comes again in order), it changes nothing until then."""
     granted = grant("taxcredit.certificate.issued", "t-app", 500_000, "COST-T", T1)
-    clawback = Envelope.seal(
-        aggregate_id="t-app",
-        aggregate_seq=6,
-        event=NewEvent(
-            type="taxcredit.certificate.clawed_back",
-            payload={"number": "TC-t-app", "amount": 200_000, "remaining": 300_000},
-            schema_version=1,
-        ),
-        occurred_at=T2,
-        actor=SYSTEM,
-        firm_id=FIRM,
-        correlation_id="corr",
-        causation_id=None,
-        prev_hash=GENESIS_HASH,
-    )
+    clawback = clawed_back("t-app", 200_000, remaining=300_000)
     with pytest.raises(LookupError, match="no grant of taxcredit application t-app"):
         await apply(store, fund_book, clawback)
     assert (await facts(store, fund_book, None)).combined_support == 0

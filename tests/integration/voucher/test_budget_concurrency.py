@@ -47,6 +47,22 @@ async def verified_application(harness: VoucherHarness, n: int) -> str:
     return application_id
 
 
+async def budget_left_and_approvals(harness: VoucherHarness) -> tuple[int, int]:
+    """What the programme's budget row has left, and how many approvals the log holds."""
+    async with harness.service.store.engine.connect() as connection:
+        available = (
+            await connection.execute(
+                sa.select(budgets.table.c.available).where(budgets.table.c.pool_id == PROGRAMME)
+            )
+        ).scalar_one()
+    approved = [
+        e
+        for e in await harness.service.store.read_all(limit=10_000)
+        if e.envelope["type"] == "voucher.application.approved"
+    ]
+    return int(available), len(approved)
+
+
 async def test_fifty_concurrent_approvals_against_a_budget_of_twenty_approve_exactly_twenty(
     small_budget: VoucherHarness,
 ) -> None:
@@ -66,19 +82,7 @@ async def test_fifty_concurrent_approvals_against_a_budget_of_twenty_approve_exa
     assert {r.json()["type"].rsplit("/", 1)[1] for r in responses if r.status_code == 409} == {
         "budget_exhausted"
     }
-    async with small_budget.service.store.engine.connect() as connection:
-        available = (
-            await connection.execute(
-                sa.select(budgets.table.c.available).where(budgets.table.c.pool_id == PROGRAMME)
-            )
-        ).scalar_one()
-    assert available == 0
-    approved_events = [
-        e
-        for e in await small_budget.service.store.read_all(limit=10_000)
-        if e.envelope["type"] == "voucher.application.approved"
-    ]
-    assert len(approved_events) == 20
+    assert await budget_left_and_approvals(small_budget) == (0, 20)
     listed = await small_budget.client.get(
         "/v1/applications", params={"status": "verified", "limit": 200}, headers=officer
     )
@@ -121,16 +125,4 @@ async def test_across_two_replicas_fifty_approvals_against_twenty_still_approve_
 
         responses = await asyncio.gather(*(approve(n, i) for n, i in enumerate(ids)))
         assert sorted(r.status_code for r in responses) == [200] * 20 + [409] * 30
-        async with first.service.store.engine.connect() as connection:
-            available = (
-                await connection.execute(
-                    sa.select(budgets.table.c.available).where(budgets.table.c.pool_id == PROGRAMME)
-                )
-            ).scalar_one()
-        assert available == 0
-        approved = [
-            e
-            for e in await first.service.store.read_all(limit=10_000)
-            if e.envelope["type"] == "voucher.application.approved"
-        ]
-        assert len(approved) == 20
+        assert await budget_left_and_approvals(first) == (0, 20)
