@@ -89,6 +89,15 @@ class ServiceSettings(BaseSettings):
     """The Ed25519 key checkpoints are signed with: standard base64 of its 32-byte seed."""
     checkpoint_key_id: str | None = None
     checkpoint_key_valid_from: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    treasury_url: str | None = None
+    """A treasury's payouts endpoint (``POST`` pays, with the payout id as its
+    Idempotency-Key; ``GET {url}/{payout id}`` says whether it paid). None: the service's
+    own ledger pays, in the payout stage's transaction."""
+    treasury_timeout_seconds: float = 5.0
+    payout_max_attempts: int = 5
+    """Failed attempts at a payout over the network before it waits for an officer."""
+    payout_first_backoff_seconds: float = 1.0
+    """The wait after a payout's first failure; it doubles with each (at most a minute)."""
     support_policy_path: Path | None = None
     """The cross-programme support policy (JSON) to apply instead of the packaged default."""
     checkpoint_retired_keys: list[RetiredKey] = []

@@ -5,23 +5,29 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 from services.voucher.adapters import projection
-from services.voucher.adapters.tables import budgets, ledger_entries, support_grants
+from services.voucher.adapters.tables import (
+    budgets,
+    ledger_entries,
+    payout_attempts,
+    support_grants,
+)
 from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.errors import DuplicateProvider
 from services.voucher.domain.events import EVENTS, PROGRAMME
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import applications, router
-from services.voucher.entrypoints.consumers import expire_vouchers_periodically
+from services.voucher.entrypoints.consumers import expire_vouchers_periodically, pay_due_payouts
 from services.voucher.service_layer import VoucherService
 from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
-from shared.kit.payouts import LedgerPayouts, PayoutGateway
+from shared.kit.payouts import LedgerPayouts, PayoutAttempts, PayoutGateway, TreasuryPayouts
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -56,21 +62,42 @@ def create_app(
     async def start(runtime: ServiceRuntime) -> VoucherService:
         async with runtime.store.engine.begin() as connection:
             await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
+        gateway = payouts or _gateway(settings)
+        attempts = None
+        if not gateway.in_database:
+            attempts = PayoutAttempts(
+                runtime.store.engine,
+                payout_attempts,
+                gateway,
+                first_backoff=settings.payout_first_backoff_seconds,
+            )
         service = VoucherService(
             runtime.store,
             programmes,
-            payouts or LedgerPayouts(ledger_entries),
+            gateway,
             the_clock,
             support,
+            attempts=attempts,
+            max_payout_attempts=settings.payout_max_attempts,
         )
         await _seed_providers(service, document.get("providers", []))
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
+        if attempts is not None:
+            runtime.spawn(pay_due_payouts(service), name="voucher-payouts")
         return service
 
     routers = [applications, router]
     return programme_app(
         settings, ABOUT, voucher_tables, start, EVENTS, routers, the_clock, support=support
     )
+
+
+def _gateway(settings: ServiceSettings) -> PayoutGateway:
+    """The treasury over HTTP when one is configured, else the service's own ledger."""
+    if settings.treasury_url is None:
+        return LedgerPayouts(ledger_entries)
+    client = httpx.AsyncClient(timeout=settings.treasury_timeout_seconds)
+    return TreasuryPayouts(client, settings.treasury_url, attempts=1)
 
 
 async def _seed_providers(service: VoucherService, seeds: list[dict[str, Any]]) -> None:

@@ -7,6 +7,8 @@ HTTP routes and Kafka consumers both end up here; neither holds a rule of its ow
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,11 +16,14 @@ from services.voucher.adapters import projection
 from services.voucher.adapters.tables import budgets
 from services.voucher.domain.decider import (
     DECIDER,
+    CancelRedemption,
     DecideApplication,
     ExpireVoucher,
+    FailPayout,
     IssueVoucher,
     PayRedemption,
     RequestRedemption,
+    RetryPayout,
     SubmitApplication,
     VerifyApplication,
     today_in_korea,
@@ -29,10 +34,11 @@ from services.voucher.domain.errors import (
     DuplicateProvider,
     InvalidTransition,
     NotFound,
+    PaidAfterAll,
     Unprocessable,
 )
 from services.voucher.domain.events import E, ProviderRegistered
-from services.voucher.domain.model import Application, Status
+from services.voucher.domain.model import Application, Redemption, Status
 from services.voucher.domain.programmes import Programme
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
@@ -46,7 +52,7 @@ from shared.eventstore import (
     UnitOfWork,
 )
 from shared.kit.application import ApplicationService, Outcome, Stages, Step, caused_by, new_id
-from shared.kit.payouts import PayoutGateway, PayoutOrder
+from shared.kit.payouts import PayoutAttempts, PayoutGateway, PayoutOrder
 from shared.kit.support import SupportBook
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
@@ -78,10 +84,19 @@ class VoucherService(ApplicationService[Application]):
         payouts: PayoutGateway,
         clock: Clock,
         support: SupportBook,
+        attempts: PayoutAttempts | None = None,
+        max_payout_attempts: int = 5,
     ) -> None:
+        """``attempts``: how a payout over the network is tried (None: the ledger pays in
+        the stage's transaction); after ``max_payout_attempts`` failures it waits for an
+        officer."""
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.programmes = programmes
         self.payouts = payouts
+        self.attempts = attempts
+        self.max_payout_attempts = max_payout_attempts
+        self.payouts_due = asyncio.Event()
+        """Set when a payout may be due: the payout worker looks at once."""
         self.support = support
         """Every programme's grants (fed from their topics), checked at verification."""
 
@@ -98,7 +113,10 @@ class VoucherService(ApplicationService[Application]):
                 E.SUBMITTED: self.when_applications_submitted_verify,
                 E.APPROVED: self.when_applications_approved_issue_vouchers,
             },
-            singles={E.REDEMPTION_REQUESTED: self.when_redemption_requested_pay},
+            singles={
+                E.REDEMPTION_REQUESTED: self.when_redemption_requested_pay,
+                E.REDEMPTION_PAYOUT_RETRIED: self.when_redemption_requested_pay,
+            },
         )
 
     # --- commands from people ----------------------------------------------------------
@@ -302,7 +320,12 @@ class VoucherService(ApplicationService[Application]):
                 await budgets.release(uow, refused.programme_id, refused.approved_amount)
 
     async def when_redemption_requested_pay(self, uow: UnitOfWork, event: Envelope) -> None:
+        """Pay the redemption: the ledger in this transaction; a treasury is paid by the
+        payout worker (:meth:`pay_due`), outside any command's transaction."""
         redemption_id = str(event.payload["redemption_id"])
+        if not self.payouts.in_database:
+            self.payouts_due.set()
+            return
 
         async def command(state: Application) -> PayRedemption | None:
             redemption = state.redemption(redemption_id)
@@ -326,6 +349,112 @@ class VoucherService(ApplicationService[Application]):
         paid = outcome.application.redemption(redemption_id)
         if outcome.events and paid is not None:
             await projection.save_redemption(uow, outcome.application, paid)
+
+    # --- payouts over the network ---------------------------------------------------------
+
+    def payout_order(self, state: Application, redemption: Redemption) -> PayoutOrder:
+        return PayoutOrder(
+            payout_id=f"po-{redemption.id}",
+            reference=redemption.id,
+            payer=f"programme:{state.programme_id}",
+            payee=f"provider:{redemption.provider_id}",
+            amount=redemption.amount,
+        )
+
+    async def pay_due(self) -> int:
+        """One attempt at each payout that is due (requested, its back-off over), each
+        outside any command's transaction; a payout that failed ``max_payout_attempts``
+        times becomes ``payout_failed``. Returns how many were paid."""
+        attempts = self.attempts
+        if attempts is None:
+            return 0
+        async with self.store.engine.connect() as connection:
+            due = await projection.requested_redemptions(connection)
+        paid = 0
+        for application_id, redemption_id in due:
+            state = self.decider.fold(await self.store.read_stream(application_id))
+            redemption = state.redemption(redemption_id) if state is not None else None
+            if state is None or redemption is None or redemption.status != "requested":
+                continue
+            order = self.payout_order(state, redemption)
+            attempted = await attempts.attempt(order)
+            if attempted is None:
+                continue  # not due yet, or another replica is trying it
+            context = EventContext(actor=PAYOUT_STAGE, correlation_id=f"payout:{redemption_id}")
+            if attempted.receipt is not None:
+                command: Any = PayRedemption(redemption_id, attempted.receipt.payout_id)
+                paid += 1
+            elif attempted.failures >= self.max_payout_attempts:
+                command = FailPayout(
+                    redemption_id, order.payout_id, attempted.failures, attempted.error or ""
+                )
+            else:
+                continue
+            await self._record_payout(application_id, redemption_id, command, context)
+        return paid
+
+    async def _record_payout(
+        self, application_id: str, redemption_id: str, command: Any, context: EventContext
+    ) -> Outcome[Application]:
+        async def work(uow: UnitOfWork) -> Outcome[Application]:
+            outcome = await self.execute(uow, application_id, command, context)
+            changed = outcome.application.redemption(redemption_id)
+            if outcome.events and changed is not None:
+                await projection.save_redemption(uow, outcome.application, changed, new=False)
+            return outcome
+
+        return await self.in_transaction(work)
+
+    async def retry_payout(
+        self, voucher_id: str, redemption_id: str, officer: str, reason: str, context: EventContext
+    ) -> Redemption:
+        """An officer has a failed payout tried again (its failures counted afresh)."""
+        application_id = await self._voucher_application(voucher_id)
+        command = RetryPayout(redemption_id=redemption_id, officer=officer, reason=reason)
+        outcome = await self._record_payout(application_id, redemption_id, command, context)
+        if self.attempts is not None:
+            await self.attempts.forget(f"po-{redemption_id}")
+        self.payouts_due.set()
+        found = outcome.application.redemption(redemption_id)
+        assert found is not None
+        return found
+
+    async def cancel_redemption(
+        self, voucher_id: str, redemption_id: str, officer: str, reason: str, context: EventContext
+    ) -> Redemption:
+        """An officer cancels a redemption whose payout failed: its amount goes back on the
+        voucher. Under the payout's lock (no attempt under way), the gateway is asked first:
+        a payout it made after all is recorded as paid instead, never given back."""
+        application_id = await self._voucher_application(voucher_id)
+        payout_id = f"po-{redemption_id}"
+        guard = (
+            self.attempts.lock(payout_id)
+            if self.attempts is not None
+            else contextlib.nullcontext(True)
+        )
+        async with guard:
+            made = None
+            if not self.payouts.in_database:
+                made = await self.payouts.find(None, payout_id)
+            command: Any = CancelRedemption(redemption_id, officer, reason)
+            if made is not None:
+                command = PayRedemption(redemption_id, made.payout_id)
+            outcome = await self._record_payout(application_id, redemption_id, command, context)
+        found = outcome.application.redemption(redemption_id)
+        assert found is not None
+        if made is not None:
+            raise PaidAfterAll(
+                f"the treasury paid {payout_id} after all: redemption {redemption_id} is paid",
+                current_status=found.status,
+            )
+        return found
+
+    async def _voucher_application(self, voucher_id: str) -> str:
+        async with self.store.engine.connect() as connection:
+            found = await projection.application_for_voucher(connection, voucher_id)
+        if found is None:
+            raise NotFound(f"there is no voucher {voucher_id}")
+        return str(found)
 
     async def expire_due_vouchers(self) -> int:
         """Expire every issued voucher past its date; the unspent rest goes back to the budget."""

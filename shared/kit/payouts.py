@@ -2,17 +2,28 @@
 
 A payout id is derived from what it pays (a redemption, a tranche), so a retry after a
 crash asks for the same payout again and the payee is paid once.
+
+The ledger pays in the stage's own transaction. A treasury is called outside any command's
+transaction and row locks (:class:`PayoutAttempts`): each attempt holds only its payout's
+row in ``payout_attempts``, counts the failures, and says when the next may be made; an
+officer cancelling a failed payout takes the same row, so no attempt is under way while
+the treasury is asked whether it paid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.eventstore import UnitOfWork
 from shared.eventstore.schema import UTCDateTime
@@ -40,8 +51,15 @@ class PayoutReceipt:
 
 
 class PayoutGateway(Protocol):
-    async def pay(self, uow: UnitOfWork, order: PayoutOrder) -> PayoutReceipt:
+    in_database: bool
+    """Pays in the caller's transaction (a ledger), rather than over the network."""
+
+    async def pay(self, uow: UnitOfWork | None, order: PayoutOrder) -> PayoutReceipt:
         """Pay ``order`` once, whatever happened to earlier attempts with the same payout id."""
+        ...
+
+    async def find(self, uow: UnitOfWork | None, payout_id: str) -> PayoutReceipt | None:
+        """The payout ``payout_id`` if it was made, else None."""
         ...
 
 
@@ -63,10 +81,23 @@ def ledger_table(metadata: sa.MetaData) -> sa.Table:
 class LedgerPayouts:
     """Double entry in the service's own database, in the payout stage's transaction."""
 
+    in_database = True
+
     def __init__(self, table: sa.Table) -> None:
         self.table = table
 
-    async def pay(self, uow: UnitOfWork, order: PayoutOrder) -> PayoutReceipt:
+    async def find(self, uow: UnitOfWork | None, payout_id: str) -> PayoutReceipt | None:
+        if uow is None:
+            raise ValueError("the ledger is read in a transaction")
+        t = self.table
+        found = await uow.connection.scalar(
+            sa.select(t.c.payout_id).where(t.c.payout_id == payout_id)
+        )
+        return PayoutReceipt(payout_id, f"ledger:{payout_id}") if found else None
+
+    async def pay(self, uow: UnitOfWork | None, order: PayoutOrder) -> PayoutReceipt:
+        if uow is None:
+            raise ValueError("the ledger pays in the stage's transaction")
         t = self.table
         booked = await uow.connection.execute(
             sa.select(t.c.payout_id).where(t.c.payout_id == order.payout_id)
@@ -89,8 +120,153 @@ class TreasuryError(RuntimeError):
     pass
 
 
+def attempts_table(metadata: sa.MetaData) -> sa.Table:
+    """``payout_attempts``: the failed attempts of each payout made over the network."""
+    return sa.Table(
+        "payout_attempts",
+        metadata,
+        sa.Column("payout_id", sa.String(100), primary_key=True),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("last_error", sa.String(1000), nullable=True),
+        sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """What one attempt came to: a receipt, or the failures counted so far and why."""
+
+    receipt: PayoutReceipt | None
+    failures: int = 0
+    error: str | None = None
+
+
+class PayoutAttempts:
+    """Payouts over the network, each attempt under its payout's row (not the command's
+    transaction or the application's row), with back-off between failures."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: sa.Table,
+        gateway: PayoutGateway,
+        *,
+        first_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.gateway = gateway
+        self.first_backoff = first_backoff
+        self.max_backoff = max_backoff
+        self._local: dict[str, asyncio.Lock] = {}
+
+    async def attempt(self, order: PayoutOrder) -> Attempted | None:
+        """One attempt at ``order`` if it is due and no other is under way (else None).
+        Back-off runs on the wall clock: it is about the treasury, not the programme."""
+        now = datetime.now(UTC)
+        async with self.lock(order.payout_id, wait=False) as held:
+            if held is None:
+                return None
+            failures, next_at = await self._read(held, order.payout_id)
+            if next_at > now:
+                return None
+            try:
+                receipt = await self.gateway.pay(None, order)
+            except Exception as error:
+                failures += 1
+                delay = min(self.first_backoff * 2 ** (failures - 1), self.max_backoff)
+                reason = f"{type(error).__name__}: {error}"[:1000]
+                update = (
+                    self.table.update()
+                    .where(self.table.c.payout_id == order.payout_id)
+                    .values(
+                        failures=failures,
+                        last_error=reason,
+                        next_attempt_at=now + timedelta(seconds=delay),
+                    )
+                )
+                await self._write(held, update)
+                log.warning("payout %s failed (%d): %s", order.payout_id, failures, reason)
+                return Attempted(None, failures, reason)
+            return Attempted(receipt, failures)
+
+    async def forget(self, payout_id: str) -> None:
+        """Start counting afresh (an officer retries the payout)."""
+        async with self.engine.begin() as connection:
+            await connection.execute(self.table.delete().where(self.table.c.payout_id == payout_id))
+
+    @contextlib.asynccontextmanager
+    async def lock(self, payout_id: str, *, wait: bool = True) -> AsyncIterator[_Held | None]:
+        """Hold the payout for the block: no attempt at it runs meanwhile, in any replica
+        (PostgreSQL: its row, ``FOR UPDATE``, in a transaction of its own, through which
+        the block writes; SQLite, one process: a lock in memory). Yields None if another
+        holds it and not ``wait``."""
+        await self._ensure(payout_id)
+        if self.engine.dialect.name != "postgresql":
+            local = self._local.setdefault(payout_id, asyncio.Lock())
+            if local.locked() and not wait:
+                yield None
+                return
+            async with local:
+                yield _Held(None)
+            return
+        async with self.engine.begin() as connection:
+            query = (
+                sa.select(self.table.c.payout_id)
+                .where(self.table.c.payout_id == payout_id)
+                .with_for_update(skip_locked=not wait)
+            )
+            found = (await connection.execute(query)).first()
+            yield _Held(connection) if found is not None else None
+
+    async def _ensure(self, payout_id: str) -> None:
+        async with self.engine.begin() as connection:
+            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+            await connection.execute(
+                dialect.insert(self.table)
+                .values(payout_id=payout_id, failures=0, next_attempt_at=_LONG_AGO)
+                .on_conflict_do_nothing()
+            )
+
+    async def _read(self, held: _Held, payout_id: str) -> tuple[int, datetime]:
+        query = sa.select(self.table.c.failures, self.table.c.next_attempt_at).where(
+            self.table.c.payout_id == payout_id
+        )
+        if held.connection is not None:
+            row = (await held.connection.execute(query)).one()
+        else:
+            async with self.engine.connect() as connection:
+                row = (await connection.execute(query)).one()
+        return int(row.failures), row.next_attempt_at
+
+    async def _write(self, held: _Held, statement: sa.Executable) -> None:
+        if held.connection is not None:
+            await held.connection.execute(statement)
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(statement)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A payout held: through ``connection`` (PostgreSQL), or in memory (None)."""
+
+    connection: AsyncConnection | None
+
+
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class TreasuryPayouts:
-    """A treasury endpoint over HTTP; the payout id is its idempotency key."""
+    """A treasury endpoint over HTTP; the payout id is its idempotency key.
+
+    ``POST {url}`` with the order and ``Idempotency-Key: <payout id>`` pays (the same key
+    again answers the same payout, paid once); ``GET {url}/{payout id}`` says whether it
+    was paid (200) or not (404).
+    """
+
+    in_database = False
 
     def __init__(
         self,
@@ -104,7 +280,15 @@ class TreasuryPayouts:
         self._attempts = attempts
         self._first_backoff = first_backoff
 
-    async def pay(self, uow: UnitOfWork, order: PayoutOrder) -> PayoutReceipt:
+    async def find(self, uow: UnitOfWork | None, payout_id: str) -> PayoutReceipt | None:
+        response = await self._client.get(f"{self._url.rstrip('/')}/{payout_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TreasuryError(f"treasury answered {response.status_code} about {payout_id}")
+        return PayoutReceipt(payout_id, str(response.json().get("reference", payout_id)))
+
+    async def pay(self, uow: UnitOfWork | None, order: PayoutOrder) -> PayoutReceipt:
         body = {
             "payout_id": order.payout_id,
             "payee": order.payee,
@@ -138,11 +322,14 @@ class TreasuryPayouts:
 
 
 __all__ = [
+    "Attempted",
     "LedgerPayouts",
+    "PayoutAttempts",
     "PayoutGateway",
     "PayoutOrder",
     "PayoutReceipt",
     "TreasuryError",
     "TreasuryPayouts",
+    "attempts_table",
     "ledger_table",
 ]

@@ -231,9 +231,9 @@ def test_killed_around_releases_and_payouts_each_tranche_is_paid_exactly_once(
         assert retried.status_code == 200, retried.text
         assert retried.json()["tranches"][2]["status"] in ("released", "paid")
         completed = watch(http, process, app_id, lambda b: b["status"] == "completed", seen)
-        served = http.get(
+        served = http.get(  # the whole chain, officers named: an auditor's view
             f"/v1/applications/{app_id}/events",
-            headers=process.headers(Role.FIRM, "ceo", firm_id=FIRM_ID),
+            headers=process.headers(Role.AUDITOR, "auditor-lee"),
         ).json()
         after = funds(http, process)
 

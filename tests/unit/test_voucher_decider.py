@@ -10,19 +10,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.voucher.domain.decider import today_in_korea, verification_failures
+from services.voucher.domain.decider import (
+    CancelRedemption,
+    FailPayout,
+    RetryPayout,
+    today_in_korea,
+    verification_failures,
+)
 from services.voucher.domain.errors import (
     CategoryNotAllowed,
     Conflict,
     DuplicateInvoice,
     InvalidTransition,
+    NotFound,
     OverBalance,
     SameOfficer,
     Unprocessable,
     VoucherNotRedeemable,
 )
 from services.voucher.domain.model import E, Status, evolve, fold
-from shared.contracts import Envelope, NewEvent, verify_chain
+from shared.contracts import Actor, Envelope, NewEvent, Role, verify_chain
 from shared.domain.support import grant_of
 from tests.unit.streams import sealed
 from tests.unit.voucher_builders import (
@@ -1159,3 +1166,65 @@ def test_balance_never_goes_negative_and_equals_amount_less_accepted_redemptions
     spent = app.voucher.balance == 0
     assert (app.status == Status.CLOSED) == spent
     assert fold(stream.envelopes) == app
+
+
+# --- payouts that fail ----------------------------------------------------------------------
+
+PAYOUT = Actor(sub="voucher-payout", role=Role.SYSTEM)
+KIM = Actor(sub="officer-kim", role=Role.OFFICER)
+
+
+def test_a_failed_payout_waits_for_an_officer_who_retries_it_or_cancels_it():
+    stream = issued(8_000_000)
+    stream.when(redeem(3_000_000, invoice="INV-1"))
+    [redemption] = stream.app.redemptions
+
+    [failed] = stream.when(FailPayout(redemption.id, "po-1", 5, "treasury answered 503"), by=PAYOUT)
+    assert failed.type == E.REDEMPTION_PAYOUT_FAILED
+    assert failed.payload["attempts"] == 5
+    [waiting] = stream.app.redemptions
+    assert waiting.status == "payout_failed"
+    assert stream.app.pending_redemptions == (waiting,)  # unpaid: the voucher cannot close
+    with pytest.raises(InvalidTransition):
+        stream.when(FailPayout(redemption.id, "po-1", 6, "again"), by=PAYOUT)
+
+    [retried] = stream.when(RetryPayout(redemption.id, "officer-kim", "treasury back"), by=KIM)
+    assert retried.type == E.REDEMPTION_PAYOUT_RETRIED
+    assert stream.app.redemptions[0].status == "requested"
+
+    stream.when(FailPayout(redemption.id, "po-1", 5, "still down"), by=PAYOUT)
+    [cancelled] = stream.when(CancelRedemption(redemption.id, "officer-kim", "withdrawn"), by=KIM)
+    assert cancelled.type == E.REDEMPTION_CANCELLED
+    assert cancelled.payload["returned_amount"] == 3_000_000
+    app = stream.app
+    assert app.voucher is not None and app.voucher.balance == 8_000_000  # back on the voucher
+    assert app.redemptions[0].status == "cancelled" and app.pending_redemptions == ()
+    for after in (pay(redemption.id), RetryPayout(redemption.id, "officer-kim", "no")):
+        with pytest.raises(InvalidTransition):
+            stream.when(after, by=KIM)
+
+
+def test_only_a_failed_payout_can_be_retried_or_cancelled():
+    stream = issued(8_000_000)
+    stream.when(redeem(3_000_000, invoice="INV-1"))
+    [redemption] = stream.app.redemptions
+    for command in (
+        RetryPayout(redemption.id, "officer-kim", "why"),
+        CancelRedemption(redemption.id, "officer-kim", "why"),
+    ):
+        with pytest.raises(InvalidTransition):
+            stream.when(command, by=KIM)
+    with pytest.raises(NotFound):
+        stream.when(CancelRedemption("rdm-none", "officer-kim", "why"), by=KIM)
+
+
+def test_a_failed_payout_the_treasury_made_after_all_is_paid_and_closes_a_spent_voucher():
+    stream = issued(8_000_000)
+    stream.when(redeem(8_000_000, invoice="INV-1"))
+    [redemption] = stream.app.redemptions
+    stream.when(FailPayout(redemption.id, "po-1", 5, "no answer"), by=PAYOUT)
+
+    events = stream.when(pay(redemption.id, "po-1"), by=PAYOUT)
+
+    assert types(events) == [E.REDEMPTION_PAID, E.CLOSED]
+    assert stream.app.status == Status.CLOSED

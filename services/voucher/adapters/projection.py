@@ -138,7 +138,11 @@ class FirmBook:
         return None
 
 
-async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redemption) -> None:
+async def save_redemption(
+    uow: UnitOfWork, app: Application, redemption: Redemption, *, new: bool | None = None
+) -> None:
+    """Record the redemption's row: made when it is requested, brought up to date after.
+    ``new``: whether it is the request (default: a ``requested`` one is)."""
     assert app.voucher is not None
     values = {
         "voucher_id": app.voucher.id,
@@ -152,7 +156,7 @@ async def save_redemption(uow: UnitOfWork, app: Application, redemption: Redempt
         "requested_at": redemption.requested_at,
         "paid_at": redemption.paid_at,
     }
-    if redemption.status == "requested":
+    if new if new is not None else redemption.status == "requested":
         await uow.connection.execute(redemptions.insert().values(id=redemption.id, **values))
     else:
         await uow.connection.execute(
@@ -208,6 +212,19 @@ async def application_for_voucher(connection: AsyncConnection, voucher_id: str) 
         )
     ).scalar_one_or_none()
     return str(found) if found is not None else None
+
+
+async def requested_redemptions(
+    connection: AsyncConnection, limit: int = 500
+) -> list[tuple[str, str]]:
+    """``(application id, redemption id)`` of the redemptions waiting for their payout, oldest first."""
+    rows = await connection.execute(
+        sa.select(redemptions.c.application_id, redemptions.c.id)
+        .where(redemptions.c.status == "requested")
+        .order_by(redemptions.c.requested_at, redemptions.c.id)
+        .limit(limit)
+    )
+    return [(r.application_id, r.id) for r in rows]
 
 
 async def redemptions_of(connection: AsyncConnection, voucher_id: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from shared.eventstore.schema import JSONDocument, UTCDateTime
 from shared.kit.holds import Pools
-from shared.kit.payouts import ledger_table
+from shared.kit.payouts import attempts_table, ledger_table
 from shared.kit.projection import applications_table
 from shared.kit.support import support_table
 
@@ -67,6 +67,7 @@ redemptions = sa.Table(
 )
 
 ledger_entries = ledger_table(metadata)
+payout_attempts = attempts_table(metadata)
 """Payouts to providers: programme account debited, provider account credited."""
 
 support_grants = support_table(metadata)

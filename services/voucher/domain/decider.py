@@ -18,6 +18,7 @@ from services.voucher.domain.errors import (
     CategoryNotAllowed,
     DuplicateInvoice,
     InvalidTransition,
+    NotFound,
     OverBalance,
     Unprocessable,
     VoucherNotRedeemable,
@@ -30,14 +31,17 @@ from services.voucher.domain.events import (
     ApplicationVerified,
     ApplicationWithdrawn,
     ApprovalRecorded,
+    RedemptionCancelled,
     RedemptionPaid,
+    RedemptionPayoutFailed,
+    RedemptionPayoutRetried,
     RedemptionRequested,
     VerificationFacts,
     VoucherClosed,
     VoucherExpired,
     VoucherIssued,
 )
-from services.voucher.domain.model import Application, Status, evolve
+from services.voucher.domain.model import Application, Redemption, Status, Voucher, evolve
 from services.voucher.domain.programmes import Programme
 from shared.contracts import NewEvent
 from shared.domain import (
@@ -116,6 +120,34 @@ class RequestRedemption:
 class PayRedemption:
     redemption_id: str
     payout_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailPayout:
+    """The payout stage gives up on a redemption's payout after ``attempts`` tries."""
+
+    redemption_id: str
+    payout_id: str
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPayout:
+    """An officer has a failed payout tried again."""
+
+    redemption_id: str
+    officer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRedemption:
+    """An officer cancels a redemption whose payout failed; the payee was not paid for it."""
+
+    redemption_id: str
+    officer: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +430,10 @@ def _pay(command: PayRedemption, state: Application | None) -> list[NewEvent]:
         raise InvalidTransition(f"no redemption {command.redemption_id} on this voucher")
     if redemption.status == "paid":
         return []  # paid already: paying again must change nothing
+    if redemption.status == "cancelled":
+        raise InvalidTransition(
+            f"redemption {redemption.id} was cancelled: it is not paid", current_status="cancelled"
+        )
     events = [
         RedemptionPaid(
             redemption_id=redemption.id,
@@ -411,6 +447,70 @@ def _pay(command: PayRedemption, state: Application | None) -> list[NewEvent]:
     if spent and state.status is Status.ISSUED:
         events.append(VoucherClosed(voucher_id=state.voucher.id).event())
     return events
+
+
+@decide.register
+def _fail_payout(command: FailPayout, state: Application | None) -> list[NewEvent]:
+    voucher, redemption = _redemption_in(state, command.redemption_id, "requested", "fail")
+    return [
+        RedemptionPayoutFailed(
+            redemption_id=redemption.id,
+            voucher_id=voucher.id,
+            payout_id=command.payout_id,
+            attempts=command.attempts,
+            reason=command.reason[:1000],
+        ).event()
+    ]
+
+
+@decide.register
+def _retry_payout(command: RetryPayout, state: Application | None) -> list[NewEvent]:
+    voucher, redemption = _redemption_in(state, command.redemption_id, "payout_failed", "retry")
+    return [
+        RedemptionPayoutRetried(
+            redemption_id=redemption.id,
+            voucher_id=voucher.id,
+            officer=command.officer,
+            reason=command.reason,
+        ).event()
+    ]
+
+
+@decide.register
+def _cancel_redemption(command: CancelRedemption, state: Application | None) -> list[NewEvent]:
+    voucher, redemption = _redemption_in(state, command.redemption_id, "payout_failed", "cancel")
+    assert state is not None
+    if state.status is not Status.ISSUED:
+        raise InvalidTransition(
+            f"the voucher is {state.status}: its failed payout can be retried, not cancelled",
+            current_status=str(state.status),
+        )
+    return [
+        RedemptionCancelled(
+            redemption_id=redemption.id,
+            voucher_id=voucher.id,
+            officer=command.officer,
+            reason=command.reason,
+            returned_amount=redemption.amount,
+        ).event()
+    ]
+
+
+def _redemption_in(
+    state: Application | None, redemption_id: str, status: str, action: str
+) -> tuple[Voucher, Redemption]:
+    """The voucher and its redemption ``redemption_id``, which must be ``status`` to ``action``."""
+    if state is None or state.voucher is None:
+        raise NotFound("there is no such voucher")
+    redemption = state.redemption(redemption_id)
+    if redemption is None:
+        raise NotFound(f"there is no redemption {redemption_id} on voucher {state.voucher.id}")
+    if redemption.status != status:
+        raise InvalidTransition(
+            f"cannot {action} the payout of a redemption that is {redemption.status}",
+            current_status=redemption.status,
+        )
+    return state.voucher, redemption
 
 
 @decide.register
@@ -466,11 +566,14 @@ DECIDER: Decider[Application] = Decider(decide, evolve)
 __all__ = [
     "DECIDER",
     "BudgetExhausted",
+    "CancelRedemption",
     "DecideApplication",
     "ExpireVoucher",
+    "FailPayout",
     "IssueVoucher",
     "PayRedemption",
     "RequestRedemption",
+    "RetryPayout",
     "SubmitApplication",
     "VerifyApplication",
     "WithdrawApplication",

@@ -27,6 +27,10 @@ class DuplicateInvoice(Conflict):
     code = "duplicate_invoice"
 
 
+class PaidAfterAll(Conflict):
+    """A failed payout the treasury turned out to have made: it is recorded paid, not cancelled."""
+
+
 class DuplicateProvider(InvalidTransition):
     code = "duplicate_provider"
 
@@ -50,6 +54,7 @@ __all__ = [
     "InvalidTransition",
     "NotFound",
     "OverBalance",
+    "PaidAfterAll",
     "SameOfficer",
     "Unprocessable",
     "VoucherError",

@@ -44,6 +44,9 @@ class E:
     ISSUED = "voucher.voucher.issued"
     REDEMPTION_REQUESTED = "voucher.redemption.requested"
     REDEMPTION_PAID = "voucher.redemption.paid"
+    REDEMPTION_PAYOUT_FAILED = "voucher.redemption.payout_failed"
+    REDEMPTION_PAYOUT_RETRIED = "voucher.redemption.payout_retried"
+    REDEMPTION_CANCELLED = "voucher.redemption.cancelled"
     CLOSED = "voucher.voucher.closed"
     EXPIRED = "voucher.voucher.expired"
     PROVIDER_REGISTERED = "voucher.provider.registered"
@@ -167,6 +170,39 @@ class RedemptionPaid(EventPayload):
     amount: int
 
 
+class RedemptionPayoutFailed(EventPayload):
+    """The payout of a redemption failed ``attempts`` times: officers decide (retry, cancel)."""
+
+    event_type: ClassVar[str] = E.REDEMPTION_PAYOUT_FAILED
+    redemption_id: str
+    voucher_id: str
+    payout_id: str
+    attempts: int = Field(ge=1)
+    reason: str
+
+
+class RedemptionPayoutRetried(EventPayload):
+    """An officer asked for a failed payout to be tried again."""
+
+    event_type: ClassVar[str] = E.REDEMPTION_PAYOUT_RETRIED
+    redemption_id: str
+    voucher_id: str
+    officer: str
+    reason: str
+
+
+class RedemptionCancelled(EventPayload):
+    """An officer cancelled a redemption whose payout failed (and which the payee was not
+    paid for): its amount is back on the voucher."""
+
+    event_type: ClassVar[str] = E.REDEMPTION_CANCELLED
+    redemption_id: str
+    voucher_id: str
+    officer: str
+    reason: str
+    returned_amount: int = Field(ge=0)
+
+
 class VoucherClosed(EventPayload):
     """Spent to the last won and every redemption paid."""
 
@@ -203,6 +239,9 @@ EVENTS = EventRegistry(
         VoucherIssued,
         RedemptionRequested,
         RedemptionPaid,
+        RedemptionPayoutFailed,
+        RedemptionPayoutRetried,
+        RedemptionCancelled,
         VoucherClosed,
         VoucherExpired,
         ProviderRegistered,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from services.voucher.domain.events import (
     EVENTS,
@@ -16,7 +17,10 @@ from services.voucher.domain.events import (
     ApplicationWithdrawn,
     ApprovalRecorded,
     E,
+    RedemptionCancelled,
     RedemptionPaid,
+    RedemptionPayoutFailed,
+    RedemptionPayoutRetried,
     RedemptionRequested,
     VerificationFacts,
     VoucherClosed,
@@ -57,7 +61,7 @@ class Redemption:
     invoice_number: str
     amount: int
     service_category: str
-    status: str  # requested | paid
+    status: str  # requested | paid | payout_failed | cancelled
     requested_at: datetime
     payout_id: str | None = None
     paid_at: datetime | None = None
@@ -98,7 +102,8 @@ class Application:
 
     @property
     def pending_redemptions(self) -> tuple[Redemption, ...]:
-        return tuple(r for r in self.redemptions if r.status == "requested")
+        """Accepted and not paid yet: being paid, or waiting for an officer after a failure."""
+        return tuple(r for r in self.redemptions if r.status in ("requested", "payout_failed"))
 
     def redemption(self, redemption_id: str) -> Redemption | None:
         return next((r for r in self.redemptions if r.id == redemption_id), None)
@@ -177,6 +182,14 @@ def evolve(state: Application | None, event: Envelope) -> Application:
                 for r in state.redemptions
             )
             return replace(state, redemptions=paid)
+        case RedemptionPayoutFailed():
+            return _with_redemption(state, p.redemption_id, status="payout_failed")
+        case RedemptionPayoutRetried():
+            return _with_redemption(state, p.redemption_id, status="requested")
+        case RedemptionCancelled():
+            voucher = _voucher(state)
+            state = voucher_balance(state, voucher.balance + p.returned_amount)
+            return _with_redemption(state, p.redemption_id, status="cancelled")
         case VoucherClosed():
             return replace(state, status=Status.CLOSED)
         case VoucherExpired():
@@ -192,6 +205,18 @@ def evolve(state: Application | None, event: Envelope) -> Application:
 
 def fold(events: Iterable[Envelope]) -> Application | None:
     return fold_events(evolve, events)
+
+
+def _with_redemption(state: Application, redemption_id: str, **changes: Any) -> Application:
+    changed = tuple(
+        replace(r, **changes) if r.id == redemption_id else r for r in state.redemptions
+    )
+    return replace(state, redemptions=changed)
+
+
+def voucher_balance(state: Application, balance: int) -> Application:
+    """``state`` with its voucher's balance set to ``balance``."""
+    return replace(state, voucher=replace(_voucher(state), balance=balance))
 
 
 def _voucher(state: Application) -> Voucher:

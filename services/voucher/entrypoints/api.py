@@ -12,6 +12,7 @@ from services.voucher.adapters import projection
 from services.voucher.domain.decider import SubmitApplication, WithdrawApplication
 from services.voucher.domain.errors import NotFound
 from services.voucher.entrypoints.schemas import (
+    PayoutDecisionIn,
     ProviderIn,
     RedemptionIn,
     SubmitApplicationIn,
@@ -195,3 +196,46 @@ async def list_redemptions(
     if principal.role is Role.PROVIDER:
         items = [r for r in items if r["provider_id"] == principal.provider_id]
     return items
+
+
+@router.post(
+    "/vouchers/{voucher_id}/redemptions/{redemption_id}/retry",
+    summary="Try a failed payout again",
+    tags=["vouchers"],
+)
+async def retry_payout(
+    voucher_id: str,
+    redemption_id: str,
+    body: PayoutDecisionIn,
+    request: Request,
+    service: Service,
+    officer: Officers,
+) -> dict[str, Any]:
+    """An officer has a redemption whose payout failed tried again (officers; 409 unless
+    it is ``payout_failed``): it is ``requested`` again, its failures counted afresh."""
+    context = context_of(request, officer)
+    found = await service.retry_payout(voucher_id, redemption_id, officer.sub, body.reason, context)
+    return {"id": found.id, "voucher_id": voucher_id, "status": found.status}
+
+
+@router.post(
+    "/vouchers/{voucher_id}/redemptions/{redemption_id}/cancellation",
+    summary="Cancel a redemption whose payout failed",
+    tags=["vouchers"],
+)
+async def cancel_redemption(
+    voucher_id: str,
+    redemption_id: str,
+    body: PayoutDecisionIn,
+    request: Request,
+    service: Service,
+    officer: Officers,
+) -> dict[str, Any]:
+    """An officer cancels a redemption whose payout failed (officers; 409 unless it is
+    ``payout_failed``): its amount goes back on the voucher. If the treasury paid it after
+    all, it is recorded paid instead, and the answer is 409 saying so."""
+    context = context_of(request, officer)
+    found = await service.cancel_redemption(
+        voucher_id, redemption_id, officer.sub, body.reason, context
+    )
+    return {"id": found.id, "voucher_id": voucher_id, "status": found.status}

@@ -36,6 +36,12 @@ class RedemptionIn(Body):
     service_category: str = Field(min_length=1, max_length=50)
 
 
+class PayoutDecisionIn(Body):
+    """Why an officer retries or cancels a failed payout."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 class ProviderIn(Body):
     id: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]{1,54}$",  # its log is "provider:<id>", 64 at most
