@@ -411,9 +411,9 @@ class VoucherService(ApplicationService[Application]):
         """An officer has a failed payout tried again (its failures counted afresh)."""
         application_id = await self._voucher_application(voucher_id)
         command = RetryPayout(redemption_id=redemption_id, officer=officer, reason=reason)
+        if self.attempts is not None:  # before it is requested again: the worker may look
+            await self.attempts.forget(f"po-{redemption_id}")  # at once, counting from 0
         outcome = await self._record_payout(application_id, redemption_id, command, context)
-        if self.attempts is not None:
-            await self.attempts.forget(f"po-{redemption_id}")
         self.payouts_due.set()
         found = outcome.application.redemption(redemption_id)
         assert found is not None
