@@ -411,8 +411,11 @@ class VoucherService(ApplicationService[Application]):
         """An officer has a failed payout tried again (its failures counted afresh)."""
         application_id = await self._voucher_application(voucher_id)
         command = RetryPayout(redemption_id=redemption_id, officer=officer, reason=reason)
-        if self.attempts is not None:  # before it is requested again: the worker may look
-            await self.attempts.forget(f"po-{redemption_id}")  # at once, counting from 0
+        state = self.decider.fold(await self.store.read_stream(application_id))
+        failed = state.redemption(redemption_id) if state is not None else None
+        if self.attempts is not None and failed is not None and failed.status == "payout_failed":
+            # before it is requested again (the worker may look at once): counted from 0
+            await self.attempts.forget(f"po-{redemption_id}")
         outcome = await self._record_payout(application_id, redemption_id, command, context)
         self.payouts_due.set()
         found = outcome.application.redemption(redemption_id)
