@@ -109,7 +109,11 @@ class BrokerWatch:
         whether this process found a loss. Raises if the repair did not finish: the next
         call tries it again (this process still holds the cluster it saw before)."""
         before = self.cluster_id
-        requeued = await self.store.note_broker(cluster_id) if self.owns_log else None
+        requeued = None
+        if self.owns_log:  # read first: a write transaction only when something changed
+            _, recorded = await self.store.broker_state()
+            if recorded != cluster_id:
+                requeued = await self.store.note_broker(cluster_id)
         lost_here = before is not None and before != cluster_id
         if requeued is None and not lost_here:
             self.cluster_id = cluster_id

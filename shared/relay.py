@@ -242,8 +242,7 @@ class OutboxRelay:
 
     async def _read(self, after: int = 0) -> _Read:
         """The next batch to send, after the broker state it is to be sent under."""
-        epoch, cluster_id = await self.store.broker_state()
-        return _Read(epoch, cluster_id, await self.store.pending_messages(self.batch_size, after))
+        return _Read(*await self.store.pending_batch(self.batch_size, after))
 
     async def _same_broker(self, read: _Read) -> bool:
         """Whether the broker answering is the cluster the log was published to when ``read``

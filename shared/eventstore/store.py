@@ -609,6 +609,36 @@ class EventStore:
             rows = await uow._driver.fetch(_PG_PENDING, after, limit)
         return [_message_from_row(row) for row in rows]
 
+    async def pending_batch(
+        self, limit: int, after: int = 0
+    ) -> tuple[int, str, list[OutboxMessage]]:
+        """:meth:`broker_state`, then :meth:`pending_messages`, on one connection in one go
+        (a relay reads both before each batch it sends)."""
+        _state = sa.select(broker_log.c.epoch, broker_log.c.cluster_id).where(broker_log.c.id == 1)
+        if self._sqlite:
+            async with self.engine.connect() as connection:
+                found = (await connection.execute(_state)).first()
+                result = await connection.execute(
+                    sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
+                    .where(events.c.published.is_(False), events.c.position > after)
+                    .order_by(events.c.position)
+                    .limit(limit)
+                )
+                messages = [
+                    OutboxMessage.of(StoredEvent(row.position, False, _envelope_of(row._mapping)))
+                    for row in result
+                ]
+        else:
+            async with self.transaction() as uow:
+                assert uow._driver is not None
+                found = await uow._driver.fetchrow(
+                    "SELECT epoch, cluster_id FROM broker_log WHERE id = 1"
+                )
+                rows = await uow._driver.fetch(_PG_PENDING, after, limit)
+            messages = [_message_from_row(row) for row in rows]
+        epoch, cluster = (int(found[0]), str(found[1])) if found is not None else (0, "")
+        return epoch, cluster, messages
+
     async def mark_published(self, positions: Sequence[int], epoch: int | None = None) -> bool:
         """Mark the events published; with ``epoch`` (:meth:`broker_epoch`, read before they
         were sent), only if no loss of the broker's log was recorded since: they may have

@@ -382,7 +382,7 @@ async def test_an_event_committed_late_below_the_read_cursor_still_goes_first(
     await store.append("fast", NEW_STREAM, [noted(n) for n in range(3)], context("fast"))
 
     reads = 0
-    read = store.pending_messages
+    read = store.pending_batch
 
     async def read_then_commit_the_slow_one(limit: int, after: int = 0) -> Any:
         nonlocal reads
@@ -394,7 +394,7 @@ async def test_an_event_committed_late_below_the_read_cursor_still_goes_first(
             await store.append("slow", StreamVersion.after([first]), [noted(2)], context("slow"))
         return await read(limit, after)
 
-    store.pending_messages = read_then_commit_the_slow_one  # type: ignore[method-assign]
+    store.pending_batch = read_then_commit_the_slow_one  # type: ignore[method-assign]
     relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=2)
     try:
         published = await relay.drain()
