@@ -248,6 +248,11 @@ class IdempotentConsumer:
         """The event types this consumer has handlers for."""
         return frozenset(self._handlers)
 
+    def applies(self, event_type: str) -> bool:
+        """Whether an event of ``event_type`` reaches a handler here (its own, or the one
+        for every event), rather than passing by or going to the DLQ as unknown."""
+        return event_type in self._handlers or self._every is not None
+
     def handles(self, *event_types: str) -> Callable[[Handler], Handler]:
         """Register the decorated coroutine as the handler of ``event_types``."""
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.fund.domain.funds import load_funds
-from services.oversight.adapters.checkpoints import CheckpointWatch
+from services.oversight.adapters.checkpoints import CheckpointWatch, not_a_checkpoint
 from services.oversight.adapters.lag import LagMeter
 from services.oversight.adapters.queries import Budgets
 from services.oversight.adapters.readmodel import ReadModel
@@ -23,7 +23,14 @@ from services.oversight.service_layer import Oversight, OversightCollector
 from services.voucher.domain.programmes import load_catalogue
 from shared.checkpoints import public_keys
 from shared.clock import Clock, SystemClock
-from shared.consumer import Delivery, IdempotentConsumer, broker_dead_letters, subscribe_records
+from shared.consumer import (
+    DeadLetter,
+    Delivery,
+    IdempotentConsumer,
+    PoisonKind,
+    broker_dead_letters,
+    subscribe_records,
+)
 from shared.eventstore import create_engine
 from shared.kit.catalogue import load_document
 from shared.service import ServiceRuntime, create_service_app
@@ -80,10 +87,11 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
         )
         runtime.app.state.oversight = oversight
 
+        dead_letters = broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC))
         consumer = IdempotentConsumer(
             runtime.topic("oversight"),
             runtime.store,
-            dead_letters=broker_dead_letters(runtime.broker, runtime.topic(DLQ_TOPIC)),
+            dead_letters=dead_letters,
             on_applied=oversight.events_committed,
         )
         consumer.handles_every_event(oversight.readmodel.apply)
@@ -98,13 +106,26 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
         def service_of(topic: str) -> str:
             return topic.removeprefix(settings.topic_prefix).removesuffix(".checkpoints")
 
+        checkpoints_group = runtime.topic("oversight-checkpoints")
+
         async def take_checkpoints(records: Sequence[Delivery]) -> None:
             await oversight.checkpoints_received([(service_of(r.topic), r.value) for r in records])
+            for record in records:  # a finding on the summary, and a dead letter like any poison
+                problem = not_a_checkpoint(service_of(record.topic), record.value)
+                if problem is not None:
+                    await dead_letters(
+                        DeadLetter(
+                            record,
+                            checkpoints_group,
+                            PoisonKind.INVALID,
+                            f"not a checkpoint: {problem}",
+                        )
+                    )
 
         subscribe_records(
             runtime.broker,
             *(runtime.topic(checkpoints_topic(s)) for s in SERVICES),
-            group_id=runtime.topic("oversight-checkpoints"),
+            group_id=checkpoints_group,
             handle=take_checkpoints,
             session_timeout_ms=settings.kafka_session_timeout_ms,
         )

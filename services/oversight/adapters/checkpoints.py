@@ -294,11 +294,7 @@ def row_of(service: str, value: bytes, now: datetime) -> dict[str, Any]:
     """The row of a message on ``service``'s checkpoints topic: the checkpoint, or a
     finding naming what is wrong with it (stored under tree size -1, once per content)."""
     digest = hashlib.sha256(value).hexdigest()
-    try:
-        document = json.loads(value)
-        problem = _malformed(service, document)
-    except Exception as error:  # not JSON, nested too deep, not UTF-8...
-        document, problem = None, f"not JSON ({type(error).__name__})"
+    document, problem = _read(service, value)
     if problem is None:
         return {
             "service": service,
@@ -317,11 +313,25 @@ def row_of(service: str, value: bytes, now: datetime) -> dict[str, Any]:
         "checkpoint_hash": digest,
         "last_position": 0,
         "sealed_at": "",
-        "document": value[:2000].decode("utf-8", "replace"),
+        # text as PostgreSQL keeps it: no NUL (refused, it would stop the consumer for good)
+        "document": value[:2000].decode("utf-8", "replace").replace("\x00", "\ufffd"),
         "received_at": now,
         "verified": False,
         "finding": f"bad_signature: a message on the checkpoints topic is not a checkpoint: {problem}",
     }
+
+
+def not_a_checkpoint(service: str, value: bytes) -> str | None:
+    """Why a message on ``service``'s checkpoints topic is not a checkpoint of it; None if it is."""
+    return _read(service, value)[1]
+
+
+def _read(service: str, value: bytes) -> tuple[Any, str | None]:
+    try:
+        document = json.loads(value)
+        return document, _malformed(service, document)
+    except Exception as error:  # not JSON, nested too deep, not UTF-8...
+        return None, f"not JSON ({type(error).__name__})"
 
 
 def _malformed(service: str, document: Any) -> str | None:
@@ -339,4 +349,6 @@ def _malformed(service: str, document: Any) -> str | None:
     for name, most in (("sealed_at", 40), ("key_id", 100), ("signature", 200)):
         if not isinstance(document[name], str) or not 0 < len(document[name]) <= most:
             return f"{name} is not a string of at most {most} characters"
+        if "\x00" in document[name]:  # no text column takes it
+            return f"{name} holds a NUL character"
     return None
