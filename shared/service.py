@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -26,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shared.asyncapi import asyncapi_document
 from shared.audit_api import audit_router
 from shared.auth import HS256Verifier, TokenVerifier
+from shared.broker import wait_for_broker
 from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
 from shared.checkpoints import metadata as checkpoint_tables
@@ -135,6 +138,24 @@ class RuntimeCollector:
                 for name, family in families.items():
                     family.add_metric([consumer.name], getattr(consumer.stats, name))
             yield from families.values()
+        yield self._assignments()
+
+    def _assignments(self) -> Metric:
+        """Which partitions this process's consumer groups gave it: replicas split them."""
+        assigned = GaugeMetricFamily(
+            "incentives_consumer_assigned_partitions",
+            "Partitions of a topic this process holds in a consumer group",
+            labels=["group", "topic"],
+        )
+        held: dict[tuple[str, str], int] = {}
+        for consumer in _consumers_of(self.runtime.broker):
+            group = str(getattr(consumer, "_group_id", None) or "")
+            for partition in consumer.assignment():
+                key = (group, partition.topic)
+                held[key] = held.get(key, 0) + 1
+        for (group, topic), count in sorted(held.items()):
+            assigned.add_metric([group, topic], count)
+        return assigned
 
 
 async def _start_checkpoints(runtime: ServiceRuntime) -> None:
@@ -170,6 +191,30 @@ async def _make_topics(settings: ServiceSettings) -> None:
         settings.kafka_bootstrap_servers,
         standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
     )
+
+
+async def _start_broker(runtime: ServiceRuntime) -> None:
+    """Start the subscribers and the publisher. A broker that goes away meanwhile (it is
+    restarting too) is waited for and the start tried again, within the startup wait."""
+    settings = runtime.settings
+    deadline = time.monotonic() + settings.broker_startup_wait_seconds
+    while True:
+        try:
+            await runtime.broker.start()
+            return
+        except (KafkaError, OSError) as error:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning(
+                "the broker went away while %s started (%r): waiting for it",
+                settings.service,
+                error,
+            )
+            with contextlib.suppress(Exception):
+                await runtime.broker.stop()
+            await wait_for_broker(settings.kafka_bootstrap_servers, within=left)
+            await _make_topics(settings)
 
 
 async def _restart_subscribers(broker: KafkaBroker) -> None:
@@ -232,6 +277,9 @@ def create_service_app(
         app.state.verifier = runtime.verifier
         runtime.registry.register(RuntimeCollector(runtime))
         try:
+            await wait_for_broker(
+                settings.kafka_bootstrap_servers, within=settings.broker_startup_wait_seconds
+            )
             await _make_topics(settings)
             for hook in on_startup or []:
                 await hook(runtime)
@@ -245,7 +293,7 @@ def create_service_app(
                 )
                 runtime.extras["relay"] = relay
                 runtime.spawn(relay.run(), name="relay")
-            await runtime.broker.start()
+            await _start_broker(runtime)
             watch = BrokerWatch(
                 store,
                 settings.kafka_bootstrap_servers,

@@ -80,6 +80,9 @@ class ServiceSettings(BaseSettings):
     jwt_secret: SecretStr | None = None
     relay_batch_size: int = 1000
     kafka_session_timeout_ms: int = 6000
+    broker_startup_wait_seconds: float = Field(default=60.0, ge=0)
+    """How long a starting service waits for the broker before it gives up: one restarted
+    while the broker is away (restarting itself) comes up once it is back."""
     catalogue_path: Path | None = None
     """A programme catalogue (JSON) to load instead of the service's default one."""
     checkpoint_every_events: int = 1000

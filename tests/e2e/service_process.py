@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.auth import HS256Verifier
 from shared.contracts import Role
-from shared.processes import start_service, wait_until_up
+from shared.processes import ServiceRun, start_service, wait_until_up
 
 SECRET = "e2e-secret-" + "y" * 32
 
@@ -39,6 +39,10 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> None:
+        wait_until_up([self.launch()], path="/readyz", timeout=timeout)
+
+    def launch(self) -> ServiceRun:
+        """Start the process, without waiting for it to be ready."""
         environment = {
             "INCENTIVES_SERVICE": self.service,
             "INCENTIVES_DATABASE_URL": self.database_url,
@@ -53,7 +57,7 @@ class ServiceProcess:
             self.service, self.port, environment=environment, log_dir=self.state_dir
         )
         self.process = started.process
-        wait_until_up([started], path="/readyz", timeout=timeout)
+        return started
 
     def kill(self) -> None:
         """Die at once, as a crash would: no shutdown hooks run."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from shared.broker import EmbeddedBroker
 from shared.clock import SystemClock
 from shared.contracts import Role, verify_chain
 from shared.eventstore import EventStore, create_engine
+from shared.processes import wait_until_up
 from tests.conftest import free_port
 from tests.e2e.service_process import ServiceProcess, read_topic
 
@@ -124,9 +124,7 @@ def test_a_broker_that_lost_everything_is_repaired_and_every_application_complet
     with httpx.Client(base_url=voucher.url, timeout=10) as http:
         for n in range(APPLICATIONS):
             if n == APPLICATIONS // 2:  # mid-run: the broker dies and comes back empty
-                assert broker._process is not None
-                broker._process.send_signal(signal.SIGKILL)
-                broker._process.wait()
+                broker.kill()
                 broker.start()
             firm = voucher.headers(Role.FIRM, "ceo", firm_id=firm_id(n))
             response = http.post(
@@ -187,6 +185,42 @@ def test_a_broker_that_lost_everything_is_repaired_and_every_application_complet
         assert [e["aggregate_seq"] for e in chain] == list(range(1, len(chain) + 1))
         assert verify_chain(chain).ok
         assert chain[-1]["type"] == "voucher.voucher.issued"
+
+
+def test_a_service_started_while_the_broker_is_away_comes_up_once_it_is_back(
+    broker: EmbeddedBroker,
+    postgres_databases: Callable[[], Awaitable[str]],
+    tmp_path: Path,
+) -> None:
+    """A replica restarted while the broker restarts too waits for it, instead of exiting."""
+    voucher = ServiceProcess(
+        service="voucher",
+        database_url=asyncio.run(postgres_databases()),
+        bootstrap=broker.bootstrap_servers,
+        topic_prefix=f"away{uuid.uuid4().hex[:6]}.",
+        port=free_port(),
+        state_dir=tmp_path,
+    )
+    broker.kill()
+    try:
+        started = voucher.launch()
+        time.sleep(3)
+        assert started.process.poll() is None, started.log_tail()
+        broker.start()
+        wait_until_up([started], path="/readyz", timeout=60)
+        firm = voucher.headers(Role.FIRM, "ceo", firm_id=firm_id(90))
+        with httpx.Client(base_url=voucher.url, timeout=10) as http:
+            response = http.post(
+                "/v1/applications", headers={**firm, "Idempotency-Key": "away"}, json=body(90)
+            )
+            assert response.status_code == 201, response.text
+            application_id = str(response.json()["id"])
+            deadline = time.monotonic() + 30
+            while status_of(http, voucher, application_id) != "verified":
+                assert time.monotonic() < deadline, "never verified: the stages do not run"
+                time.sleep(0.1)
+    finally:
+        voucher.stop()
 
 
 async def everything_stored(database_url: str) -> list[dict[str, Any]]:

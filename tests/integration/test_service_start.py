@@ -1,0 +1,54 @@
+"""A service whose broker goes away while it starts (both restarting at once) waits for it
+and starts, rather than exiting."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from shared.broker import BrokerError
+from shared.service import _start_broker
+from shared.settings import ServiceSettings
+
+
+class Flaky:
+    """A broker client whose first ``fails`` starts fail as a vanished broker's would."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.starts, self.stops = fails, 0, 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts <= self.fails:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+
+def runtime(kafka_bootstrap: str, broker: Flaky, wait: float) -> SimpleNamespace:
+    settings = ServiceSettings(
+        service="voucher",
+        jwt_secret="s" * 40,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        broker_startup_wait_seconds=wait,
+        topic_prefix="start-test.",
+    )
+    return SimpleNamespace(settings=settings, broker=broker)
+
+
+async def test_a_start_that_fails_on_a_vanished_broker_is_tried_again(
+    kafka_bootstrap: str,
+) -> None:
+    broker = Flaky(fails=2)
+    await _start_broker(runtime(kafka_bootstrap, broker, wait=30))  # type: ignore[arg-type]
+    assert (broker.starts, broker.stops) == (3, 2)
+
+
+async def test_past_the_startup_wait_the_failure_is_raised(kafka_bootstrap: str) -> None:
+    broker = Flaky(fails=10**6)
+    with pytest.raises((KafkaConnectionError, BrokerError)):
+        await _start_broker(runtime(kafka_bootstrap, broker, wait=0.5))  # type: ignore[arg-type]
+    assert broker.starts >= 1
