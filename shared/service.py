@@ -200,7 +200,7 @@ async def _start_broker(runtime: ServiceRuntime) -> None:
     deadline = time.monotonic() + settings.broker_startup_wait_seconds
     while True:
         try:
-            await runtime.broker.start()
+            await _start_together(runtime.broker)
             return
         except (KafkaError, OSError) as error:
             left = deadline - time.monotonic()
@@ -215,6 +215,17 @@ async def _start_broker(runtime: ServiceRuntime) -> None:
                 await runtime.broker.stop()
             await wait_for_broker(settings.kafka_bootstrap_servers, within=left)
             await _make_topics(settings)
+
+
+async def _start_together(broker: KafkaBroker) -> None:
+    """``broker.start()``, with the subscribers started at once rather than one by one: each
+    start waits until its group has assigned it partitions (a rebalance, seconds when
+    another replica is a member), and the groups are independent of each other."""
+    await broker.connect()
+    await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+    for publisher in broker.publishers:
+        await publisher.start()
+    broker.running = True
 
 
 async def _restart_subscribers(broker: KafkaBroker) -> None:

@@ -14,12 +14,16 @@ from shared.settings import ServiceSettings
 
 
 class Flaky:
-    """A broker client whose first ``fails`` starts fail as a vanished broker's would."""
+    """A broker client whose first ``fails`` connections fail as a vanished broker's would."""
+
+    subscribers: tuple[()] = ()
+    publishers: tuple[()] = ()
 
     def __init__(self, fails: int) -> None:
         self.fails, self.starts, self.stops = fails, 0, 0
+        self.running = False
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
         self.starts += 1
         if self.starts <= self.fails:
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
@@ -45,6 +49,7 @@ async def test_a_start_that_fails_on_a_vanished_broker_is_tried_again(
     broker = Flaky(fails=2)
     await _start_broker(runtime(kafka_bootstrap, broker, wait=30))  # type: ignore[arg-type]
     assert (broker.starts, broker.stops) == (3, 2)
+    assert broker.running
 
 
 async def test_past_the_startup_wait_the_failure_is_raised(kafka_bootstrap: str) -> None:
