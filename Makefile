@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench install browser clean
+.PHONY: run test lint bench chaos install browser clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -30,14 +30,20 @@ browser:
 	    { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; }
 
 lint: install
-	$(BIN)/ruff check shared services tests bench examples
-	$(BIN)/ruff format --check shared services tests bench examples
-	$(BIN)/mypy shared services
+	$(BIN)/ruff check shared services tests bench chaos examples
+	$(BIN)/ruff format --check shared services tests bench chaos examples
+	$(BIN)/mypy shared services chaos
 	$(BIN)/lint-imports
 
 ## Throughput and latency, printed as ratios measured in the same run.
 bench: install
 	$(BIN)/python -m bench $(ARGS)
+
+## Kill -9 service processes every few seconds and reset the broker while thousands of
+## applications run on two replicas of every service; then check nothing was lost,
+## paid twice or overspent. About five minutes; ARGS="--duration 60" for less.
+chaos: install
+	$(BIN)/python -m chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

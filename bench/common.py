@@ -15,23 +15,23 @@ def plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def fresh_database(prefix: str) -> tuple[str, str]:
-    """Create an empty database; returns (asyncpg DSN, SQLAlchemy URL)."""
+async def fresh_database(prefix: str, server: str = POSTGRES) -> tuple[str, str]:
+    """Create an empty database on ``server``; returns (asyncpg DSN, SQLAlchemy URL)."""
     name = f"bench_{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(plain(POSTGRES))
+    admin = await asyncpg.connect(plain(server))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    head, _, rest = plain(POSTGRES).partition("://")
+    head, _, rest = plain(server).partition("://")
     authority = rest.split("/", 1)[0]
     dsn = f"{head}://{authority}/{name}"
     return dsn, dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
-async def drop_database(dsn: str) -> None:
+async def drop_database(dsn: str, server: str = POSTGRES) -> None:
     name = dsn.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(plain(POSTGRES))
+    admin = await asyncpg.connect(plain(server))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
