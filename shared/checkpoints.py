@@ -249,6 +249,15 @@ class Checkpointer:
         if safe is None:
             return None  # a long transaction may still commit below: next time
         size = await self.log.catch_up(safe)
+        try:
+            return await self._seal(size)
+        except sa.exc.IntegrityError:
+            # another replica sealed this size, or after the same checkpoint, first: the
+            # keys (tree size; one successor per checkpoint) keep the chain one line
+            log.debug("checkpoints of %s: a replica sealed first", self.service)
+            return None
+
+    async def _seal(self, size: int) -> dict[str, Any] | None:
         async with self.store.transaction() as uow:
             previous = await self.latest(uow.connection)
             if previous is not None and int(previous.tree_size) >= size:
@@ -310,7 +319,7 @@ class Checkpointer:
                 await self.publish_pending(publish)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a replica sealed first, or the database is away
+            except Exception as error:  # the database or the broker is away
                 log.warning("checkpoints of %s: %r", self.service, error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_interval)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import rfc8785
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,7 +25,7 @@ from typer.testing import CliRunner
 
 from services.voucher.main import create_app
 from shared.audit_cli import read_whole_topic
-from shared.checkpoints import Checkpointer, SigningKey, document_of
+from shared.checkpoints import Checkpointer, SigningKey, checkpoints, document_of
 from shared.checkpoints import metadata as checkpoint_tables
 from shared.cli import app
 from shared.clock import SystemClock
@@ -307,6 +309,36 @@ async def test_the_checkpoint_served_is_the_one_signed_on_a_running_clock(
     assert served == signed
     public = Ed25519PublicKey.from_public_bytes(key.public_key)
     public.verify(base64.b64decode(served["signature"]), signed_bytes(served))
+
+
+async def test_two_replicas_sealing_at_once_make_one_chain_and_no_error(
+    pg_store: EventStore,
+) -> None:
+    """Both replicas of a service seal: for each size one checkpoint, one line of
+    checkpoints, and the one that lost the race says nothing and seals the next one."""
+    async with pg_store.engine.begin() as connection:
+        await connection.run_sync(checkpoint_tables.create_all)
+    key = SigningKey.from_seed(b"k" * 32, datetime(2026, 1, 1, tzinfo=UTC))
+    replicas = [
+        Checkpointer(pg_store, "voucher", key, every_events=1, every_seconds=0) for _ in range(2)
+    ]
+    for n in range(5):
+        await pg_store.append(f"app-{n}", NEW_STREAM, [NOTED], CONTEXT)
+        sealed = await asyncio.gather(*(replica.seal() for replica in replicas))
+        assert sum(1 for s in sealed if s is not None) == 1, sealed
+    async with pg_store.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                sa.select(
+                    checkpoints.c.tree_size,
+                    checkpoints.c.previous_checkpoint_hash,
+                    checkpoints.c.checkpoint_hash,
+                ).order_by(checkpoints.c.tree_size)
+            )
+        ).all()
+    assert [r.tree_size for r in rows] == [1, 2, 3, 4, 5]
+    for before, after in itertools.pairwise(rows):
+        assert after.previous_checkpoint_hash == before.checkpoint_hash
 
 
 async def all_sealed_on_the_topics(bootstrap: str, prefix: str, within: float = 20) -> None:
