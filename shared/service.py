@@ -259,6 +259,7 @@ def create_service_app(
     409, unprocessable 422 (``domain_errors`` adds a service's own). ``events``: the
     programme's event types, served as an AsyncAPI document at ``/asyncapi.json``.
     """
+    settings.require_service_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import dev_secret
@@ -116,18 +116,22 @@ class ServiceSettings(BaseSettings):
     stuck_after_seconds: float = 900.0
     """Oversight lists an open application as stuck after this long in one status."""
 
-    @model_validator(mode="after")
-    def _production_needs_explicit_secrets(self) -> ServiceSettings:
-        if self.environment == "production":
-            if self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32:
-                raise ValueError("INCENTIVES_JWT_SECRET (32+ characters) must be set in production")
-            if not self.database_url:
-                raise ValueError("INCENTIVES_DATABASE_URL must be set in production")
-        return self
+    @property
+    def in_production(self) -> bool:
+        return self.environment == "production"
+
+    def require_service_settings(self) -> None:
+        """What every service needs, asked before it starts: in production it refuses to
+        start without them. Each command asks only for what it uses (``incentives topics``
+        needs the broker, not a secret)."""
+        self.resolved_jwt_secret()
+        self.resolved_database_url()
 
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
+        if self.in_production:
+            raise ValueError("INCENTIVES_DATABASE_URL must be set in production")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{self.state_dir.resolve() / self.service}.db"
 
@@ -144,6 +148,10 @@ class ServiceSettings(BaseSettings):
         return dev_signing_seed(self.state_dir)
 
     def resolved_jwt_secret(self) -> str:
+        if self.in_production and (
+            self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32
+        ):
+            raise ValueError("INCENTIVES_JWT_SECRET (32+ characters) must be set in production")
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return dev_secret(self.state_dir)

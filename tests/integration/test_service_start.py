@@ -3,12 +3,15 @@ and starts, rather than exiting."""
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from typer.testing import CliRunner
 
 from shared.broker import BrokerError
+from shared.cli import app
 from shared.service import _start_broker
 from shared.settings import ServiceSettings
 
@@ -57,3 +60,17 @@ async def test_past_the_startup_wait_the_failure_is_raised(kafka_bootstrap: str)
     with pytest.raises((KafkaConnectionError, BrokerError)):
         await _start_broker(runtime(kafka_bootstrap, broker, wait=0.5))  # type: ignore[arg-type]
     assert broker.starts >= 1
+
+
+def test_the_topics_job_runs_in_production_with_a_broker_and_nothing_else(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose ``topics`` job: no JWT secret, no database, and it makes the topics."""
+    monkeypatch.setenv("INCENTIVES_ENVIRONMENT", "production")
+    monkeypatch.setenv("INCENTIVES_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("INCENTIVES_TOPIC_PREFIX", f"topicsjob{uuid.uuid4().hex[:6]}.")
+    monkeypatch.delenv("INCENTIVES_JWT_SECRET", raising=False)
+    monkeypatch.delenv("INCENTIVES_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(app, ["topics"])
+    assert result.exit_code == 0, result.output
+    assert "voucher.events" in result.output

@@ -87,12 +87,41 @@ def test_firm_token_must_name_its_firm() -> None:
         HS256Verifier(SECRET).issue(sub="ceo", role=Role.FIRM)
 
 
-def test_production_refuses_to_start_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("secret", "database"),
+    [
+        (None, "postgresql+asyncpg://db/voucher"),  # no secret: no development one either
+        ("short-secret", "postgresql+asyncpg://db/voucher"),
+        ("s" * 40, None),  # no database: no SQLite file in production
+    ],
+)
+def test_a_service_in_production_refuses_to_start_without_its_settings(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None, database: str | None
+) -> None:
+    from services.voucher.main import create_app
+
     monkeypatch.setenv("INCENTIVES_ENVIRONMENT", "production")
-    monkeypatch.setenv("INCENTIVES_DATABASE_URL", "postgresql+asyncpg://db/voucher")
+    for name, value in (("INCENTIVES_JWT_SECRET", secret), ("INCENTIVES_DATABASE_URL", database)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    missing = "INCENTIVES_JWT_SECRET" if secret != "s" * 40 else "INCENTIVES_DATABASE_URL"
+    with pytest.raises(ValueError, match=missing):
+        create_app(ServiceSettings(service="voucher"))
+
+
+def test_a_command_in_production_asks_only_for_what_it_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compose ``topics`` job has a broker and nothing else: its settings load."""
+    monkeypatch.setenv("INCENTIVES_ENVIRONMENT", "production")
     monkeypatch.delenv("INCENTIVES_JWT_SECRET", raising=False)
-    with pytest.raises(ValidationError, match="INCENTIVES_JWT_SECRET"):
-        ServiceSettings()
+    monkeypatch.delenv("INCENTIVES_DATABASE_URL", raising=False)
+    settings = ServiceSettings(kafka_bootstrap_servers="kafka:9092")
+    assert settings.kafka_bootstrap_servers == "kafka:9092"
+    with pytest.raises(ValueError, match="INCENTIVES_JWT_SECRET"):
+        settings.resolved_jwt_secret()
 
 
 def test_production_seals_no_checkpoint_without_a_signing_key(
