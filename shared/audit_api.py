@@ -81,7 +81,11 @@ def audit_router() -> APIRouter:
             )
             return {"items": [document_of(r, sealer.service) for r in rows]}
 
-    @router.get("/checkpoints/latest", summary="The latest signed checkpoint")
+    @router.get(
+        "/checkpoints/latest",
+        summary="The latest signed checkpoint",
+        responses={404: {"description": "Nothing is sealed yet"}},
+    )
     async def latest_checkpoint(request: Request) -> dict[str, Any]:
         sealer = _checkpointer(request)
         async with sealer.store.engine.connect() as connection:

@@ -4,12 +4,16 @@ PostgreSQL refuses what SQLite takes (a NUL character in text, a value longer th
 its column), so the edge refuses it first, the same on both backends: a 422 problem
 naming the header or the part of the address at fault. Bodies are checked by their
 schemas (:class:`shared.kit.schemas.Body`).
+
+Every query parameter of these APIs takes one value: one given twice is refused too,
+rather than the last one silently winning (a proxy or a log may have read the first).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,6 +32,11 @@ def _first_fault(scope: Scope) -> tuple[str, str] | None:
     query: bytes = scope.get("query_string", b"")
     if b"\x00" in query or b"%00" in query.lower():
         return "query", "must not contain the NUL character"
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return f"query.{name}", "given more than once: a parameter here takes one value"
+        seen.add(name)
     for name, value in scope.get("headers", ()):
         limit = HEADER_LIMITS.get(name.lower())
         if limit is None:

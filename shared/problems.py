@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://cluster-incentives.example/problems/"
@@ -133,11 +134,14 @@ def install_problem_handlers(
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and (allowed := allowed_methods(request)):
+            headers["Allow"] = ", ".join(sorted(allowed))
         problem = Problem(
             status=exc.status_code,
             title=_TITLES.get(exc.status_code, "Error"),
             detail=str(exc.detail) if exc.detail else None,
-            headers=exc.headers,
+            headers=headers,
         )
         return problem_response(problem, request)
 
@@ -165,6 +169,21 @@ def install_problem_handlers(
             return problem_response(problem, request)
 
         app.add_exception_handler(error_type, on_domain)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method the request's path answers to (a mount's files aside). Starlette's 405
+    names only the methods of the first route on the path, but a path is often two routes
+    (``GET`` and ``POST /v1/applications``): RFC 9110 wants ``Allow`` to list them all."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    return {
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    }
 
 
 _TITLES = {
@@ -218,7 +237,9 @@ _ANSWERS = {
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make an OpenAPI document say what every operation can answer besides success: the
     problem+json answers the edge and the rules give (FastAPI's default 422 claims
-    ``application/json`` with a schema of its own, and lists nothing else). An operation
+    ``application/json`` with a schema of its own, and lists nothing else), and an error
+    answer a route names without saying its content (``{404: {"description": ...}}``)
+    is a problem too. An operation
     behind a token (a ``security`` requirement) also answers 401 and 403; one with a path
     parameter 404; one that writes 409; every one 400, 413, 422 and 503."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -242,4 +263,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 if code in answers and code != "422":  # the route documents its own
                     continue
                 answers[code] = {"description": _ANSWERS[code], "content": problem}
+            for code, answer in answers.items():
+                if code.startswith(("4", "5")) and "content" not in answer:
+                    answer["content"] = problem  # a route's own error answer: a problem too
     return schema
