@@ -42,6 +42,25 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical_json([method.upper(), path, body])).hexdigest()
 
 
+KEY_REQUIRED: dict[str, Any] = {"x-idempotency-key": "required"}
+"""``openapi_extra`` of a route that answers 400 to a request without an Idempotency-Key.
+Its header parameter is optional to FastAPI, so that a missing key is that 400 (as the
+IETF draft on the header asks), not a validation 422; :func:`document_required_keys`
+makes the route's document say the header is required all the same."""
+
+
+def document_required_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """Mark the Idempotency-Key header required on the operations :data:`KEY_REQUIRED` names."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or operation.pop("x-idempotency-key", None) is None:
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
+                    parameter["required"] = True
+    return schema
+
+
 def require_key(key: str | None) -> str:
     if not key:
         raise Problem(

@@ -36,6 +36,7 @@ from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
 from shared.edge import EdgeGuard
 from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
+from shared.idempotency import document_required_keys
 from shared.problems import document_problems, install_problem_handlers
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
@@ -242,6 +243,22 @@ def _consumers_of(broker: KafkaBroker) -> list[Any]:
     return [c for s in broker.subscribers if (c := getattr(s, "consumer", None)) is not None]
 
 
+def parameters_without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional parameter (``str | None = None``) is left out, never sent as null: a
+    query string or a header has no null. FastAPI documents it ``anyOf [..., null]``, and a
+    client generated from that sends the text ``null``."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else ():
+                declared = parameter.get("schema", {})
+                branches = declared.get("anyOf", [])
+                kept = [b for b in branches if b != {"type": "null"}]
+                if len(kept) == 1 and len(branches) == 2:
+                    rest = {k: v for k, v in declared.items() if k != "anyOf"}
+                    parameter["schema"] = {**kept[0], **rest}
+    return schema
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -414,7 +431,9 @@ def create_service_app(
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = document_problems(schema)
+            app.openapi_schema = document_problems(
+                document_required_keys(parameters_without_null(schema))
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -23,7 +23,14 @@ from shared.batching import GroupCommit
 from shared.contracts import Role
 from shared.domain import Forbidden, NotFound
 from shared.eventstore import EventContext, UnitOfWork, is_unique_violation
-from shared.idempotency import StoredResponse, remember, replay, request_fingerprint, require_key
+from shared.idempotency import (
+    KEY_REQUIRED,
+    StoredResponse,
+    remember,
+    replay,
+    request_fingerprint,
+    require_key,
+)
 from shared.kit.application import ApplicationService, CommandRequest, Step, new_id
 from shared.kit.cursors import decode_cursor
 from shared.kit.schemas import Body, DecisionIn, WithdrawalIn
@@ -35,7 +42,13 @@ Firms = Annotated[Principal, Depends(require_role(Role.FIRM))]
 Officers = Annotated[Principal, Depends(require_role(Role.OFFICER))]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=200, description="a unique string per request"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # stored: no control characters (as the edge says)
+        description="a unique string per request",
+    ),
 ]
 READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
 """Roles that read every application; a firm reads its own."""
@@ -206,7 +219,12 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
     SubmitBody = api.submit_body
     DecisionBody = api.decision_body
 
-    @router.post("/applications", status_code=201, summary=f"Apply for {api.what}")
+    @router.post(
+        "/applications",
+        status_code=201,
+        summary=f"Apply for {api.what}",
+        openapi_extra=KEY_REQUIRED,
+    )
     async def submit_application(
         body: SubmitBody,  # type: ignore[valid-type]
         request: Request,

@@ -17,7 +17,15 @@ from fractions import Fraction
 from math import floor
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from shared.domain import FirmSize, today_in_korea
 
@@ -44,6 +52,14 @@ Rate = Annotated[
     Decimal,
     BeforeValidator(_rate),
     PlainSerializer(lambda rate: format(rate, "f"), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(0+(\.[0-9]+)?|0*1(\.0+)?)$",  # what _rate takes: digits, at most 1
+            "description": "a plain decimal string between 0 and 1",
+            "examples": ["0.15"],
+        }
+    ),
 ]
 """A rate in [0, 1], written as the decimal string it was given (``"0.10"`` stays ``"0.10"``)."""
 

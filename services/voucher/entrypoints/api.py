@@ -22,7 +22,7 @@ from services.voucher.service_layer import VoucherService
 from shared.auth import CurrentPrincipal, Principal, require_role
 from shared.contracts import Role
 from shared.eventstore import UnitOfWork
-from shared.idempotency import StoredResponse, require_key
+from shared.idempotency import KEY_REQUIRED, StoredResponse, require_key
 from shared.kit.http import (
     ApplicationsAPI,
     IdempotencyKey,
@@ -139,7 +139,12 @@ async def list_providers(service: Service, principal: CurrentPrincipal) -> list[
     return await service.read(projection.list_providers)
 
 
-@router.post("/vouchers/{voucher_id}/redemptions", status_code=202, tags=["vouchers"])
+@router.post(
+    "/vouchers/{voucher_id}/redemptions",
+    status_code=202,
+    tags=["vouchers"],
+    openapi_extra=KEY_REQUIRED,
+)
 async def redeem_voucher(
     voucher_id: str,
     body: RedemptionIn,
