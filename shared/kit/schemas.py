@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 from shared.domain import Decision, Firm, FirmSize
 
@@ -23,9 +24,37 @@ def _refuse_nul(value: Any) -> None:
             _refuse_nul(item)
 
 
+def _a_json_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+JSON_INTEGER = BeforeValidator(_a_json_number)
+"""An integer as the document's ``integer`` means it: ``5`` or ``5.0``; never ``true``
+or ``"5"``, which pydantic's lax mode (FastAPI validates parsed JSON in it) would take.
+``Annotated[int, JSON_INTEGER] = Field(gt=0)``, or ``Annotated[int, Field(gt=0),
+JSON_INTEGER]``: bounds put outside it would be missing from the document."""
+
+
+def _a_json_string(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("date_type", "Input should be a date as YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_a_json_string)]
+"""A date as the document's ``string`` of format ``date`` means it: never the number ``0``,
+which lax mode takes for 1970-01-01."""
+
+
 class Body(BaseModel):
     """A request body: unknown fields refused, strings stripped, no NUL characters anywhere
-    (PostgreSQL cannot store them; SQLite could, so both refuse them here)."""
+    (PostgreSQL cannot store them; SQLite could, so both refuse them here).
+
+    Its integers, dates and booleans are :data:`JSON_INTEGER`, :data:`Day` and ``StrictBool``:
+    what the document says they are, where pydantic's lax mode would also take ``true``
+    for one won, ``0`` for 1970-01-01 and ``0`` or ``"yes"`` for a yes-or-no."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -41,11 +70,11 @@ class FirmIn(Body):
 
     firm_id: str = Field(min_length=1, max_length=64, examples=["123-45-67890"])
     name: str = Field(min_length=1, max_length=200)
-    founded_on: date
+    founded_on: Day
     size: FirmSize
     cluster: str = Field(min_length=1, max_length=100, examples=["osong-bio"])
     industry: str = Field(min_length=1, max_length=100, examples=["advanced_bio"])
-    technology_innovative: bool = Field(
+    technology_innovative: StrictBool = Field(
         default=False, description="certified as a technology-innovative SME"
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_validator
 
 from services.fund.domain.decider import SubmitApplication
 from services.fund.domain.events import (
@@ -16,9 +16,9 @@ from services.fund.domain.events import (
 )
 from services.fund.domain.funds import MAX_WON, Stage
 from shared.domain import BUSINESS_NUMBER
-from shared.kit.schemas import Body, FirmIn
+from shared.kit.schemas import JSON_INTEGER, Body, FirmIn
 
-Won = Annotated[int, Field(gt=0, le=MAX_WON, description="integer won")]
+Won = Annotated[int, Field(gt=0, le=MAX_WON, description="integer won"), JSON_INTEGER]
 Reference = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(max_length=2000)]
 
@@ -39,10 +39,10 @@ class CoInvestorIn(Body):
 
 
 class DueDiligenceIn(Body):
-    financials: bool
-    ip: bool
-    legal: bool
-    site_visit: bool
+    financials: StrictBool
+    ip: StrictBool
+    legal: StrictBool
+    site_visit: StrictBool
 
 
 class SubmitInvestmentIn(Body):
@@ -90,7 +90,7 @@ class SubmitInvestmentIn(Body):
 class VoteIn(Body):
     vote: VoteChoice
     reason: Text = ""
-    conflict_of_interest: bool = False
+    conflict_of_interest: StrictBool = False
 
 
 class ReleaseIn(Body):

@@ -19,10 +19,10 @@ from services.taxcredit.domain.events import (
 )
 from services.taxcredit.domain.model import ClaimInputs
 from services.taxcredit.domain.rates import RateTable
-from shared.kit.schemas import Body, FirmIn
+from shared.kit.schemas import JSON_INTEGER, Body, Day, FirmIn
 
-Won = Annotated[int, Field(ge=0, le=MAX_WON, description="integer won")]
-PositiveWon = Annotated[int, Field(gt=0, le=MAX_WON, description="integer won")]
+Won = Annotated[int, Field(ge=0, le=MAX_WON, description="integer won"), JSON_INTEGER]
+PositiveWon = Annotated[int, Field(gt=0, le=MAX_WON, description="integer won"), JSON_INTEGER]
 Reference = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -36,7 +36,7 @@ class InvestmentIn(Body):
 
 
 class ClaimIn(Body):
-    tax_year: int = Field(ge=1900, le=9999, examples=[2026])
+    tax_year: Annotated[int, JSON_INTEGER] = Field(ge=1900, le=9999, examples=[2026])
     firm: FirmIn
     cost_reference: Reference | None = Field(
         default=None,
@@ -120,6 +120,9 @@ class ClawbackIn(Body):
 
 class RateTableIn(Body, RateTable):
     """A rate table as a ministry publishes it: rates are decimal strings, amounts integer won."""
+
+    valid_from: Day
+    four_eyes_threshold: Annotated[int, JSON_INTEGER] = Field(ge=0, le=2**53 - 1)
 
     assumptions: tuple[Annotated[str, Field(max_length=2000)], ...] = Field(
         default=(), max_length=50

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from services.voucher.domain.programmes import ServiceCategory
-from shared.kit.schemas import Body, DecisionIn, FirmIn
+from shared.kit.schemas import JSON_INTEGER, Body, DecisionIn, FirmIn
 
 
 class SubmitApplicationIn(Body):
     programme_id: str = Field(min_length=1, max_length=100)
     firm: FirmIn
     service_category: str = Field(min_length=1, max_length=50, examples=["legal"])
-    requested_amount: int = Field(gt=0, le=10**15, description="integer won")
+    requested_amount: Annotated[int, JSON_INTEGER] = Field(
+        gt=0, le=10**15, description="integer won"
+    )
     purpose: str = Field(min_length=1, max_length=2000)
     cost_reference: str | None = Field(
         default=None,
@@ -25,14 +29,14 @@ class SubmitApplicationIn(Body):
 
 
 class VoucherDecisionIn(DecisionIn):
-    approved_amount: int | None = Field(
-        default=None, gt=0, le=10**15, description="less than requested, if the officer says so"
+    approved_amount: Annotated[int, Field(gt=0, le=10**15), JSON_INTEGER] | None = Field(
+        default=None, description="less than requested, if the officer says so"
     )
 
 
 class RedemptionIn(Body):
     invoice_number: str = Field(min_length=1, max_length=100)
-    amount: int = Field(gt=0, le=10**15, description="integer won")
+    amount: Annotated[int, JSON_INTEGER] = Field(gt=0, le=10**15, description="integer won")
     service_category: str = Field(min_length=1, max_length=50)
 
 
