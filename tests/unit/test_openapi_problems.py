@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from shared.problems import PROBLEM_JSON
@@ -47,3 +48,35 @@ def test_routes_behind_a_token_say_so_and_metrics_are_text() -> None:
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
     assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_what_a_request_may_hold_is_documented_as_it_is_checked() -> None:
+    voucher = document("voucher")
+    submit = voucher["paths"]["/v1/applications"]["post"]
+    (key,) = [p for p in submit["parameters"] if p["name"] == "Idempotency-Key"]
+    assert key["required"] is True  # a missing one is 400
+    assert key["schema"]["minLength"] == 1 and key["schema"]["maxLength"] == 200
+    for path, operations in voucher["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):  # a query has no null
+                assert "anyOf" not in parameter["schema"], (path, parameter["name"])
+    amount = voucher["components"]["schemas"]["RedemptionIn"]["properties"]["amount"]
+    assert amount["type"] == "integer" and amount["exclusiveMinimum"] == 0
+    rate = document("taxcredit")["components"]["schemas"]["SingleRate"]["properties"]["rate"]
+    assert rate["type"] == "string" and "pattern" in rate  # never a number: floats are refused
+
+
+async def test_a_405_allows_every_method_of_the_path_and_a_repeated_parameter_is_refused() -> None:
+    module = __import__("services.voucher.main", fromlist=["create_app"])
+    settings = ServiceSettings(
+        service="voucher", jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
+    )
+    transport = httpx.ASGITransport(app=module.create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
+        refused = await client.put("/v1/applications")
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET, POST"
+        twice = await client.get("/healthz?after=1&after=2")
+    assert twice.status_code == 422
+    assert twice.headers["content-type"] == PROBLEM_JSON
+    assert [e["field"] for e in twice.json()["errors"]] == ["query.after"]
