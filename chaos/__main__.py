@@ -48,7 +48,10 @@ def table(report: dict[str, Any]) -> str:
     kills, resets = figures["recovery_after_kill_s"], figures["recovery_after_broker_reset_s"]
     rows = [
         ("applications accepted", _pairs(figures["applications"])),
-        ("process kills (-9)", str(figures["process_kills"])),
+        (
+            "process kills (-9)",
+            f"{figures['process_kills']} ({figures['killed_while_starting']} while starting)",
+        ),
         ("broker resets", str(figures["broker_resets"])),
         ("recovery after a kill (s)", f"median {kills['median']}, max {kills['max']}"),
         ("recovery after a broker reset (s)", ", ".join(str(r) for r in resets) or "-"),

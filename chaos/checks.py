@@ -177,12 +177,41 @@ async def statuses_explained(
     return check, lists
 
 
-def nothing_lost(accepted: dict[str, dict[str, str]], logs: dict[str, Log]) -> Check:
-    check = Check("accepted", "every application a firm got a 201 for is in the log")
+ACTED = {
+    "approve:voucher": ("voucher", "voucher.application.approved", None),
+    "approve:taxcredit": ("taxcredit", "taxcredit.application.approved", None),
+    "vote:fund": ("fund", "fund.application.vote_recorded", "member"),
+    "redeem:voucher": ("voucher", "voucher.redemption.requested", "redemption_id"),
+    "release:fund": ("fund", "fund.tranche.released", "number"),
+}
+"""What each act answered 2xx leaves in its application's log: the event type, and the
+payload field that says which one (None: the application has one such event)."""
+
+
+def nothing_lost(
+    accepted: dict[str, dict[str, str]], acts: list[tuple[str, str, str]], logs: dict[str, Log]
+) -> Check:
+    check = Check(
+        "accepted",
+        "every request answered 2xx is in the log (applications, decisions, votes, redemptions, releases)",
+    )
     for service, applications in accepted.items():
         missing = set(applications) - set(logs[service].states)
         check.findings += [f"{service} {i} accepted, not in the log" for i in sorted(missing)]
         check.figures[service] = len(applications)
+    for act, application_id, what in acts:
+        service, event_type, field_name = ACTED[act]
+        found = [
+            e
+            for e in logs[service].events.get(application_id, [])
+            if e.type == event_type
+            and (field_name is None or str(e.payload.get(field_name)) == what)
+        ]
+        if not found:
+            check.findings.append(
+                f"{act} of {application_id} ({what}) answered 2xx, not in the log"
+            )
+    check.figures["acts"] = dict(Counter(act for act, _, _ in acts))
     return check
 
 

@@ -96,6 +96,9 @@ class Tally:
 
     accepted: dict[str, dict[str, str]] = field(default_factory=dict)
     """Service -> application id -> firm: every application a firm got a 2xx for."""
+    acts: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(act, application id, what)`` of every other request answered 2xx: an approval
+    (``approve:voucher``), a vote (what: the member), a redemption (what: its id), a release."""
     requests: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     """503 answers (with ``Retry-After``): allowed while a dependency is away."""
@@ -285,6 +288,7 @@ class Users:
             body={"decision": "approve", "reason": "eligible, scripted"},
             tolerated=(409,),
         )
+        self.record(answer, f"approve:{service}", item["id"], "officer-park")
         return answer is not None
 
     async def vote(self, item: dict[str, Any]) -> bool:
@@ -302,6 +306,7 @@ class Users:
             )
             if answer is None:
                 return False
+            self.record(answer, "vote:fund", item["id"], member)
         return True
 
     async def redeem(self, item: dict[str, Any]) -> bool:
@@ -321,6 +326,8 @@ class Users:
             expected=(202,),
             tolerated=(409,),
         )
+        if answer is not None and answer.status_code == 202:
+            self.record(answer, "redeem:voucher", item["id"], str(answer.json()["id"]))
         return answer is not None
 
     async def release(self, item: dict[str, Any]) -> bool:
@@ -332,7 +339,15 @@ class Users:
             body={"milestone_evidence": "first patient dosed, site report"},
             tolerated=(409,),
         )
+        self.record(answer, "release:fund", item["id"], "1")
         return answer is not None
+
+    def record(
+        self, answer: httpx.Response | None, act: str, application_id: str, what: str
+    ) -> None:
+        """A request answered 2xx: what it did must be in the log."""
+        if answer is not None and answer.is_success:
+            self.tally.acts.append((act, application_id, what))
 
     async def finish(self) -> None:
         self.stop.set()

@@ -119,6 +119,7 @@ async def inflict(
         for i in range(options.broker_resets)
     ]
     end = began + options.duration
+    restarting: dict[str, asyncio.Task[None]] = {}
     while (now := time.monotonic()) < end:
         await asyncio.sleep(min(options.kill_every, end - now))
         if time.monotonic() >= end:
@@ -127,14 +128,30 @@ async def inflict(
             resets.pop(0)
             await reset_broker(stack, users, faults, began)
             continue
-        whole = [r for r in stack.replicas.values() if all(x.ready for x in r)]
-        if not whole:
-            continue  # a service is still coming back: nothing to kill this time
-        replica = rng.choice(rng.choice(whole))
-        fault = Fault("kill", replica.name, round(time.monotonic() - began, 1))
+        # any replica whose sibling serves: one still starting may die again (a crash
+        # during startup), the one left serving never does
+        killable = [
+            replica
+            for replicas in stack.replicas.values()
+            for replica in replicas
+            if any(other.ready for other in replicas if other is not replica)
+        ]
+        if not killable:
+            continue
+        replica = rng.choice(killable)
+        fault = Fault(
+            "kill" if replica.ready else "kill_while_starting",
+            replica.name,
+            round(time.monotonic() - began, 1),
+        )
         faults.happened.append(fault)
+        starting = restarting.pop(replica.name, None)
+        if starting is not None and not starting.done():
+            starting.cancel()  # its start is abandoned: the process dies now
+            await asyncio.gather(starting, return_exceptions=True)
         replica.kill()
         task = asyncio.create_task(restart(replica, fault, faults))
+        restarting[replica.name] = task
         faults.restarts.add(task)
         task.add_done_callback(faults.restarts.discard)
 
@@ -217,7 +234,7 @@ async def verify(
         found = [
             split,
             statuses,
-            checks.nothing_lost(tally.accepted, logs),
+            checks.nothing_lost(tally.accepted, tally.acts, logs),
             await checks.exactly_once(stack, logs),
             await checks.money(stack, logs),
             await asyncio.to_thread(checks.audit, stack),
@@ -228,7 +245,7 @@ async def verify(
     answers.findings += [f"nobody answered {what}" for what in tally.gave_up]
     answers.findings += [f"unexpected answer: {what}" for what in tally.unexpected]
     found.append(answers)
-    kills = [f for f in faults.happened if f.kind == "kill"]
+    kills = [f for f in faults.happened if f.kind in ("kill", "kill_while_starting")]
     resets = [f for f in faults.happened if f.kind == "broker_reset"]
     return {
         "ok": all(c.ok for c in found),
@@ -236,6 +253,7 @@ async def verify(
             "applications": {s: len(a) for s, a in tally.accepted.items()},
             "unsettled_after_drain": unsettled,
             "process_kills": len(kills),
+            "killed_while_starting": sum(1 for f in kills if f.kind == "kill_while_starting"),
             "broker_resets": len(resets),
             "requests": sum(tally.requests.values()),
             "refused_503": dict(tally.refused),
