@@ -42,8 +42,12 @@ bench: install
 ## Kill -9 service processes every few seconds and reset the broker while thousands of
 ## applications run on two replicas of every service; then check nothing was lost,
 ## paid twice or overspent. About five minutes; ARGS="--duration 60" for less.
+## Then schemathesis again, with 20x the examples of make test and a fresh seed.
+FUZZ_EXAMPLES ?= 200
 chaos: install
 	$(BIN)/python -m chaos $(ARGS)
+	INCENTIVES_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) INCENTIVES_FUZZ_SEED=$$(date +%s) \
+	  $(BIN)/pytest -q tests/integration/test_openapi_fuzz.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
