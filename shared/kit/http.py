@@ -52,6 +52,9 @@ IdempotencyKey = Annotated[
 ]
 READERS = (Role.OFFICER, Role.MINISTRY, Role.AUDITOR)
 """Roles that read every application; a firm reads its own."""
+ApplicationReaders = Annotated[Principal, Depends(require_role(Role.FIRM, *READERS))]
+"""Who reads applications: a firm (its own) and the readers; any other role is 403, as on
+the list, not the 404 of an application that is not the caller's."""
 
 
 def service_dependency(kind: type[T]) -> Callable[[Request], T]:
@@ -275,7 +278,7 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
 
     @router.get("/applications/{application_id}", summary="One application")
     async def get_application(
-        application_id: str, request: Request, principal: CurrentPrincipal
+        application_id: str, request: Request, principal: ApplicationReaders
     ) -> dict[str, Any]:
         """One application as it stands now (to a firm, its officers are "officer")."""
         document = await visible_document(service_of(request), principal, application_id)
@@ -283,7 +286,7 @@ def applications_router(api: ApplicationsAPI) -> APIRouter:
 
     @router.get("/applications/{application_id}/events", summary="The application's events")
     async def application_events(
-        application_id: str, request: Request, principal: CurrentPrincipal
+        application_id: str, request: Request, principal: ApplicationReaders
     ) -> list[dict[str, Any]]:
         """The application's whole hash chain, exactly as published on the service's topic;
         to a firm, its officers as a role (``redacted`` names what was replaced)."""
