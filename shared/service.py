@@ -194,6 +194,22 @@ async def _make_topics(settings: ServiceSettings) -> None:
     )
 
 
+async def _reach_broker(settings: ServiceSettings, deadline: float) -> None:
+    """Wait for the broker and make the topics; a broker that goes away between the two
+    (it is restarting too) is waited for again, until ``deadline`` (monotonic)."""
+    while True:
+        await wait_for_broker(
+            settings.kafka_bootstrap_servers, within=max(0.0, deadline - time.monotonic())
+        )
+        try:
+            await _make_topics(settings)
+            return
+        except (KafkaError, OSError) as error:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the broker went away while %s started (%r)", settings.service, error)
+
+
 async def _start_broker(runtime: ServiceRuntime) -> None:
     """Start the subscribers and the publisher. A broker that goes away meanwhile (it is
     restarting too) is waited for and the start tried again, within the startup wait."""
@@ -214,8 +230,7 @@ async def _start_broker(runtime: ServiceRuntime) -> None:
             )
             with contextlib.suppress(Exception):
                 await runtime.broker.stop()
-            await wait_for_broker(settings.kafka_bootstrap_servers, within=left)
-            await _make_topics(settings)
+            await _reach_broker(settings, deadline)
 
 
 async def _start_together(broker: KafkaBroker) -> None:
@@ -306,10 +321,7 @@ def create_service_app(
         app.state.verifier = runtime.verifier
         runtime.registry.register(RuntimeCollector(runtime))
         try:
-            await wait_for_broker(
-                settings.kafka_bootstrap_servers, within=settings.broker_startup_wait_seconds
-            )
-            await _make_topics(settings)
+            await _reach_broker(settings, time.monotonic() + settings.broker_startup_wait_seconds)
             for hook in on_startup or []:
                 await hook(runtime)
             if publishes:

@@ -3,6 +3,7 @@ and starts, rather than exiting."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner
 
+from shared import service
 from shared.broker import BrokerError
 from shared.cli import app
 from shared.service import _start_broker
@@ -74,3 +76,20 @@ def test_the_topics_job_runs_in_production_with_a_broker_and_nothing_else(
     result = CliRunner().invoke(app, ["topics"])
     assert result.exit_code == 0, result.output
     assert "voucher.events" in result.output
+
+
+async def test_a_broker_lost_between_waiting_and_making_topics_is_waited_for_again(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker answered, then restarted before the topics were made: wait again."""
+    made: list[str] = []
+
+    async def make_topics(settings: ServiceSettings) -> None:
+        made.append(settings.service)
+        if len(made) == 1:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    monkeypatch.setattr(service, "_make_topics", make_topics)
+    settings = runtime(kafka_bootstrap, Flaky(fails=0), wait=30).settings
+    await service._reach_broker(settings, time.monotonic() + 30)
+    assert made == ["voucher", "voucher"]
