@@ -18,7 +18,7 @@ from chaos.run import Options, run
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make chaos", description=__doc__)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of faults")
-    parser.add_argument("--rate", type=float, default=4.0, help="applications/s per programme")
+    parser.add_argument("--rate", type=float, default=2.0, help="applications/s per programme")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--broker-resets", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None)

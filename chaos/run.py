@@ -34,7 +34,7 @@ from shared.contracts import Role
 class Options:
     duration: float = 300.0
     """Seconds of applications and faults (the drain and the checks come after)."""
-    rate: float = 4.0
+    rate: float = 2.0
     """Applications a second, per programme."""
     kill_every: float = 4.0
     broker_resets: int = 1
