@@ -45,11 +45,13 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
-def voucher(
+def voucher_process(
     broker: EmbeddedBroker,
     postgres_databases: Callable[[], Awaitable[str]],
     tmp_path: Path,
 ) -> Iterator[ServiceProcess]:
+    """The voucher service on a database of its own and this test's broker, not started;
+    stopped after the test."""
     process = ServiceProcess(
         service="voucher",
         database_url=asyncio.run(postgres_databases()),
@@ -58,11 +60,16 @@ def voucher(
         port=free_port(),
         state_dir=tmp_path,
     )
-    process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def voucher(voucher_process: ServiceProcess) -> ServiceProcess:
+    voucher_process.start()
+    return voucher_process
 
 
 def body(n: int) -> dict[str, Any]:
@@ -188,39 +195,27 @@ def test_a_broker_that_lost_everything_is_repaired_and_every_application_complet
 
 
 def test_a_service_started_while_the_broker_is_away_comes_up_once_it_is_back(
-    broker: EmbeddedBroker,
-    postgres_databases: Callable[[], Awaitable[str]],
-    tmp_path: Path,
+    broker: EmbeddedBroker, voucher_process: ServiceProcess
 ) -> None:
     """A replica restarted while the broker restarts too waits for it, instead of exiting."""
-    voucher = ServiceProcess(
-        service="voucher",
-        database_url=asyncio.run(postgres_databases()),
-        bootstrap=broker.bootstrap_servers,
-        topic_prefix=f"away{uuid.uuid4().hex[:6]}.",
-        port=free_port(),
-        state_dir=tmp_path,
-    )
+    voucher = voucher_process
     broker.kill()
-    try:
-        started = voucher.launch()
-        time.sleep(3)
-        assert started.process.poll() is None, started.log_tail()
-        broker.start()
-        wait_until_up([started], path="/readyz", timeout=60)
-        firm = voucher.headers(Role.FIRM, "ceo", firm_id=firm_id(90))
-        with httpx.Client(base_url=voucher.url, timeout=10) as http:
-            response = http.post(
-                "/v1/applications", headers={**firm, "Idempotency-Key": "away"}, json=body(90)
-            )
-            assert response.status_code == 201, response.text
-            application_id = str(response.json()["id"])
-            deadline = time.monotonic() + 30
-            while status_of(http, voucher, application_id) != "verified":
-                assert time.monotonic() < deadline, "never verified: the stages do not run"
-                time.sleep(0.1)
-    finally:
-        voucher.stop()
+    started = voucher.launch()
+    time.sleep(3)
+    assert started.process.poll() is None, started.log_tail()
+    broker.start()
+    wait_until_up([started], path="/readyz", timeout=60)
+    firm = voucher.headers(Role.FIRM, "ceo", firm_id=firm_id(90))
+    with httpx.Client(base_url=voucher.url, timeout=10) as http:
+        response = http.post(
+            "/v1/applications", headers={**firm, "Idempotency-Key": "away"}, json=body(90)
+        )
+        assert response.status_code == 201, response.text
+        application_id = str(response.json()["id"])
+        deadline = time.monotonic() + 30
+        while status_of(http, voucher, application_id) != "verified":
+            assert time.monotonic() < deadline, "never verified: the stages do not run"
+            time.sleep(0.1)
 
 
 async def everything_stored(database_url: str) -> list[dict[str, Any]]:
