@@ -160,7 +160,7 @@ class Caller:
                 retry_after = answer.headers.get("retry-after")
                 if retry_after is None:
                     self.tally.refused_without_retry_after.append(what)
-                await asyncio.sleep(min(1.0, float(retry_after or 1)))
+                await asyncio.sleep(min(1.0, _seconds(retry_after)))
                 continue
             if answer.status_code >= 500:
                 self.tally.server_errors.append(f"{what}: {answer.status_code} {answer.text[:300]}")
@@ -170,6 +170,14 @@ class Caller:
                 self.tally.unexpected.append(f"{what}: {answer.status_code} {answer.text[:300]}")
             return answer
         raise AssertionError("unreachable")
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A ``Retry-After`` in seconds (a date, or nothing usable: one second)."""
+    try:
+        return max(0.0, float(retry_after or 1))
+    except ValueError:
+        return 1.0
 
 
 class Users:
