@@ -233,10 +233,11 @@ def test_oversight_sees_what_the_services_report(watched: Watched) -> None:
     deadline = time.monotonic() + 40
     checked: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        latest = {
-            s: stack.http[s].get("/v1/checkpoints/latest").json()["tree_size"]
-            for s in PROGRAMME_FIELD
-        }
+        answers = {s: stack.http[s].get("/v1/checkpoints/latest") for s in PROGRAMME_FIELD}
+        if any(a.status_code == 404 for a in answers.values()):  # a service not sealed yet
+            time.sleep(0.5)
+            continue
+        latest = {s: a.json()["tree_size"] for s, a in answers.items()}
         checked = {c["service"]: c for c in stack.summary()["checkpoints"]}
         if all(
             s in checked and checked[s]["verified"] and checked[s]["tree_size"] >= latest[s]
