@@ -35,9 +35,9 @@ from bench.common import drop_database, fresh_database, line, percentile
 from bench.lean_http import HTTPError, LeanClient
 from bench.relay import broker_for_bench
 from shared.auth import HS256Verifier
-from shared.clock import SystemClock
 from shared.contracts import Role
-from shared.eventstore import EventStore, create_engine
+from shared.eventstore import create_engine
+from shared.migrations import migrations_of, upgrade
 from shared.processes import ServiceStartError, start_service, wait_until_up
 
 SECRET = "bench-secret-" + "z" * 32
@@ -414,7 +414,8 @@ async def raw_reference(count: int = 4000) -> float:
     try:
         engine = create_engine(url)
         try:
-            await EventStore(engine, SystemClock()).create_schema()
+            # the log as production migrates it; oversight's schema has no applications table
+            await upgrade(engine, migrations_of("oversight"))
             async with engine.begin() as connection:
                 await connection.exec_driver_sql(PROJECTION_DDL)
         finally:

@@ -28,6 +28,7 @@ from shared.broker import EmbeddedBroker, die_with_parent, wait_for_broker
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
 from shared.eventstore import NEW_STREAM, EventContext, EventStore, StreamVersion, create_engine
+from shared.migrations import migrations_of, upgrade
 from shared.relay import OutboxRelay
 from shared.topics import TopicSpec, ensure_topics
 
@@ -137,7 +138,8 @@ async def run() -> dict[str, Any]:
         engine = create_engine(url)
         store = EventStore(engine, SystemClock())
         try:
-            await store.create_schema()
+            # the log as production migrates it; oversight's schema has no applications table
+            await upgrade(engine, migrations_of("oversight"))
             await fill(store, EVENTS // APPLICATIONS)
             topics = [TopicSpec(f"bench.relay.{n}", 8) for n in range(3)]
             await ensure_topics(bootstrap, topics)

@@ -120,6 +120,47 @@ def republish(
     typer.echo(f"{service}: {count} events queued for publishing again")
 
 
+@app.command()
+def migrate(
+    service: Annotated[str, typer.Option(help="oversight, voucher, taxcredit or fund")],
+    to: Annotated[str, typer.Option(help="a revision; `head` is the newest")] = "head",
+    down: Annotated[bool, typer.Option(help="go back to --to instead (`base`: empty)")] = False,
+    new_revision: Annotated[
+        str | None,
+        typer.Option(help="write the next revision instead: what the models add (autogenerate)"),
+    ] = None,
+) -> None:
+    """Bring a service's database schema to a revision (the production migration job).
+
+    It reads INCENTIVES_DATABASE_URL (development: the service's SQLite file) and runs
+    under a lock, so replicas and jobs starting together migrate once. ``--new-revision``
+    is for developers: it writes the next file of ``services/<service>/migrations``.
+    """
+    from shared import migrations
+    from shared.eventstore import create_engine
+
+    if service not in SERVICES:
+        raise typer.BadParameter(f"one of {', '.join(SERVICES)}", param_hint="--service")
+    settings = ServiceSettings(service=service)
+    location = migrations.migrations_of(service)
+
+    async def run() -> set[str]:
+        engine = create_engine(settings.resolved_database_url(), pool_size=1)
+        try:
+            if new_revision is not None:
+                await migrations.new_revision(engine, location, new_revision)
+            elif down:
+                await migrations.downgrade(engine, location, to)
+            else:
+                await migrations.upgrade(engine, location, to)
+            return await migrations.current(engine)
+        finally:
+            await engine.dispose()
+
+    at = asyncio.run(run())
+    typer.echo(f"{service}: the schema is at {', '.join(sorted(at)) or 'no revision (empty)'}")
+
+
 dlq = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(dlq, name="dlq", help="The dead letters: what the consumers gave up on, and why.")
 

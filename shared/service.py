@@ -24,19 +24,21 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import migrations
 from shared.asyncapi import asyncapi_document
 from shared.audit_api import audit_router
 from shared.auth import HS256Verifier, TokenVerifier
 from shared.broker import wait_for_broker
 from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
-from shared.checkpoints import metadata as checkpoint_tables
 from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
 from shared.edge import EdgeGuard
 from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
 from shared.idempotency import document_required_keys
+from shared.migrations import migrations_of
 from shared.problems import document_problems, install_problem_handlers
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
@@ -159,11 +161,19 @@ class RuntimeCollector:
         return assigned
 
 
+async def _schema(settings: ServiceSettings, engine: AsyncEngine) -> None:
+    """Migrate the service's schema to the head (development), or check it is there: in
+    production the migration job does it, and a service on an old schema must not start."""
+    location = migrations_of(settings.service)
+    if settings.migrates_on_start():
+        await migrations.upgrade(engine, location)
+    else:
+        await migrations.check_current(engine, location, settings.service)
+
+
 async def _start_checkpoints(runtime: ServiceRuntime) -> None:
     """Seal the service's log into signed checkpoints, published on ``<service>.checkpoints``."""
     settings = runtime.settings
-    async with runtime.store.engine.begin() as connection:
-        await connection.run_sync(checkpoint_tables.create_all)
     key = SigningKey.from_seed(
         settings.signing_seed(), settings.checkpoint_key_valid_from, settings.checkpoint_key_id
     )
@@ -299,7 +309,7 @@ def create_service_app(
             settings.resolved_database_url(), pool_size=settings.database_pool_size
         )
         store = EventStore(engine, clock or SystemClock())
-        await store.create_schema()
+        await _schema(settings, engine)
         runtime = ServiceRuntime(
             app=app,
             settings=settings,

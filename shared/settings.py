@@ -116,9 +116,19 @@ class ServiceSettings(BaseSettings):
     stuck_after_seconds: float = 900.0
     """Oversight lists an open application as stuck after this long in one status."""
 
+    migrate_on_start: bool | None = None
+    """Whether a starting service brings its schema to the head revision itself. Unset:
+    yes in development, no in production, where the migration job (``incentives migrate
+    --service <name>``) does it and a service on another revision refuses to start."""
+
     @property
     def in_production(self) -> bool:
         return self.environment == "production"
+
+    def migrates_on_start(self) -> bool:
+        if self.migrate_on_start is None:
+            return not self.in_production
+        return self.migrate_on_start
 
     def require_service_settings(self) -> None:
         """What every service needs, asked before it starts: in production it refuses to

@@ -24,6 +24,7 @@ import pytest
 from shared.broker import EmbeddedBroker, wait_for_broker
 from shared.clock import SystemClock
 from shared.eventstore import EventStore, create_engine
+from tests.schema import migrated
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -165,7 +166,7 @@ async def postgres_url(postgres_databases: Callable[[], Awaitable[str]]) -> str:
 async def store(database_url: str) -> AsyncIterator[EventStore]:
     engine = create_engine(database_url)
     event_store = EventStore(engine, SystemClock())
-    await event_store.create_schema()
+    await migrated(engine)
     yield event_store
     await engine.dispose()
 

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.fund.adapters.tables import capacity, ledger_entries, support_grants
-from services.fund.adapters.tables import metadata as fund_tables
 from services.fund.domain.events import EVENTS
 from services.fund.domain.funds import catalogue_version, load_funds
 from services.fund.entrypoints.api import applications, router
@@ -55,6 +54,4 @@ def create_app(
         )
 
     routers = [applications, router]
-    return programme_app(
-        settings, ABOUT, fund_tables, start, EVENTS, routers, the_clock, support=support
-    )
+    return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=support)

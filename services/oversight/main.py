@@ -17,7 +17,6 @@ from services.oversight.adapters.lag import LagMeter
 from services.oversight.adapters.queries import Budgets
 from services.oversight.adapters.readmodel import ReadModel
 from services.oversight.adapters.stream import Watermark
-from services.oversight.adapters.tables import metadata as oversight_tables
 from services.oversight.entrypoints.api import router
 from services.oversight.service_layer import Oversight, OversightCollector
 from services.voucher.domain.programmes import load_catalogue
@@ -65,8 +64,6 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
     async def startup(runtime: ServiceRuntime) -> None:
         keys = await asyncio.to_thread(public_keys, settings.checkpoint_keys, settings)
         engine = runtime.store.engine
-        async with engine.begin() as connection:
-            await connection.run_sync(oversight_tables.create_all)
         events = [runtime.topic(events_topic(s)) for s in SERVICES]
         subscriber: Any = None
         oversight = Oversight(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.taxcredit.adapters.tables import metadata as taxcredit_tables
 from services.taxcredit.adapters.tables import support_grants
 from services.taxcredit.domain.events import EVENTS
 from services.taxcredit.domain.rates import load_rate_tables
@@ -47,6 +46,4 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
         return service
 
     routers = [applications, router]
-    return programme_app(
-        settings, ABOUT, taxcredit_tables, start, EVENTS, routers, the_clock, support=book
-    )
+    return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=book)

@@ -15,7 +15,6 @@ from services.voucher.adapters.tables import (
     payout_attempts,
     support_grants,
 )
-from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.errors import DuplicateProvider
 from services.voucher.domain.events import EVENTS, PROGRAMME
 from services.voucher.domain.programmes import load_catalogue
@@ -87,9 +86,7 @@ def create_app(
         return service
 
     routers = [applications, router]
-    return programme_app(
-        settings, ABOUT, voucher_tables, start, EVENTS, routers, the_clock, support=support
-    )
+    return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=support)
 
 
 def _gateway(settings: ServiceSettings) -> PayoutGateway:

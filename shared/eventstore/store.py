@@ -25,14 +25,13 @@ from json.encoder import encode_basestring
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.clock import Clock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, format_timestamp
 from shared.eventstore.database import is_sqlite
-from shared.eventstore.schema import broker_log, events, inbox, metadata
+from shared.eventstore.schema import broker_log, events, inbox
 
 
 class ConcurrencyConflict(Exception):
@@ -526,16 +525,6 @@ class EventStore:
         self.engine = engine
         self.clock = clock
         self._sqlite = is_sqlite(engine)
-
-    async def create_schema(self) -> None:
-        """Create the log and inbox tables if they are missing."""
-        async with self.engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
-        async with self.engine.begin() as connection:
-            insert = (postgresql.insert if not self._sqlite else sqlite.insert)(broker_log)
-            await connection.execute(
-                insert.values(id=1, cluster_id="", epoch=0).on_conflict_do_nothing()
-            )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:

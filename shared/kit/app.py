@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI
 
 from shared.clock import Clock
@@ -23,7 +22,6 @@ Start = Callable[[ServiceRuntime], Awaitable[ApplicationService[Any]]]
 def programme_app(
     settings: ServiceSettings,
     about: str,
-    tables: sa.MetaData,
     start: Start,
     events: EventRegistry,
     routers: Sequence[APIRouter],
@@ -32,8 +30,8 @@ def programme_app(
 ) -> FastAPI:
     """The app of one programme service.
 
-    ``about``: the title on its first line, the description after. At startup the
-    programme's ``tables`` are created, ``start`` builds its service (kept in
+    ``about``: the title on its first line, the description after. At startup (once its
+    schema is migrated, see :mod:`shared.migrations`) ``start`` builds its service (kept in
     ``app.state.service``), and the service's stages consume its topic. ``support``: the
     programme's read model of every programme's grants, fed from their topics and
     published at ``GET /v1/support-policy``.
@@ -41,8 +39,6 @@ def programme_app(
     title, _, description = about.strip().partition("\n")
 
     async def startup(runtime: ServiceRuntime) -> None:
-        async with runtime.store.engine.begin() as connection:
-            await connection.run_sync(tables.create_all)
         service = await start(runtime)
         runtime.app.state.service = service
         stages = service.stages()

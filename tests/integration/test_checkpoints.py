@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 from services.voucher.main import create_app
 from shared.audit_cli import read_whole_topic
 from shared.checkpoints import Checkpointer, SigningKey, checkpoints, document_of
-from shared.checkpoints import metadata as checkpoint_tables
 from shared.cli import app
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role
@@ -35,6 +34,7 @@ from shared.settings import RetiredKey
 from shared.topics import TopicSpec, ensure_topics
 from tests.integration.harness import ServiceHarness, running, service_settings
 from tests.integration.voucher.conftest import application_body
+from tests.schema import migrated
 from tests.unit.test_merkle import mth, ref_leaf, ref_verify_consistency, ref_verify_inclusion
 
 APPLICATIONS = 6
@@ -257,7 +257,7 @@ NOTED = NewEvent(type="voucher.application.noted", payload={"n": 1})
 async def pg_store(postgres_url: str) -> AsyncIterator[EventStore]:
     engine = create_engine(postgres_url)
     store = EventStore(engine, SystemClock())
-    await store.create_schema()
+    await migrated(store.engine)
     try:
         yield store
     finally:
@@ -297,8 +297,6 @@ async def test_the_checkpoint_served_is_the_one_signed_on_a_running_clock(
 ) -> None:
     """The row the API and the topic serve says exactly what was signed, even on a clock
     that moves between two readings (a fixed test clock hid that it once did not)."""
-    async with pg_store.engine.begin() as connection:
-        await connection.run_sync(checkpoint_tables.create_all)
     await pg_store.append("app-1", NEW_STREAM, [NOTED], CONTEXT)
     key = SigningKey.from_seed(b"k" * 32, datetime(2026, 1, 1, tzinfo=UTC))
     sealer = Checkpointer(pg_store, "voucher", key, every_events=1, every_seconds=0)
@@ -316,8 +314,6 @@ async def test_two_replicas_sealing_at_once_make_one_chain_and_no_error(
 ) -> None:
     """Both replicas of a service seal: for each size one checkpoint, one line of
     checkpoints, and the one that lost the race says nothing and seals the next one."""
-    async with pg_store.engine.begin() as connection:
-        await connection.run_sync(checkpoint_tables.create_all)
     key = SigningKey.from_seed(b"k" * 32, datetime(2026, 1, 1, tzinfo=UTC))
     replicas = [
         Checkpointer(pg_store, "voucher", key, every_events=1, every_seconds=0) for _ in range(2)

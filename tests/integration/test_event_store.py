@@ -20,6 +20,7 @@ from shared.eventstore import (
     create_engine,
     events,
 )
+from tests.schema import migrated
 
 FIRM = Actor(sub="firm-user-1", role=Role.FIRM)
 
@@ -128,7 +129,7 @@ async def test_concurrent_appends_at_the_same_version_one_wins_on_postgres(
 ) -> None:
     engine = create_engine(postgres_url)
     store = EventStore(engine, SystemClock())
-    await store.create_schema()
+    await migrated(store.engine)
     try:
         for round_ in range(20):
             app = f"app-{round_}"

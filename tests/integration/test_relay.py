@@ -33,6 +33,7 @@ from shared.eventstore import (
 )
 from shared.relay import OutboxRelay
 from shared.topics import TopicSpec, ensure_topics
+from tests.schema import migrated
 
 PARTITIONS = 4
 ACTOR = Actor(sub="officer-1", role=Role.OFFICER)
@@ -204,7 +205,7 @@ async def consumer_store(
         url = await postgres_databases()
     engine = create_engine(url)
     consumer = EventStore(engine, SystemClock())
-    await consumer.create_schema()
+    await migrated(consumer.engine)
     async with engine.begin() as connection:
         await connection.run_sync(applied.metadata.create_all)
     yield consumer
@@ -368,7 +369,7 @@ async def test_an_event_committed_late_below_the_read_cursor_still_goes_first(
     """PostgreSQL hands out positions at insert, so a slow transaction commits below newer ones."""
     engine = create_engine(postgres_url)
     store = EventStore(engine, SystemClock())
-    await store.create_schema()
+    await migrated(store.engine)
     inserted, commit = asyncio.Event(), asyncio.Event()
 
     async def slow_first_event() -> None:
@@ -469,7 +470,7 @@ async def test_a_relay_whose_lock_session_is_cut_stops_publishing_and_stands_by(
     then stands by: the two never publish at once for longer than that."""
     engine = create_engine(postgres_url)
     store = EventStore(engine, SystemClock())
-    await store.create_schema()
+    await migrated(store.engine)
     first = OutboxRelay(
         store, kafka_bootstrap, topic, lock_retry_interval=0.05, lock_check_interval=0.2
     )

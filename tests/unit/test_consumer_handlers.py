@@ -29,6 +29,7 @@ from shared.consumer import (
 )
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role, hash_fields
 from shared.eventstore import EventStore, UnitOfWork, create_engine
+from tests.schema import migrated
 
 TOPIC, DLQ = "voucher.events", "test.dlq"
 SUBMITTED = "voucher.application.submitted"
@@ -74,7 +75,7 @@ def rehashed(envelope: Envelope, **changes: Any) -> bytes:
 async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/unit.db")
     event_store = EventStore(engine, SystemClock())
-    await event_store.create_schema()
+    await migrated(engine)
     async with engine.begin() as connection:
         await connection.run_sync(effects.metadata.create_all)
     yield event_store

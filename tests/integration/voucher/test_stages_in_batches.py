@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.voucher.adapters.tables import budgets, ledger_entries, support_grants
-from services.voucher.adapters.tables import metadata as voucher_tables
 from services.voucher.domain.decider import SubmitApplication
 from services.voucher.domain.model import E, Firm
 from services.voucher.domain.programmes import load_catalogue
@@ -36,7 +35,6 @@ PROGRAMME = "cluster-startup-support-2026"
 async def service(store: EventStore) -> AsyncIterator[VoucherService]:
     programmes = load_catalogue(default_catalogue())
     async with store.engine.begin() as connection:
-        await connection.run_sync(voucher_tables.create_all)
         await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
     clock = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
     # the log and the service read one clock, as in a service process

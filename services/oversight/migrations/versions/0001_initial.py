@@ -1,0 +1,210 @@
+"""The oversight schema as it stood when migrations began.
+
+Revision ID: 0001
+Created: 2026-12-02 12:59:31.027072
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+import shared.eventstore.schema
+
+revision: str = "0001"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    broker_log = op.create_table(
+        "broker_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("cluster_id", sa.String(length=200), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("changed_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    # the one row the relay reads and marks: no broker seen yet, no loss yet
+    op.bulk_insert(broker_log, [{"id": 1, "cluster_id": "", "epoch": 0}])
+    op.create_table(
+        "events",
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column("aggregate_id", sa.String(length=64), nullable=False),
+        sa.Column("aggregate_seq", sa.Integer(), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("schema_version", sa.Integer(), nullable=False),
+        sa.Column(
+            "occurred_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "actor",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("firm_id", sa.String(length=64), nullable=True),
+        sa.Column("correlation_id", sa.String(length=64), nullable=False),
+        sa.Column("causation_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "payload",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("published", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.PrimaryKeyConstraint("position"),
+        sa.UniqueConstraint("aggregate_id", "aggregate_seq", name="uq_events_aggregate_seq"),
+        sa.UniqueConstraint("event_id"),
+    )
+    op.create_index(
+        "ix_events_unpublished",
+        "events",
+        ["position"],
+        unique=False,
+        postgresql_where=sa.text("NOT published"),
+        sqlite_where=sa.text("NOT published"),
+    )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("principal", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("principal", "key"),
+    )
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(length=100), nullable=False),
+        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column(
+            "processed_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("consumer", "event_id"),
+    )
+    op.create_table(
+        "oversight_applications",
+        sa.Column("service", sa.String(length=32), nullable=False),
+        sa.Column("application_id", sa.String(length=64), nullable=False),
+        sa.Column("programme_id", sa.String(length=100), nullable=False),
+        sa.Column("firm_id", sa.String(length=64), nullable=False),
+        sa.Column("cluster", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("is_open", sa.Boolean(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column(
+            "status_since", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("committed", sa.BigInteger(), nullable=False),
+        sa.Column("paid", sa.BigInteger(), nullable=False),
+        sa.Column("certified", sa.BigInteger(), nullable=False),
+        sa.Column("clawed_back", sa.BigInteger(), nullable=False),
+        sa.Column("unreadable", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("service", "application_id"),
+    )
+    op.create_index(
+        "ix_oversight_applications_open",
+        "oversight_applications",
+        ["is_open", "status_since"],
+        unique=False,
+    )
+    op.create_table(
+        "oversight_checkpoints",
+        sa.Column("service", sa.String(length=32), nullable=False),
+        sa.Column("tree_size", sa.BigInteger(), nullable=False),
+        sa.Column("checkpoint_hash", sa.String(length=64), nullable=False),
+        sa.Column("last_position", sa.BigInteger(), nullable=False),
+        sa.Column("sealed_at", sa.String(length=40), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column(
+            "received_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("verified", sa.Boolean(), nullable=True),
+        sa.Column("finding", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("service", "tree_size", "checkpoint_hash"),
+    )
+    op.create_table(
+        "oversight_events",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("service", sa.String(length=32), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=True),
+        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column("aggregate_id", sa.String(length=64), nullable=False),
+        sa.Column("aggregate_seq", sa.Integer(), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("firm_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "occurred_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("envelope", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("seq"),
+        sa.UniqueConstraint("event_id"),
+    )
+    op.create_index(
+        "ix_oversight_events_position", "oversight_events", ["service", "position"], unique=False
+    )
+    op.create_index(
+        "ix_oversight_events_stream",
+        "oversight_events",
+        ["service", "aggregate_id", "aggregate_seq"],
+        unique=False,
+    )
+    op.create_index("ix_oversight_events_type", "oversight_events", ["type", "seq"], unique=False)
+    op.create_table(
+        "oversight_transitions",
+        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column("service", sa.String(length=32), nullable=False),
+        sa.Column("application_id", sa.String(length=64), nullable=False),
+        sa.Column("from_status", sa.String(length=32), nullable=False),
+        sa.Column("to_status", sa.String(length=32), nullable=False),
+        sa.Column("at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("minute", sa.BigInteger(), nullable=False),
+        sa.Column("seconds", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("event_id"),
+    )
+    op.create_index(
+        "ix_oversight_transitions_minute", "oversight_transitions", ["minute"], unique=False
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_oversight_transitions_minute", table_name="oversight_transitions")
+    op.drop_table("oversight_transitions")
+    op.drop_index("ix_oversight_events_type", table_name="oversight_events")
+    op.drop_index("ix_oversight_events_stream", table_name="oversight_events")
+    op.drop_index("ix_oversight_events_position", table_name="oversight_events")
+    op.drop_table("oversight_events")
+    op.drop_table("oversight_checkpoints")
+    op.drop_index("ix_oversight_applications_open", table_name="oversight_applications")
+    op.drop_table("oversight_applications")
+    op.drop_table("inbox")
+    op.drop_table("idempotency_keys")
+    op.drop_index(
+        "ix_events_unpublished",
+        table_name="events",
+        postgresql_where=sa.text("NOT published"),
+        sqlite_where=sa.text("NOT published"),
+    )
+    op.drop_table("events")
+    op.drop_table("broker_log")
