@@ -92,8 +92,23 @@ async def upgrade(engine: AsyncEngine, location: Path, revision: str = "head") -
     """Bring the database to ``revision``, in one transaction, under the migration lock."""
     async with engine.begin() as connection:
         await _locked(connection)
+        await connection.run_sync(_refuse_unversioned)
         await connection.run_sync(
             lambda sync: command.upgrade(alembic_config(location, sync), revision)
+        )
+
+
+def _refuse_unversioned(connection: sa.Connection) -> None:
+    """A database with tables and no history (made before the schema was versioned, or by
+    hand) is not migrated over: the first revision would collide with what is there."""
+    if MigrationContext.configure(connection).get_current_heads():
+        return
+    found = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
+    if found:
+        raise SchemaNotCurrent(
+            f"the database has tables ({', '.join(sorted(found)[:5])}...) but no migration "
+            "history; it was made before schemas were versioned: start from an empty "
+            "database (development: remove the service's .db file under var/)"
         )
 
 

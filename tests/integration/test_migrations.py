@@ -185,3 +185,18 @@ def test_the_migration_job_brings_a_database_to_the_head_and_back(
     assert down.exit_code == 0 and "no revision (empty)" in down.output
     unknown = runner.invoke(cli, ["migrate", "--service", "payroll"])
     assert unknown.exit_code == 2 and "--service" in unknown.output
+
+
+async def test_a_database_made_before_migrations_is_refused_not_migrated_over(
+    tmp_path: Path,
+) -> None:
+    """An old ``var/voucher.db`` (tables, no history) gets a message saying what to do."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("CREATE TABLE events (position INTEGER)"))
+        with pytest.raises(SchemaNotCurrent, match=r"no migration history.*remove"):
+            await upgrade(engine, migrations_of("voucher"))
+        assert await tables_of(engine) == {"events"}
+    finally:
+        await engine.dispose()
