@@ -14,7 +14,7 @@ import asyncio
 import gc
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +32,7 @@ from shared.auth import HS256Verifier
 from shared.checkpoints import public_keys
 from shared.contracts import Role
 from shared.contracts.chain import ReadEnvelope
+from shared.security import kafka_client_options
 from shared.settings import ServiceSettings
 from shared.topics import SERVICES, checkpoints_topic, events_topic
 
@@ -62,11 +63,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print the report as JS
 
 
 async def read_whole_topic(
-    bootstrap: str, topic: str, progressed: Progressed | None = None
+    bootstrap: str,
+    topic: str,
+    progressed: Progressed | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
-    """Every record on ``topic`` now, from the beginning of each partition (no group)."""
+    """Every record on ``topic`` now, from the beginning of each partition (no group);
+    ``client_options``: the connection's security (see ``shared.security``)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+        **(client_options or {}),
     )
     await consumer.start()
     try:
@@ -130,6 +138,8 @@ class LogReader:
     slim: bool = False
     """Keep only what verify reads of each event (its content hashed as it is read):
     a fifth of the memory for a long log, and no payload to walk again."""
+    kafka_options: Mapping[str, Any] = field(default_factory=dict)
+    """The Kafka connection's security (see ``shared.security``)."""
 
     def read(self, service: str) -> ServiceLog:
         with collector_paused():
@@ -140,7 +150,9 @@ class LogReader:
     async def _from_topics(self, service: str) -> ServiceLog:
         log = ServiceLog(service)
         events = self.prefix + events_topic(service)
-        for record in await read_whole_topic(self.bootstrap, events, self.progressed):
+        for record in await read_whole_topic(
+            self.bootstrap, events, self.progressed, self.kafka_options
+        ):
             try:
                 position = int(next(v for k, v in record.headers if k == "position"))
                 envelope = _loads(record.value)
@@ -158,7 +170,9 @@ class LogReader:
                 continue
             log.events.append((position, envelope))
         sealed = self.prefix + checkpoints_topic(service)
-        for record in await read_whole_topic(self.bootstrap, sealed, self.progressed):
+        for record in await read_whole_topic(
+            self.bootstrap, sealed, self.progressed, self.kafka_options
+        ):
             try:
                 log.checkpoints.append(json.loads(record.value))
             except ValueError:
@@ -271,6 +285,7 @@ def reader_for(
         token=auditor_token(token, settings) if source is not None else None,
         progressed=progressed,
         slim=slim,
+        kafka_options=kafka_client_options(settings),
     )
 
 

@@ -1,18 +1,20 @@
 """Bearer JWT verification and the roles of the design.
 
 HS256 with a configured secret in development; :class:`TokenVerifier` is a
-protocol so production can swap in an OIDC/JWKS verifier without touching routes.
+protocol so production can swap in an OIDC/JWKS verifier (``shared.oidc``) without
+touching routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import jwt
 from fastapi import Depends, Request
@@ -59,6 +61,49 @@ class TokenVerifier(Protocol):
 
 class InvalidToken(Exception):
     pass
+
+
+class KeysNeeded(Exception):
+    """Raised by a verifier that must fetch keys (I/O) before it can decide on a token:
+    the caller runs ``fetch`` away from the event loop, then asks again (see
+    :func:`verify_token`). ``fetch`` raises :class:`KeysUnavailable` if it cannot."""
+
+    def __init__(self, fetch: Callable[[], None]) -> None:
+        super().__init__("the verifier's keys must be fetched first")
+        self.fetch = fetch
+
+
+class KeysUnavailable(Exception):
+    """The keys to check a token with cannot be had now (the identity provider is down):
+    the token is neither good nor bad, and the request may be tried again."""
+
+
+def principal_of(claims: dict[str, Any]) -> Principal:
+    """The caller a verified token's claims name (``sub``, ``role``, ``firm_id``,
+    ``provider_id``), whichever verifier checked its signature."""
+    try:
+        return Principal.model_validate(claims)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidToken(f"{where + ': ' if where else ''}{first['msg']}") from error
+
+
+def required_claims(audience: str | None) -> list[str]:
+    return ["sub", "exp", "iss", "aud"] if audience else ["sub", "exp", "iss"]
+
+
+async def verify_token(verifier: TokenVerifier, token: str) -> Principal:
+    """``verifier.verify(token)``, fetching keys in a thread when it needs them: a request
+    handler never waits on the network inside the event loop."""
+    try:
+        return verifier.verify(token)
+    except KeysNeeded as needed:
+        await asyncio.to_thread(needed.fetch)
+    try:
+        return verifier.verify(token)
+    except KeysNeeded as error:  # fetched just now, and still no key for it
+        raise InvalidToken("no key of the identity provider signed this token") from error
 
 
 class _OneSecretHS256(HMACAlgorithm):
@@ -128,15 +173,13 @@ class HS256Verifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 options={
-                    "require": ["sub", "exp", "iss", "aud"]
-                    if self._audience
-                    else ["sub", "exp", "iss"],
+                    "require": required_claims(self._audience),
                     "verify_aud": self._audience is not None,
                 },
             )
-            principal = Principal.model_validate(claims)
-        except (jwt.PyJWTError, ValidationError) as error:
+        except jwt.PyJWTError as error:
             raise InvalidToken(str(error).splitlines()[0]) from error
+        principal = principal_of(claims)
         if len(self._verified) >= self.VERIFIED_TOKENS:
             self._verified.pop(next(iter(self._verified)))
         self._verified[token] = (principal, float(claims["exp"]))
@@ -218,9 +261,17 @@ async def authenticate(
         raise unauthorized("send a bearer token: Authorization: Bearer <token>")
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        return verifier.verify(token.strip())
+        return await verify_token(verifier, token.strip())
     except InvalidToken as error:
         raise unauthorized(f"the token was refused: {error}") from error
+    except KeysUnavailable as error:
+        raise Problem(
+            status=503,
+            title="Identity provider unavailable",
+            detail=f"the token cannot be checked now: {error}",
+            type_="identity-provider-unavailable",
+            headers={"Retry-After": "5"},
+        ) from error
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

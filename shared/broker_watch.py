@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -46,11 +46,13 @@ class BrokerWatch:
         restart_consumers: Callable[[], Awaitable[None]],
         wake_relay: Callable[[], None],
         interval: float = 2.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``owns_log``: the service publishes a log of its own (oversight does not);
         ``consumers``: the process's Kafka consumers (``aiokafka.AIOKafkaConsumer``);
         ``restart_consumers``: makes them again (they then learn the new broker's topics
-        afresh: one the broker made itself may have another partition count)."""
+        afresh: one the broker made itself may have another partition count);
+        ``client_options``: the connection's security (see ``shared.security``)."""
         self.store = store
         self.bootstrap_servers = bootstrap_servers
         self.owns_log = owns_log
@@ -59,6 +61,7 @@ class BrokerWatch:
         self.restart_consumers = restart_consumers
         self.wake_relay = wake_relay
         self.interval = interval
+        self.client_options = dict(client_options or {})
         self._to_rewind: list[Any] = []
         """Consumers still to send back to the beginning: one that is between assignments
         (rejoining its group on the new broker) is sent back once it holds partitions, or a
@@ -77,7 +80,9 @@ class BrokerWatch:
                 try:
                     if admin is None:
                         admin = AIOKafkaAdminClient(
-                            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+                            bootstrap_servers=self.bootstrap_servers,
+                            request_timeout_ms=5000,
+                            **self.client_options,
                         )
                         await admin.start()
                     cluster: dict[str, Any] = await admin.describe_cluster()

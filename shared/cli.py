@@ -7,7 +7,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +24,7 @@ from shared.processes import (
     start_service,
     wait_until_up,
 )
+from shared.security import create_service_engine, kafka_client_options
 from shared.settings import ServiceSettings
 from shared.topics import DLQ_TOPIC, ensure_topics, standard_topics
 
@@ -91,6 +92,7 @@ def topics() -> None:
         ensure_topics(
             settings.kafka_bootstrap_servers,
             standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
+            kafka_client_options(settings),
         )
     )
     typer.echo("created: " + (", ".join(created) if created else "nothing (all there)"))
@@ -105,12 +107,12 @@ def republish(
     The service's running relay sends it, in order; consumers drop what they already had.
     """
     from shared.clock import SystemClock
-    from shared.eventstore import EventStore, create_engine
+    from shared.eventstore import EventStore
 
     settings = ServiceSettings(service=service)
 
     async def queue_again() -> int:
-        engine = create_engine(settings.resolved_database_url())
+        engine = create_service_engine(settings)
         try:
             return await EventStore(engine, SystemClock()).mark_all_unpublished()
         finally:
@@ -137,7 +139,6 @@ def migrate(
     is for developers: it writes the next file of ``services/<service>/migrations``.
     """
     from shared import migrations
-    from shared.eventstore import create_engine
 
     if service not in SERVICES:
         raise typer.BadParameter(f"one of {', '.join(SERVICES)}", param_hint="--service")
@@ -145,7 +146,7 @@ def migrate(
     location = migrations.migrations_of(service)
 
     async def run() -> set[str]:
-        engine = create_engine(settings.resolved_database_url(), pool_size=1)
+        engine = create_service_engine(settings, pool_size=1)
         try:
             if new_revision is not None:
                 await migrations.new_revision(engine, location, new_revision)
@@ -165,9 +166,13 @@ dlq = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(dlq, name="dlq", help="The dead letters: what the consumers gave up on, and why.")
 
 
-def _dlq_topic() -> tuple[str, str]:
+def _dlq_topic() -> tuple[str, str, dict[str, Any]]:
     settings = ServiceSettings()
-    return settings.kafka_bootstrap_servers, settings.topic_prefix + DLQ_TOPIC
+    return (
+        settings.kafka_bootstrap_servers,
+        settings.topic_prefix + DLQ_TOPIC,
+        kafka_client_options(settings),
+    )
 
 
 @dlq.command("list")
@@ -175,8 +180,8 @@ def dlq_list(
     consumer: Annotated[str | None, typer.Option(help="only this consumer's letters")] = None,
 ) -> None:
     """Every dead letter, oldest first: which consumer gave up on what, and why."""
-    bootstrap, topic = _dlq_topic()
-    letters = asyncio.run(list_letters(bootstrap, topic))
+    bootstrap, topic, options = _dlq_topic()
+    letters = asyncio.run(list_letters(bootstrap, topic, options))
     shown = [x for x in letters if consumer is None or x.consumer == consumer]
     for x in shown:
         where = f"{x.source_topic}[{x.source_partition}]@{x.source_offset}"
@@ -193,8 +198,8 @@ def dlq_redrive(
 ) -> None:
     """Send the dead letters not re-driven before back to their topics, once each: the
     consumer that gave up applies them, the others pass over them (their inbox has them)."""
-    bootstrap, topic = _dlq_topic()
-    sent = asyncio.run(redrive(bootstrap, topic, consumer=consumer))
+    bootstrap, topic, options = _dlq_topic()
+    sent = asyncio.run(redrive(bootstrap, topic, consumer=consumer, client_options=options))
     typer.echo(f"{len(sent)} dead letter(s) re-driven from {topic}")
 
 

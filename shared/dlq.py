@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -62,9 +63,13 @@ class Letter:
         )
 
 
-async def list_letters(bootstrap_servers: str, topic: str) -> list[Letter]:
-    """Every dead letter on ``topic``, oldest first."""
+async def list_letters(
+    bootstrap_servers: str, topic: str, client_options: Mapping[str, Any] | None = None
+) -> list[Letter]:
+    """Every dead letter on ``topic``, oldest first (``client_options``: the connection's
+    security, see ``shared.security``)."""
     consumer = AIOKafkaConsumer(
+        **(client_options or {}),
         bootstrap_servers=bootstrap_servers,
         group_id=None,
         enable_auto_commit=False,
@@ -96,12 +101,14 @@ async def redrive(
     consumer: str | None = None,
     group: str = REDRIVE_GROUP,
     within: float = 60.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[Letter]:
     """Send the dead letters not re-driven before back to their source topics (only those
     of ``consumer``, if given: a re-drive for one consumer keeps a cursor of its own).
     Returns the letters sent."""
     reader = AIOKafkaConsumer(
         topic,
+        **(client_options or {}),
         bootstrap_servers=bootstrap_servers,
         group_id=group if consumer is None else f"{group}-{consumer}",
         client_id=f"dlq-redrive-{uuid.uuid4().hex[:6]}",
@@ -111,6 +118,7 @@ async def redrive(
         session_timeout_ms=6000,
     )
     producer = AIOKafkaProducer(  # an application's events keep their partition
+        **(client_options or {}),
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=False,

@@ -29,18 +29,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import migrations
 from shared.asyncapi import asyncapi_document
 from shared.audit_api import audit_router
-from shared.auth import HS256Verifier, TokenVerifier
+from shared.auth import TokenVerifier
 from shared.broker import wait_for_broker
 from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
 from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
 from shared.edge import EdgeGuard
-from shared.eventstore import ConcurrencyConflict, EventStore, create_engine
+from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.idempotency import document_required_keys
 from shared.migrations import migrations_of
 from shared.problems import document_problems, install_problem_handlers
 from shared.relay import OutboxRelay
+from shared.security import (
+    create_service_engine,
+    kafka_broker_security,
+    kafka_client_options,
+    token_verifier,
+)
 from shared.settings import ServiceSettings
 from shared.topics import checkpoints_topic, ensure_topics, events_topic, standard_topics
 
@@ -201,6 +207,7 @@ async def _make_topics(settings: ServiceSettings) -> None:
     await ensure_topics(
         settings.kafka_bootstrap_servers,
         standard_topics(settings.topic_partitions, prefix=settings.topic_prefix),
+        kafka_client_options(settings),
     )
 
 
@@ -209,7 +216,9 @@ async def _reach_broker(settings: ServiceSettings, deadline: float) -> None:
     (it is restarting too) is waited for again, until ``deadline`` (monotonic)."""
     while True:
         await wait_for_broker(
-            settings.kafka_bootstrap_servers, within=max(0.0, deadline - time.monotonic())
+            settings.kafka_bootstrap_servers,
+            within=max(0.0, deadline - time.monotonic()),
+            client_options=kafka_client_options(settings),
         )
         try:
             await _make_topics(settings)
@@ -305,22 +314,21 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(
-            settings.resolved_database_url(), pool_size=settings.database_pool_size
-        )
+        engine = create_service_engine(settings, pool_size=settings.database_pool_size)
         store = EventStore(engine, clock or SystemClock())
         await _schema(settings, engine)
         runtime = ServiceRuntime(
             app=app,
             settings=settings,
             store=store,
-            verifier=HS256Verifier(settings.resolved_jwt_secret(), audience=settings.service),
+            verifier=token_verifier(settings),
             registry=CollectorRegistry(),
             broker=KafkaBroker(
                 settings.kafka_bootstrap_servers,
                 acks="all",
                 enable_idempotence=False,
                 client_id=f"incentives-{settings.service}",
+                security=kafka_broker_security(settings),
                 # a topic the broker made again (after losing its log) may have another
                 # partition count: consumers learn of it within seconds, not minutes
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -341,6 +349,7 @@ def create_service_app(
                     settings.kafka_bootstrap_servers,
                     runtime.events_topic,
                     batch_size=settings.relay_batch_size,
+                    producer_options=kafka_client_options(settings),
                 )
                 runtime.extras["relay"] = relay
                 runtime.spawn(relay.run(), name="relay")
@@ -353,6 +362,7 @@ def create_service_app(
                 consumers=lambda: _consumers_of(runtime.broker),
                 restart_consumers=lambda: _restart_subscribers(runtime.broker),
                 wake_relay=runtime.wake_relay,
+                client_options=kafka_client_options(settings),
             )
             runtime.extras["broker_watch"] = watch
             runtime.spawn(watch.run(), name="broker-watch")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import dev_secret
@@ -74,10 +74,36 @@ class ServiceSettings(BaseSettings):
     database_pool_size: int = 16
     """Connections kept open to PostgreSQL. Requests beyond it wait for one: opening
     and closing connections per request (an overflow pool) costs more than the wait."""
+    database_ssl_mode: Literal["disable", "require", "verify-full"] | None = None
+    """TLS to PostgreSQL: ``disable`` (none), ``require`` (encrypted; the server's
+    certificate is checked against ``database_ssl_root_cert`` only if one is given) or
+    ``verify-full`` (certificate signed by that CA, or the system's, and naming the host).
+    Unset: as the URL says (asyncpg's default tries TLS and falls back to none). SQLite
+    ignores it."""
+    database_ssl_root_cert: Path | None = None
+    """The CA (PEM) PostgreSQL's certificate must be signed by."""
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    """How every Kafka client of the process connects: ``SSL`` (TLS, with a client
+    certificate if ``kafka_ssl_certfile`` is given) or ``SASL_SSL`` (TLS and a user name and
+    password, e.g. a Strimzi ``KafkaUser`` with SCRAM-SHA-512)."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    """The CA (PEM) the broker's certificate must be signed by (Strimzi: the cluster CA,
+    ``<cluster>-cluster-ca-cert``); unset: the system's."""
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    """A client certificate and its key (PEM) for mutual TLS (Strimzi's ``tls`` users)."""
     topic_prefix: str = ""
     topic_partitions: int = 8
     jwt_secret: SecretStr | None = None
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    """An identity provider's issuer (``iss``) and key set (JWKS) URL. Both set: tokens are
+    RS256 or ES256 from that provider, with ``aud`` naming the service, and the JWT secret
+    is not used. Unset: HS256 with ``jwt_secret`` (development: a secret in ``state_dir``)."""
     relay_batch_size: int = 1000
     kafka_session_timeout_ms: int = 6000
     broker_startup_wait_seconds: float = Field(default=60.0, ge=0)
@@ -134,7 +160,8 @@ class ServiceSettings(BaseSettings):
         """What every service needs, asked before it starts: in production it refuses to
         start without them. Each command asks only for what it uses (``incentives topics``
         needs the broker, not a secret)."""
-        self.resolved_jwt_secret()
+        if not self.uses_oidc:
+            self.resolved_jwt_secret()
         self.resolved_database_url()
 
     def resolved_database_url(self) -> str:
@@ -161,7 +188,33 @@ class ServiceSettings(BaseSettings):
         if self.in_production and (
             self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32
         ):
-            raise ValueError("INCENTIVES_JWT_SECRET (32+ characters) must be set in production")
+            raise ValueError(
+                "INCENTIVES_JWT_SECRET (32+ characters) must be set in production, "
+                "or INCENTIVES_OIDC_ISSUER and INCENTIVES_OIDC_JWKS_URL"
+            )
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return dev_secret(self.state_dir)
+
+    @property
+    def uses_oidc(self) -> bool:
+        """Tokens come from an identity provider's key set, not a shared secret."""
+        return self.oidc_jwks_url is not None
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> ServiceSettings:
+        """Security settings that cannot work are refused when the settings load."""
+        if self.kafka_security_protocol == "SASL_SSL" and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "INCENTIVES_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs INCENTIVES_KAFKA_SASL_USERNAME "
+                "and INCENTIVES_KAFKA_SASL_PASSWORD"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("INCENTIVES_KAFKA_SSL_KEYFILE needs INCENTIVES_KAFKA_SSL_CERTFILE")
+        if (self.oidc_issuer is None) != (self.oidc_jwks_url is None):
+            raise ValueError(
+                "set both INCENTIVES_OIDC_ISSUER and INCENTIVES_OIDC_JWKS_URL, or neither"
+            )
+        return self

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -37,10 +38,15 @@ def standard_topics(
     return specs
 
 
-async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the topics that are missing; return the names that were created."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    specs: Iterable[TopicSpec],
+    client_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Create the topics that are missing; return the names that were created
+    (``client_options``: the connection's security, see ``shared.security``)."""
     wanted = list(specs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(client_options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -30,8 +30,8 @@ from shared.consumer import (
     broker_dead_letters,
     subscribe_records,
 )
-from shared.eventstore import create_engine
 from shared.kit.catalogue import load_document
+from shared.security import create_service_engine, kafka_client_options
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import ServiceSettings
 from shared.topics import DLQ_TOPIC, SERVICES, checkpoints_topic, events_topic
@@ -76,11 +76,12 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
                 settings.topic_prefix,
                 events,
                 lambda: getattr(subscriber, "consumer", None),
+                kafka_client_options(settings),
             ),
             budgets=budgets,
             stuck_after=timedelta(seconds=settings.stuck_after_seconds),
             watermark=Watermark(engine),
-            streams_engine=create_engine(settings.resolved_database_url(), pool_size=4),
+            streams_engine=create_service_engine(settings, pool_size=4),
         )
         runtime.app.state.oversight = oversight
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,9 +31,12 @@ class LagMeter:
         prefix: str,
         topics: Sequence[str],
         consumer: Callable[[], AIOKafkaConsumer | None],
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        """``consumer`` gives oversight's own consumer of ``topics`` once it runs."""
+        """``consumer`` gives oversight's own consumer of ``topics`` once it runs;
+        ``client_options``: the Kafka connection's security (see ``shared.security``)."""
         self.bootstrap = bootstrap
+        self.client_options = dict(client_options or {})
         self.prefix = prefix
         self.topics = frozenset(topics)
         self._consumer = consumer
@@ -62,7 +65,7 @@ class LagMeter:
         marks = self.highwaters()
         if not marks:
             return self.lag
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.client_options)
         await admin.start()
         try:
             listed = await admin.list_consumer_groups()
@@ -92,7 +95,10 @@ class LagMeter:
         reader = self._readers.get(group)
         if reader is None:
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False
+                bootstrap_servers=self.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                **self.client_options,
             )
             await reader.start()
             self._readers[group] = reader
