@@ -162,6 +162,40 @@ def migrate(
     typer.echo(f"{service}: the schema is at {', '.join(sorted(at)) or 'no revision (empty)'}")
 
 
+@app.command("restore-check")
+def restore_check(
+    service: Annotated[str, typer.Option(help="voucher, taxcredit or fund")],
+) -> None:
+    """After a service's database was restored from a backup, and before the service starts
+    on it: compare its log with its events topic. Exit 0: it may start (the relay sends
+    what the topic lacks); 1: the restore lost events the topic holds, or the logs forked.
+    """
+    from shared.audit_cli import LogReader
+    from shared.restore import check_restore
+
+    if service not in SERVICES or service == "oversight":
+        raise typer.BadParameter("voucher, taxcredit or fund", param_hint="--service")
+    settings = ServiceSettings(service=service)
+    reader = LogReader(
+        settings.kafka_bootstrap_servers,
+        settings.topic_prefix,
+        slim=True,
+        kafka_options=kafka_client_options(settings),
+    )
+    on_topic = reader.read(service).events
+
+    async def compare() -> Any:
+        engine = create_service_engine(settings, pool_size=1)
+        try:
+            return await check_restore(engine, service, on_topic)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(compare())
+    typer.echo(found.describe())
+    raise typer.Exit(0 if found.safe_to_start else 1)
+
+
 dlq = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(dlq, name="dlq", help="The dead letters: what the consumers gave up on, and why.")
 

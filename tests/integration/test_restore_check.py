@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from services.voucher.main import create_app
 from shared.audit_cli import read_whole_topic
+from shared.cli import app as cli
 from shared.eventstore import create_engine
 from shared.restore import check_restore
 from tests.integration.harness import running, service_settings
@@ -87,6 +89,19 @@ async def test_a_restore_that_lost_or_forked_the_log_is_refused_and_a_current_on
         lost = await check_restore(engine, "voucher", on_topic)
         assert not lost.safe_to_start and lost.lost == last_two
         assert "lost 2 event(s)" in lost.describe() and "do not start" in lost.describe()
+        # the operator's command says the same, from the settings, and exits 1
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli,
+            ["restore-check", "--service", "voucher"],
+            env={
+                "INCENTIVES_DATABASE_URL": postgres_url,
+                "INCENTIVES_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "INCENTIVES_TOPIC_PREFIX": prefix,
+            },
+        )
+        assert result.exit_code == 1, result.output
+        assert f"lost 2 event(s) the topic holds (positions {last_two[0]}" in result.output
 
         # a position that holds another event than the topic's: a fork
         first = on_topic[0][0]
