@@ -8,6 +8,7 @@ touching routes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -208,6 +209,23 @@ class HS256Verifier:
             "exp": issued + ttl,
         }
         return self._codec.encode(claims, self._secret, algorithm="HS256")
+
+
+class RotatingHS256Verifier:
+    """HS256 during a rotation: tokens signed with the current secret or a previous one."""
+
+    def __init__(self, current: HS256Verifier, previous: Sequence[HS256Verifier]) -> None:
+        self.current = current
+        self.previous = list(previous)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            return self.current.verify(token)
+        except InvalidToken as refused:
+            for verifier in self.previous:
+                with contextlib.suppress(InvalidToken):
+                    return verifier.verify(token)
+            raise refused
 
 
 def dev_secret(state_dir: Path) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.auth import HS256Verifier, TokenVerifier
+from shared.auth import HS256Verifier, RotatingHS256Verifier, TokenVerifier
 from shared.eventstore import create_engine
 from shared.oidc import JWKSVerifier
 from shared.settings import ServiceSettings
@@ -114,4 +114,11 @@ def token_verifier(settings: ServiceSettings) -> TokenVerifier:
     with the configured (development: generated) secret."""
     if settings.oidc_issuer is not None and settings.oidc_jwks_url is not None:
         return JWKSVerifier(settings.oidc_issuer, settings.oidc_jwks_url, settings.service)
-    return HS256Verifier(settings.resolved_jwt_secret(), audience=settings.service)
+    current = HS256Verifier(settings.resolved_jwt_secret(), audience=settings.service)
+    if not settings.jwt_previous_secrets:
+        return current
+    previous = [
+        HS256Verifier(s.get_secret_value(), audience=settings.service)
+        for s in settings.jwt_previous_secrets
+    ]
+    return RotatingHS256Verifier(current, previous)

@@ -99,6 +99,10 @@ class ServiceSettings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 8
     jwt_secret: SecretStr | None = None
+    jwt_previous_secrets: list[SecretStr] = []
+    """Secrets tokens were signed with before ``jwt_secret``, still accepted while a
+    rotation goes on (a JSON list): set the new secret with the old one here, move the
+    token issuer to the new one, and empty this once the old tokens have expired."""
     oidc_issuer: str | None = None
     oidc_jwks_url: str | None = None
     """An identity provider's issuer (``iss``) and key set (JWKS) URL. Both set: tokens are

@@ -11,7 +11,8 @@ from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from pydantic import ValidationError
 
-from shared.auth import HS256Verifier
+from shared.auth import HS256Verifier, InvalidToken
+from shared.contracts import Role
 from shared.oidc import JWKSVerifier
 from shared.security import (
     database_ssl,
@@ -144,3 +145,33 @@ def test_production_without_a_secret_or_oidc_names_both(monkeypatch: pytest.Monk
     settings = ServiceSettings(environment="production", database_url="postgresql://db/x")
     with pytest.raises(ValueError, match=r"INCENTIVES_JWT_SECRET.*INCENTIVES_OIDC_JWKS_URL"):
         settings.require_service_settings()
+
+
+def test_a_jwt_secret_rotation_accepts_the_old_secret_until_it_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """During a rotation tokens of the new secret and of the previous one both work; a
+    token of any other secret never does; once the old one is dropped its tokens are 401."""
+    old, new, other = "o" * 40, "n" * 40, "x" * 40
+    issued = {
+        name: HS256Verifier(secret).issue(sub="analyst", role=Role.MINISTRY)
+        for name, secret in (("old", old), ("new", new), ("other", other))
+    }
+
+    def settings(previous: list[str]) -> ServiceSettings:
+        return ServiceSettings(
+            service="voucher",
+            state_dir=tmp_path,
+            jwt_secret=new,
+            jwt_previous_secrets=previous,  # type: ignore[arg-type]
+        )
+
+    rotating = token_verifier(settings([old]))
+    assert rotating.verify(issued["new"]).sub == "analyst"
+    assert rotating.verify(issued["old"]).sub == "analyst"
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        rotating.verify(issued["other"])
+    after = token_verifier(settings([]))
+    assert after.verify(issued["new"]).sub == "analyst"
+    with pytest.raises(InvalidToken):
+        after.verify(issued["old"])
