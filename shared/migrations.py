@@ -156,6 +156,6 @@ async def new_revision(engine: AsyncEngine, location: Path, message: str) -> Non
                 alembic_config(location, sync),
                 message,
                 autogenerate=True,
-                rev_id=f"{number:04d}",
+                rev_id=f"{location.parent.name}_{number:04d}",  # a service's own ids
             )
         )

@@ -29,6 +29,7 @@ from shared.migrations import (
     SERVICE_TABLES,
     SchemaNotCurrent,
     alembic_config,
+    check_current,
     current,
     downgrade,
     heads,
@@ -198,5 +199,20 @@ async def test_a_database_made_before_migrations_is_refused_not_migrated_over(
         with pytest.raises(SchemaNotCurrent, match=r"no migration history.*remove"):
             await upgrade(engine, migrations_of("voucher"))
         assert await tables_of(engine) == {"events"}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_of_another_service_is_not_at_this_ones_head(tmp_path: Path) -> None:
+    """Revision ids are the service's own: voucher's check refuses fund's database (with
+    shared ids it would pass, and fail later on a missing table)."""
+    for service in MODELS:
+        assert all(revision.startswith(f"{service}_") for revision, _ in revisions(service))
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/fund.db")
+    try:
+        await upgrade(engine, migrations_of("fund"))
+        with pytest.raises(SchemaNotCurrent, match="the voucher database is at fund_0001"):
+            await check_current(engine, migrations_of("voucher"), "voucher")
+        await check_current(engine, migrations_of("fund"), "fund")
     finally:
         await engine.dispose()

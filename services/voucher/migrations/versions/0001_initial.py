@@ -1,6 +1,6 @@
 """The voucher schema as it stood when migrations began.
 
-Revision ID: 0001
+Revision ID: voucher_0001
 Created: 2026-12-02 12:59:30.015062
 """
 
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 
 import shared.eventstore.schema
 
-revision: str = "0001"
+revision: str = "voucher_0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
