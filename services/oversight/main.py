@@ -70,7 +70,12 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
             engine=engine,
             clock=the_clock,
             readmodel=ReadModel(settings.topic_prefix),
-            watch=CheckpointWatch(engine, keys, the_clock),
+            watch=CheckpointWatch(
+                engine,
+                keys,
+                the_clock,
+                refresh_keys=lambda: public_keys(settings.checkpoint_keys, settings),
+            ),
             lag=LagMeter(
                 settings.kafka_bootstrap_servers,
                 settings.topic_prefix,

@@ -9,12 +9,14 @@ kept incrementally: the tree of each service's log grows as checkpoints are chec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,17 +43,26 @@ class _Log:
 
 
 class CheckpointWatch:
+    KEYS_REFRESH_SECONDS = 30.0
+    """At most this often the keys are read again for a checkpoint naming an unknown one."""
+
     def __init__(
         self,
         engine: AsyncEngine,
         keys: Mapping[str, bytes],
         clock: Clock,
         grace: timedelta = timedelta(seconds=60),
+        refresh_keys: Callable[[], Mapping[str, bytes]] | None = None,
     ) -> None:
+        """``refresh_keys`` reads the services' keys again (``GET /v1/keys``, blocking: run
+        in a thread): a service that rotated its key signs with one oversight has not seen
+        yet, and its checkpoints are checked with it rather than found unsigned."""
         self.engine = engine
         self.keys = dict(keys)
         self.clock = clock
         self.grace = grace
+        self._refresh_keys = refresh_keys
+        self._refreshed_at = float("-inf")
         self._logs: dict[str, _Log] = {}
 
     async def record(self, received: Sequence[tuple[str, bytes]]) -> int:
@@ -79,6 +90,7 @@ class CheckpointWatch:
         """Check every checkpoint whose events have all arrived, oldest first; returns how
         many were settled."""
         settled = 0
+        await self._learn_new_keys()
         async with self.engine.begin() as connection:
             services = (
                 await connection.scalars(
@@ -90,6 +102,31 @@ class CheckpointWatch:
         for service in services:
             settled += await self._check_service(service)
         return settled
+
+    async def _learn_new_keys(self) -> None:
+        """Read the keys again, outside any transaction, when a pending checkpoint names a
+        key not known yet (at most every ``KEYS_REFRESH_SECONDS``: a forger naming made-up
+        keys costs the services one request per interval)."""
+        if self._refresh_keys is None:
+            return
+        if time.monotonic() - self._refreshed_at < self.KEYS_REFRESH_SECONDS:
+            return
+        async with self.engine.connect() as connection:
+            documents = (
+                await connection.scalars(
+                    sa.select(checkpoints.c.document)
+                    .where(checkpoints.c.verified.is_(None))
+                    .where(checkpoints.c.tree_size >= 0)
+                )
+            ).all()
+        named = {json.loads(d).get("key_id") for d in documents}
+        if not named - set(self.keys):
+            return
+        self._refreshed_at = time.monotonic()
+        try:
+            self.keys.update(await asyncio.to_thread(self._refresh_keys))
+        except Exception as error:  # the services' keys are unreachable: try next interval
+            log.warning("could not read the services' checkpoint keys again: %r", error)
 
     async def _check_service(self, service: str) -> int:
         settled = 0
