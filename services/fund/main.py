@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.fund.adapters.tables import capacity, ledger_entries, support_grants
-from services.fund.domain.events import EVENTS
+from services.fund.domain.events import CAPACITY_EVENTS, EVENTS
 from services.fund.domain.funds import catalogue_version, load_funds
 from services.fund.entrypoints.api import applications, router
 from services.fund.service_layer import FundService
 from shared.clock import Clock, SystemClock
+from shared.contracts import Actor, Role
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for
 from shared.kit.payouts import LedgerPayouts
@@ -19,6 +20,8 @@ from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
 
+CATALOGUE = Actor(sub="fund-catalogue", role=Role.SYSTEM)
+"""Who records what the catalogue does to a fund's capacity."""
 ABOUT = """Fund service.
 Investments from the public mega fund and its sub-funds: verification against the fund's
 remit and capacity, committee votes, commitment, tranches paid on milestones, and the
@@ -42,8 +45,14 @@ def create_app(
     the_clock = clock or SystemClock()
 
     async def start(runtime: ServiceRuntime) -> FundService:
-        async with runtime.store.engine.begin() as connection:
-            await capacity.ensure(connection, {f.id: f.capacity for f in funds.values()})
+        await capacity.apply_catalogue(
+            runtime.store,
+            {f.id: f.capacity for f in funds.values()},
+            CAPACITY_EVENTS,
+            stream="capacity",
+            document=document,
+            actor=CATALOGUE,
+        )
         return FundService(
             runtime.store,
             funds,

@@ -16,7 +16,7 @@ from services.voucher.adapters.tables import (
     support_grants,
 )
 from services.voucher.domain.errors import DuplicateProvider
-from services.voucher.domain.events import EVENTS, PROGRAMME
+from services.voucher.domain.events import BUDGET_EVENTS, EVENTS, PROGRAMME
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import applications, router
 from services.voucher.entrypoints.consumers import expire_vouchers_periodically, pay_due_payouts
@@ -59,8 +59,14 @@ def create_app(
     support = SupportBook(support_grants, PROGRAMME, policy)
 
     async def start(runtime: ServiceRuntime) -> VoucherService:
-        async with runtime.store.engine.begin() as connection:
-            await budgets.ensure(connection, {p.id: p.budget_total for p in programmes.values()})
+        await budgets.apply_catalogue(
+            runtime.store,
+            {p.id: p.budget_total for p in programmes.values()},
+            BUDGET_EVENTS,
+            stream="budget",
+            document=document,
+            actor=SEEDER,
+        )
         gateway = payouts or _gateway(settings)
         attempts = None
         if not gateway.in_database:

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from services.fund.domain.funds import MAX_WON, Committee, Remit, Stage
 from shared.domain import EventPayload, EventRegistry, Firm, Part, lifecycle
+from shared.domain.pools import PoolCut, PoolEvents, PoolOpened, PoolToppedUp
 from shared.domain.support import SupportConflictDetected, SupportFacts
 
 AmountWon = Annotated[int, Field(gt=0, le=MAX_WON)]
@@ -244,6 +245,40 @@ class InvestmentCancelled(EventPayload):
     reason: Note
 
 
+# --- a fund's capacity, as the catalogue sets it ---------------------------------------------
+
+
+class CapacityOpened(PoolOpened):
+    """A fund's capacity, as first recorded in the log (on the stream ``capacity:<id>``):
+    the catalogue's capacity when the fund is new; the capacity and what was available as
+    found, for a fund older than these events."""
+
+    event_type: ClassVar[str] = "fund.capacity.opened"
+    fund_id: Ref
+
+
+class CapacityToppedUp(PoolToppedUp):
+    """The catalogue raised the fund's capacity: capacity and available rose by ``change``
+    (the fund's own pool only: a parent's capacity is its own catalogue entry)."""
+
+    event_type: ClassVar[str] = "fund.capacity.topped_up"
+    fund_id: Ref
+
+
+class CapacityCut(PoolCut):
+    """The catalogue lowered the fund's capacity: capacity and available fell by ``change``,
+    which was available (a cut below what is committed and disbursed is refused)."""
+
+    event_type: ClassVar[str] = "fund.capacity.cut"
+    fund_id: Ref
+
+
+CAPACITY_EVENTS = PoolEvents(
+    CapacityOpened, CapacityToppedUp, CapacityCut, id_field="fund_id", noun="fund capacity"
+)
+"""How the service records what the catalogue does to a fund's capacity."""
+
+
 def _types(*payloads: type[EventPayload]) -> tuple[str, ...]:
     return tuple(payload.event_type for payload in payloads)
 
@@ -258,6 +293,9 @@ class E:
     COMMITTED, CO_INVESTMENT_RECORDED = _types(InvestmentCommitted, CoInvestmentRecorded)
     TRANCHE_RELEASED, TRANCHE_PAID, COMPLETED, CANCELLED = _types(
         TrancheReleased, TranchePaid, InvestmentCompleted, InvestmentCancelled
+    )
+    CAPACITY_OPENED, CAPACITY_TOPPED_UP, CAPACITY_CUT = _types(
+        CapacityOpened, CapacityToppedUp, CapacityCut
     )
     SUPPORT_CONFLICT = SupportConflictDetected.event_type
     """Recorded by the support detector on an aggregate of its own (see shared.domain.support)."""
@@ -278,6 +316,9 @@ EVENTS = EventRegistry(
         TranchePaid,
         InvestmentCompleted,
         InvestmentCancelled,
+        CapacityOpened,
+        CapacityToppedUp,
+        CapacityCut,
         SupportConflictDetected,
     ],
 )
@@ -286,6 +327,7 @@ EVENTS.upcaster(E.REJECTED, from_version=1)(lifecycle.rejection_v1_compared_no_s
 
 
 __all__ = [
+    "CAPACITY_EVENTS",
     "EVENTS",
     "PROGRAMME",
     "ApplicationApproved",
@@ -293,6 +335,9 @@ __all__ = [
     "ApplicationSubmitted",
     "ApplicationVerified",
     "ApplicationWithdrawn",
+    "CapacityCut",
+    "CapacityOpened",
+    "CapacityToppedUp",
     "CoInvestmentRecorded",
     "CoInvestor",
     "DueDiligence",

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.fund.domain.funds import Fund, lineage
 from services.oversight.adapters.tables import received, standings, transitions
+from services.oversight.domain.standing import POOL_EVENT_TYPES, pool_totals
+from shared.contracts import Envelope
 from shared.contracts.envelope import format_timestamp
 from shared.domain.support import SupportConflictDetected
 
@@ -21,7 +23,9 @@ CONFLICT = SupportConflictDetected.event_type
 
 @dataclass(frozen=True)
 class Budgets:
-    """What the programmes may spend, from the catalogues the services load."""
+    """What the programmes may spend, from the catalogues the services load: the totals
+    until the services' own events say them (see :func:`recorded_totals`), and the funds'
+    parents always."""
 
     voucher: Mapping[str, int]
     """Each voucher programme's budget."""
@@ -29,8 +33,21 @@ class Budgets:
     """Each fund, with its capacity and parent."""
 
 
+async def recorded_totals(connection: AsyncConnection) -> dict[tuple[str, str], int]:
+    """Each budget's and fund capacity's total as the services' events last set it
+    (opened, topped up, cut), by ``(service, pool id)``."""
+    rows = await connection.execute(
+        sa.select(received.c.service, received.c.envelope).where(
+            received.c.type.in_(POOL_EVENT_TYPES)
+        )
+    )
+    return pool_totals((service, Envelope.model_validate_json(text)) for service, text in rows)
+
+
 async def programmes(connection: AsyncConnection, budgets: Budgets) -> list[dict[str, Any]]:
-    """Per programme: applications by status and the money figures of its service."""
+    """Per programme: applications by status and the money figures of its service. A
+    budget's or capacity's total is the one its events recorded (the catalogue's as the
+    service last applied it), else the catalogue's oversight reads."""
     s = standings
     counted = await connection.execute(
         sa.select(s.c.service, s.c.programme_id, s.c.status, sa.func.count()).group_by(
@@ -59,6 +76,9 @@ async def programmes(connection: AsyncConnection, budgets: Budgets) -> list[dict
         statuses.setdefault(("voucher", programme_id), {})
     for fund_id in budgets.funds:
         statuses.setdefault(("fund", fund_id), {})
+    recorded = await recorded_totals(connection)
+    for key in recorded:
+        statuses.setdefault(key, {})
     fund_totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for (service, fund_id), (committed, paid, _, _) in money.items():
         if service == "fund":
@@ -70,7 +90,7 @@ async def programmes(connection: AsyncConnection, budgets: Budgets) -> list[dict
         committed, paid, certified, clawed_back = money.get((service, programme_id), (0, 0, 0, 0))
         figures: dict[str, int]
         if service == "voucher":
-            total = budgets.voucher.get(programme_id, 0)
+            total = recorded.get((service, programme_id), budgets.voucher.get(programme_id, 0))
             figures = {
                 "budget_total": total,
                 "committed": committed,
@@ -79,7 +99,9 @@ async def programmes(connection: AsyncConnection, budgets: Budgets) -> list[dict
             }
         elif service == "fund":
             fund = budgets.funds.get(programme_id)
-            capacity = fund.capacity if fund is not None else 0
+            capacity = recorded.get(
+                (service, programme_id), fund.capacity if fund is not None else 0
+            )
             committed, disbursed = fund_totals[programme_id]
             figures = {
                 "capacity": capacity,

@@ -4,7 +4,7 @@ the money it holds or moved). Pure: the read model and the audit tools share it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,8 @@ from services.taxcredit.domain import model as taxcredit
 from services.voucher.domain import events as voucher_events
 from services.voucher.domain import model as voucher
 from shared.contracts import Envelope
+from shared.domain import EventRegistry
+from shared.domain.pools import PoolEvents, total_after
 from shared.domain.support import SupportConflictDetected
 
 
@@ -117,6 +119,41 @@ EVENT_TYPES: tuple[str, ...] = tuple(
 """Every event type the programmes publish (each is an SSE event name on the stream)."""
 
 
+POOLS: dict[str, tuple[EventRegistry, PoolEvents]] = {
+    "voucher": (voucher_events.EVENTS, voucher_events.BUDGET_EVENTS),
+    "fund": (fund_events.EVENTS, fund_events.CAPACITY_EVENTS),
+}
+"""The programme services whose budgets or capacities are pools the catalogue sets."""
+
+POOL_EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted(
+        kind.event_type
+        for _, kinds in POOLS.values()
+        for kind in (kinds.opened, kinds.topped_up, kinds.cut)
+    )
+)
+"""The events that set a budget's or a fund capacity's total."""
+
+
+def pool_totals(events: Iterable[tuple[str, Envelope]]) -> dict[tuple[str, str], int]:
+    """Each budget's and fund capacity's total as its last event set it, by ``(service,
+    pool id)``, from ``(service, envelope)`` pairs of :data:`POOL_EVENT_TYPES` in any order
+    (copies allowed): what the service's pool holds as its total, folded from the log."""
+    last: dict[tuple[str, str], Envelope] = {}
+    for service, envelope in events:
+        key = (service, envelope.aggregate_id)
+        if key not in last or last[key].aggregate_seq < envelope.aggregate_seq:
+            last[key] = envelope
+    totals: dict[tuple[str, str], int] = {}
+    for (service, _), envelope in sorted(last.items()):
+        registry, kinds = POOLS[service]
+        payload = registry.parse(envelope)
+        total = total_after(payload)
+        if total is not None:
+            totals[(service, str(getattr(payload, kinds.id_field)))] = total
+    return totals
+
+
 def is_application(service: str, first: Envelope) -> bool:
     """An aggregate is an application when its first event is its programme's submission
     (others: providers, rate tables, support conflicts)."""
@@ -165,11 +202,14 @@ def standing(service: str, events: Sequence[Envelope]) -> Standing:
 
 
 __all__ = [
+    "POOLS",
+    "POOL_EVENT_TYPES",
     "PROGRAMMES",
     "Money",
     "Programme",
     "Standing",
     "Transition",
     "is_application",
+    "pool_totals",
     "standing",
 ]

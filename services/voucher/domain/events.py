@@ -21,6 +21,7 @@ from shared.domain import (
     WithdrawalPayload,
 )
 from shared.domain.lifecycle import rejection_v1_compared_no_support
+from shared.domain.pools import PoolCut, PoolEvents, PoolOpened, PoolToppedUp
 from shared.domain.support import SupportConflictDetected, SupportFacts
 
 PROGRAMME: Final = "voucher"
@@ -50,6 +51,9 @@ class E:
     CLOSED = "voucher.voucher.closed"
     EXPIRED = "voucher.voucher.expired"
     PROVIDER_REGISTERED = "voucher.provider.registered"
+    BUDGET_OPENED = "voucher.budget.opened"
+    BUDGET_TOPPED_UP = "voucher.budget.topped_up"
+    BUDGET_CUT = "voucher.budget.cut"
     SUPPORT_CONFLICT = SupportConflictDetected.event_type
     """Recorded by the support detector on an aggregate of its own (see shared.domain.support)."""
 
@@ -227,6 +231,36 @@ class ProviderRegistered(EventPayload):
     service_categories: list[str]
 
 
+class BudgetOpened(PoolOpened):
+    """A programme's budget, as first recorded in the log (on the stream ``budget:<id>``):
+    the catalogue's total when the programme is new; the total and what was available as
+    found, for a budget older than these events."""
+
+    event_type: ClassVar[str] = E.BUDGET_OPENED
+    programme_id: str
+
+
+class BudgetToppedUp(PoolToppedUp):
+    """The catalogue raised the programme's budget: total and available rose by ``change``."""
+
+    event_type: ClassVar[str] = E.BUDGET_TOPPED_UP
+    programme_id: str
+
+
+class BudgetCut(PoolCut):
+    """The catalogue lowered the programme's budget: total and available fell by ``change``,
+    which was available (a cut below what approvals hold is refused, never recorded)."""
+
+    event_type: ClassVar[str] = E.BUDGET_CUT
+    programme_id: str
+
+
+BUDGET_EVENTS = PoolEvents(
+    BudgetOpened, BudgetToppedUp, BudgetCut, id_field="programme_id", noun="programme budget"
+)
+"""How the service records what the catalogue does to a programme's budget."""
+
+
 EVENTS = EventRegistry(
     "voucher",
     [
@@ -245,6 +279,9 @@ EVENTS = EventRegistry(
         VoucherClosed,
         VoucherExpired,
         ProviderRegistered,
+        BudgetOpened,
+        BudgetToppedUp,
+        BudgetCut,
         SupportConflictDetected,
     ],
 )

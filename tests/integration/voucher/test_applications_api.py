@@ -98,7 +98,9 @@ async def test_bad_input_names_the_field_and_writes_nothing(voucher: VoucherHarn
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "programme_id"
     everything = await voucher.service.store.read_all()
-    assert [e.envelope["type"] for e in everything] == ["voucher.provider.registered"] * 3
+    assert [e.envelope["type"] for e in everything] == ["voucher.budget.opened"] * 2 + [
+        "voucher.provider.registered"
+    ] * 3
 
 
 async def test_another_firms_application_is_404(voucher: VoucherHarness) -> None:
