@@ -12,6 +12,7 @@ rather than the last one silently winning (a proxy or a log may have read the fi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -86,3 +87,69 @@ async def _refuse(scope: Scope, send: Send, field: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/stream"})
+"""Never refused for load: the probes and scrapes that must see an overloaded process, and
+oversight's event stream (open for as long as a ministry watches: it would hold a slot)."""
+
+
+@dataclass
+class Load:
+    """What a process's :class:`LoadShedder` counts (read by its ``/metrics``)."""
+
+    in_progress: int = 0
+    refused_total: int = 0
+
+
+class LoadShedder:
+    """ASGI middleware: beyond ``limit`` requests in progress, a new one is refused at once
+    with 503 and ``Retry-After`` rather than queued behind the others for the database's
+    connections. A saturated service then answers quickly either way, and clients (and
+    load balancers) retry elsewhere or later, instead of waiting minutes."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, load: Load | None = None, retry_after_seconds: int = 1
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.load = load or Load()
+        self.retry_after = str(retry_after_seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0 or scope.get("path") in UNSHED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        load = self.load
+        if load.in_progress >= self.limit:
+            load.refused_total += 1
+            await self._refuse(scope, send)
+            return
+        load.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            load.in_progress -= 1
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = {
+            "type": TYPE_BASE + "overloaded",
+            "title": "Service overloaded",
+            "status": 503,
+            "detail": f"{self.limit} requests are in progress here; try again after "
+            f"{self.retry_after} s",
+            "instance": scope.get("path", "").replace("\x00", "\ufffd"),
+        }
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"retry-after", self.retry_after.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

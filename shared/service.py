@@ -35,7 +35,7 @@ from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
 from shared.clock import Clock, SystemClock
 from shared.domain import Conflict, EventRegistry, Forbidden, NotFound, Unprocessable
-from shared.edge import EdgeGuard
+from shared.edge import EdgeGuard, Load, LoadShedder
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.idempotency import document_required_keys
 from shared.migrations import migrations_of
@@ -94,6 +94,18 @@ class RuntimeCollector:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
+        load: Load | None = getattr(self.runtime.app.state, "load", None)
+        if load is not None:
+            in_progress = GaugeMetricFamily(
+                "incentives_requests_in_progress", "Requests this process is serving"
+            )
+            in_progress.add_metric([], load.in_progress)
+            refused = CounterMetricFamily(
+                "incentives_requests_refused_overloaded",
+                "Requests refused with 503 because too many were in progress",
+            )
+            refused.add_metric([], load.refused_total)
+            yield from (in_progress, refused)
         relay = self.runtime.extras.get("relay")
         if relay is not None:
             published = CounterMetricFamily(
@@ -381,6 +393,9 @@ def create_service_app(
     if publishes:
         app.include_router(audit_router())
     app.add_middleware(EdgeGuard)
+    # outermost: an overloaded process refuses before it reads anything of the request
+    app.state.load = Load()
+    app.add_middleware(LoadShedder, limit=settings.max_requests_in_progress, load=app.state.load)
     install_problem_handlers(
         app,
         {

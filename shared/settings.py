@@ -110,6 +110,10 @@ class ServiceSettings(BaseSettings):
     is not used. Unset: HS256 with ``jwt_secret`` (development: a secret in ``state_dir``)."""
     relay_batch_size: int = 1000
     kafka_session_timeout_ms: int = 6000
+    max_requests_in_progress: int = Field(default=128, ge=0)
+    """Requests one process serves at once; beyond it a request is refused at once with
+    503 and ``Retry-After: 1`` instead of queueing (0: no limit). The probes, ``/metrics``
+    and oversight's event stream are never refused."""
     broker_startup_wait_seconds: float = Field(default=60.0, ge=0)
     """How long a starting service waits for the broker before it gives up: one restarted
     while the broker is away (restarting itself) comes up once it is back."""
