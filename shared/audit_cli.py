@@ -367,7 +367,11 @@ def verify(
     source: SourceOption = None,
     token: TokenOption = None,
     keys: Annotated[
-        str | None, typer.Option(help="a GET /v1/keys document: its URL or a file")
+        list[str] | None,
+        typer.Option(
+            help="a GET /v1/keys document, its URL or a file (repeat it); default: the "
+            "--source's, else INCENTIVES_CHECKPOINT_KEYS, else the development key"
+        ),
     ] = None,
     sealing_seconds: Annotated[float, typer.Option(help="the services' sealing interval")] = 5.0,
     as_json: JsonOption = False,
@@ -376,8 +380,10 @@ def verify(
     and that every event old enough is sealed. Exit 0: no finding; 1: findings."""
     settings = ServiceSettings()
     services = services_of(service, source)
-    key_source = keys or (f"{source.rstrip('/')}/v1/keys" if source else None)
-    public = public_keys([key_source] if key_source else [], settings)
+    key_sources = keys or (
+        [f"{source.rstrip('/')}/v1/keys"] if source else list(settings.checkpoint_keys)
+    )
+    public = public_keys(key_sources, settings)
     total = Report()
     with log_reader(
         settings,

@@ -370,8 +370,8 @@ async def copy_topic(bootstrap: str, source: str, target: str, change: Any) -> N
         await producer.stop()
 
 
-def run_audit(*arguments: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(app, ["audit", "verify", "--json", *arguments])
+def run_audit(*arguments: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, ["audit", "verify", "--json", *arguments], env=env)
     return result.exit_code, json.loads(result.stdout[result.stdout.index("{") :])
 
 
@@ -394,6 +394,18 @@ async def test_the_audit_command_finds_nothing_in_the_log_and_what_was_done_to_a
     code, report = await asyncio.to_thread(run_audit, "--topic-prefix", prefix, *common)
     assert code == 0, report
     assert report["ok"] and report["checked"]["voucher.events"] >= latest["tree_size"]
+
+    # where oversight runs in production: no --keys, no signing key of its own; the keys
+    # come from INCENTIVES_CHECKPOINT_KEYS, as oversight's own do
+    production = {
+        "INCENTIVES_ENVIRONMENT": "production",
+        "INCENTIVES_CHECKPOINT_KEYS": json.dumps([str(keys)]),
+        "INCENTIVES_STATE_DIR": str(tmp_path / "elsewhere"),
+    }
+    code, report = await asyncio.to_thread(
+        run_audit, "--topic-prefix", prefix, *common[:4], env=production
+    )
+    assert code == 0 and report["ok"], report
 
     def tamper(record: Any) -> bytes | None:
         position = int(dict(record.headers)["position"])
