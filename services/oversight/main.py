@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from importlib import resources
@@ -36,6 +37,8 @@ from shared.service import ServiceRuntime, create_service_app
 from shared.settings import ServiceSettings
 from shared.topics import DLQ_TOPIC, SERVICES, checkpoints_topic, events_topic
 
+log = logging.getLogger(__name__)
+
 READ_MODEL_FETCH_WAIT_MS = 100
 
 
@@ -62,7 +65,12 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
         )
 
     async def startup(runtime: ServiceRuntime) -> None:
-        keys = await asyncio.to_thread(public_keys, settings.checkpoint_keys, settings)
+        unreadable = None
+        try:
+            keys = await asyncio.to_thread(public_keys, settings.checkpoint_keys, settings)
+        except Exception as error:  # a service not serving its keys yet: read them later
+            log.warning("the services' checkpoint keys cannot be read yet: %r", error)
+            keys, unreadable = {}, repr(error)[:300]
         engine = runtime.store.engine
         events = [runtime.topic(events_topic(s)) for s in SERVICES]
         subscriber: Any = None
@@ -75,6 +83,7 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
                 keys,
                 the_clock,
                 refresh_keys=lambda: public_keys(settings.checkpoint_keys, settings),
+                keys_unreadable=unreadable,
             ),
             lag=LagMeter(
                 settings.kafka_bootstrap_servers,

@@ -23,6 +23,17 @@ NOW = datetime(2027, 1, 2, 3, 0, tzinfo=UTC)
 OLD = SigningKey.from_seed(b"o" * 32, datetime(2026, 1, 1, tzinfo=UTC), "voucher-2026")
 NEW = SigningKey.from_seed(b"n" * 32, datetime(2027, 1, 1, tzinfo=UTC), "voucher-2027")
 EVENT_HASH = "ab" * 32
+RECEIVED = {
+    "service": "voucher",
+    "position": 1,
+    "event_id": "e-1",
+    "aggregate_id": "app-1",
+    "aggregate_seq": 1,
+    "type": "voucher.application.submitted",
+    "occurred_at": NOW,
+    "hash": EVENT_HASH,
+    "envelope": "{}",
+}
 
 
 def checkpoint(key: SigningKey, key_id: str | None = None) -> bytes:
@@ -58,19 +69,7 @@ async def verdict(
     try:
         await migrated(engine, "oversight")
         async with engine.begin() as connection:
-            await connection.execute(
-                sa.insert(received).values(
-                    service="voucher",
-                    position=1,
-                    event_id="e-1",
-                    aggregate_id="app-1",
-                    aggregate_seq=1,
-                    type="voucher.application.submitted",
-                    occurred_at=NOW,
-                    hash=EVENT_HASH,
-                    envelope="{}",
-                )
-            )
+            await connection.execute(sa.insert(received).values(**RECEIVED))
         watch = CheckpointWatch(
             engine,
             {OLD.key_id: OLD.public_key},
@@ -114,3 +113,41 @@ async def test_a_made_up_key_id_is_still_unsigned_and_costs_one_read(database_ur
 async def test_a_known_key_reads_nothing_again(database_url: str) -> None:
     both = {OLD.key_id: OLD.public_key, NEW.key_id: NEW.public_key}
     assert await verdict(database_url, checkpoint(OLD), both) == ((True, None), 0)
+
+
+async def test_keys_that_cannot_be_read_yet_leave_the_checkpoint_waiting_not_unsigned(
+    database_url: str,
+) -> None:
+    """Oversight started before the services served their keys (a first deployment): the
+    checkpoint waits, saying why, and verifies once the keys can be read."""
+    engine = create_engine(database_url)
+    answers: list[Exception | Mapping[str, bytes]] = [
+        ConnectionError("voucher is not up"),
+        {OLD.key_id: OLD.public_key},
+    ]
+
+    def read_keys() -> Mapping[str, bytes]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    try:
+        await migrated(engine, "oversight")
+        async with engine.begin() as connection:
+            await connection.execute(sa.insert(received).values(**RECEIVED))
+        watch = CheckpointWatch(
+            engine, {}, FixedClock(NOW), refresh_keys=read_keys, keys_unreadable="not up yet"
+        )
+        watch.KEYS_REFRESH_SECONDS = 0
+        await watch.record([("voucher", checkpoint(OLD))])
+        await watch.check_pending()
+        async with engine.connect() as connection:
+            row = (await connection.execute(sa.select(checkpoints))).one()
+        assert row.verified is None and "voucher is not up" in row.finding
+        await watch.check_pending()
+        async with engine.connect() as connection:
+            row = (await connection.execute(sa.select(checkpoints))).one()
+        assert (row.verified, row.finding) == (True, None) and answers == []
+    finally:
+        await engine.dispose()

@@ -53,16 +53,20 @@ class CheckpointWatch:
         clock: Clock,
         grace: timedelta = timedelta(seconds=60),
         refresh_keys: Callable[[], Mapping[str, bytes]] | None = None,
+        keys_unreadable: str | None = None,
     ) -> None:
         """``refresh_keys`` reads the services' keys again (``GET /v1/keys``, blocking: run
         in a thread): a service that rotated its key signs with one oversight has not seen
-        yet, and its checkpoints are checked with it rather than found unsigned."""
+        yet, and its checkpoints are checked with it rather than found unsigned.
+        ``keys_unreadable``: why the keys could not be read at start (a service not up
+        yet): until they can, a checkpoint naming a key not known waits, unjudged."""
         self.engine = engine
         self.keys = dict(keys)
         self.clock = clock
         self.grace = grace
         self._refresh_keys = refresh_keys
         self._refreshed_at = float("-inf")
+        self._unreadable = keys_unreadable
         self._logs: dict[str, _Log] = {}
 
     async def record(self, received: Sequence[tuple[str, bytes]]) -> int:
@@ -125,8 +129,10 @@ class CheckpointWatch:
         self._refreshed_at = time.monotonic()
         try:
             self.keys.update(await asyncio.to_thread(self._refresh_keys))
+            self._unreadable = None
         except Exception as error:  # the services' keys are unreachable: try next interval
             log.warning("could not read the services' checkpoint keys again: %r", error)
+            self._unreadable = repr(error)[:300]
 
     async def _check_service(self, service: str) -> int:
         settled = 0
@@ -181,6 +187,11 @@ class CheckpointWatch:
             return False, (
                 f"inserted: {held} events at or below position {row.last_position}, "
                 f"the checkpoint seals {row.tree_size}"
+            )
+        if document["key_id"] not in self.keys and self._unreadable is not None:
+            return None, (
+                f"waiting: signed by key {document['key_id']!r}, not known yet, and the "
+                f"services' keys cannot be read now ({self._unreadable})"
             )
         findings = []
         root = await self._root(connection, service, row.last_position, row.tree_size)
