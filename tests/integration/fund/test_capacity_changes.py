@@ -4,7 +4,6 @@ committed stops the service from starting and changes nothing. Oversight's figur
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,7 @@ import pytest
 from services.fund.domain.funds import load_funds
 from services.fund.main import create_app
 from services.oversight.adapters import queries
-from services.oversight.adapters.readmodel import ReadModel
-from services.oversight.adapters.tables import metadata as oversight_tables
-from shared.clock import SystemClock
-from shared.consumer import Delivery
-from shared.contracts import Envelope
 from shared.domain.pools import CutRefused
-from shared.eventstore import EventStore, create_engine
 from tests.integration.fund.conftest import (
     GOIF,
     MEGA,
@@ -31,6 +24,7 @@ from tests.integration.fund.conftest import (
     vote,
 )
 from tests.integration.harness import ServiceHarness, Start, wait_for_status
+from tests.integration.oversight_figures import oversight_money
 
 CAPACITY = ("fund.capacity.opened", "fund.capacity.topped_up", "fund.capacity.cut")
 FIGURES = ("capacity", "committed", "disbursed", "available")
@@ -46,38 +40,6 @@ async def capacity_events(harness: ServiceHarness) -> list[dict[str, Any]]:
 
 async def figures(harness: ServiceHarness) -> dict[str, dict[str, int]]:
     return {f: {k: v[k] for k in FIGURES} for f, v in (await funds(harness)).items()}
-
-
-async def oversight_figures(harness: ServiceHarness, tmp_path: Path) -> dict[str, dict[str, int]]:
-    """Oversight's money figures after taking in the service's whole log, with the packaged
-    catalogue oversight loaded at its own start (not the changed file)."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/oversight.db")
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(oversight_tables.drop_all)
-            await connection.run_sync(oversight_tables.create_all)
-        batch = [
-            (
-                Envelope.model_validate(e.envelope),
-                Delivery(
-                    topic="fund.events",
-                    partition=0,
-                    offset=e.position,
-                    key=e.envelope["aggregate_id"].encode(),
-                    value=json.dumps(e.envelope).encode(),
-                    headers=(("position", str(e.position).encode()),),
-                ),
-            )
-            for e in await harness.service.store.read_all(limit=10_000)
-        ]
-        async with EventStore(engine, SystemClock()).transaction() as uow:
-            await ReadModel("").apply(uow, batch)
-        budgets = queries.Budgets({}, load_funds(default_catalogue()))
-        async with engine.connect() as connection:
-            found = await queries.programmes(connection, budgets)
-        return {p["programme_id"]: p["money"] for p in found if p["service"] == "fund"}
-    finally:
-        await engine.dispose()
 
 
 async def test_capacity_changes_are_recorded_once_and_a_cut_below_commitments_is_refused(
@@ -135,7 +97,8 @@ async def test_capacity_changes_are_recorded_once_and_a_cut_below_commitments_is
             "disbursed": 0,
             "available": 897_000_000_000,
         }
-        assert await oversight_figures(fund, tmp_path) == now
+        funds = queries.Budgets({}, load_funds(default_catalogue()))
+        assert await oversight_money(fund, tmp_path, "fund", funds) == now
 
     with pytest.raises(CutRefused, match=GOIF) as refused:
         async with start_service(

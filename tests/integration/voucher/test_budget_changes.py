@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.oversight.adapters import queries
-from services.oversight.adapters.readmodel import ReadModel
-from services.oversight.adapters.tables import metadata as oversight_tables
 from services.voucher.main import create_app, default_catalogue
-from shared.clock import SystemClock
-from shared.consumer import Delivery
-from shared.contracts import Envelope
 from shared.contracts.canonical import canonical_json
 from shared.domain.pools import CutRefused
-from shared.eventstore import EventStore, create_engine
 from tests.integration.harness import ServiceHarness, Start
+from tests.integration.oversight_figures import oversight_money
 from tests.integration.voucher.conftest import application_body, wait_for_status
 
 CLUSTER = "cluster-startup-support-2026"
@@ -51,38 +45,6 @@ async def money(harness: ServiceHarness) -> dict[str, dict[str, int]]:
     response = await harness.client.get("/v1/programmes", headers=harness.ministry())
     assert response.status_code == 200, response.text
     return {p["id"]: p["money"] for p in response.json()}
-
-
-async def oversight_money(harness: ServiceHarness, tmp_path: Path) -> dict[str, dict[str, int]]:
-    """Oversight's money figures after taking in the service's whole log, with the
-    catalogue oversight loaded at its own start (the packaged one, not the changed file)."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/oversight.db")
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(oversight_tables.drop_all)
-            await connection.run_sync(oversight_tables.create_all)
-        batch = [
-            (
-                Envelope.model_validate(e.envelope),
-                Delivery(
-                    topic="voucher.events",
-                    partition=0,
-                    offset=e.position,
-                    key=e.envelope["aggregate_id"].encode(),
-                    value=json.dumps(e.envelope).encode(),
-                    headers=(("position", str(e.position).encode()),),
-                ),
-            )
-            for e in await harness.service.store.read_all(limit=10_000)
-        ]
-        async with EventStore(engine, SystemClock()).transaction() as uow:
-            await ReadModel("").apply(uow, batch)
-        packaged = {p["id"]: p["budget_total"] for p in default_catalogue()["programmes"]}
-        async with engine.connect() as connection:
-            found = await queries.programmes(connection, queries.Budgets(packaged, {}))
-        return {p["programme_id"]: p["money"] for p in found if p["service"] == "voucher"}
-    finally:
-        await engine.dispose()
 
 
 async def test_budget_changes_are_recorded_once_and_a_cut_below_what_is_held_is_refused(
@@ -153,7 +115,9 @@ async def test_budget_changes_are_recorded_once_and_a_cut_below_what_is_held_is_
         assert figures[CLUSTER]["budget_total"] == 3_000_000_000
         assert figures[CLUSTER]["available"] == 2_992_000_000
         assert figures[BIO]["budget_total"] == figures[BIO]["available"] == 1_500_000_000
-        assert await oversight_money(voucher, tmp_path) == figures
+        packaged = {p["id"]: p["budget_total"] for p in default_catalogue()["programmes"]}
+        budgets = queries.Budgets(packaged, {})
+        assert await oversight_money(voucher, tmp_path, "voucher", budgets) == figures
 
     too_far = catalogue("2026-4", **{CLUSTER: 5_000_000, BIO: 9_000_000_000})
     with pytest.raises(CutRefused, match=CLUSTER) as refused:
