@@ -67,22 +67,36 @@ class EdgeGuard:
 
 
 async def _refuse(scope: Scope, send: Send, field: str, message: str) -> None:
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + "validation",
-        "title": "Invalid request",
-        "status": 422,
-        "detail": f"check {field}",
-        "instance": scope.get("path", "").replace("\x00", "\ufffd"),
-        "errors": [{"field": field, "message": message}],
-    }
+    await send_problem(
+        send,
+        {
+            "type": TYPE_BASE + "validation",
+            "title": "Invalid request",
+            "status": 422,
+            "detail": f"check {field}",
+            "instance": _instance(scope),
+            "errors": [{"field": field, "message": message}],
+        },
+    )
+
+
+def _instance(scope: Scope) -> str:
+    return str(scope.get("path", "")).replace("\x00", "\ufffd")
+
+
+async def send_problem(
+    send: Send, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer with ``body`` as problem+json, before any route (ASGI, no framework)."""
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 422,
+            "status": body["status"],
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(payload)).encode()),
+                *headers,
             ],
         }
     )
@@ -132,24 +146,15 @@ class LoadShedder:
             load.in_progress -= 1
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = {
-            "type": TYPE_BASE + "overloaded",
-            "title": "Service overloaded",
-            "status": 503,
-            "detail": f"{self.limit} requests are in progress here; try again after "
-            f"{self.retry_after} s",
-            "instance": scope.get("path", "").replace("\x00", "\ufffd"),
-        }
-        payload = json.dumps(body).encode()
-        await send(
+        await send_problem(
+            send,
             {
-                "type": "http.response.start",
+                "type": TYPE_BASE + "overloaded",
+                "title": "Service overloaded",
                 "status": 503,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"retry-after", self.retry_after.encode()),
-                ],
-            }
+                "detail": f"{self.limit} requests are in progress here; try again after "
+                f"{self.retry_after} s",
+                "instance": _instance(scope),
+            },
+            headers=((b"retry-after", self.retry_after.encode()),),
         )
-        await send({"type": "http.response.body", "body": payload})
