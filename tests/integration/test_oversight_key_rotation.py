@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.oversight.adapters.checkpoints import CheckpointWatch
 from services.oversight.adapters.tables import checkpoints, received
@@ -52,12 +54,31 @@ def checkpoint(key: SigningKey, key_id: str | None = None) -> bytes:
     return json.dumps(document).encode()
 
 
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """Oversight's database, holding the one event the checkpoints seal."""
+    engine = create_engine(database_url)
+    await migrated(engine, "oversight")
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(received).values(**RECEIVED))
+    yield engine
+    await engine.dispose()
+
+
+async def standing(engine: AsyncEngine) -> tuple[bool | None, str | None]:
+    """``(verified, finding)`` of the one checkpoint received."""
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(sa.select(checkpoints.c.verified, checkpoints.c.finding))
+        ).one()
+    return row.verified, row.finding
+
+
 async def verdict(
-    database_url: str, value: bytes, refresh: Mapping[str, bytes] | None
+    engine: AsyncEngine, value: bytes, refresh: Mapping[str, bytes] | None
 ) -> tuple[tuple[bool | None, str | None], int]:
     """What oversight, knowing only the old key, makes of ``value``: ``(verified,
     finding)``, and how often it read the keys again (``refresh``: what it would find)."""
-    engine = create_engine(database_url)
     calls = 0
 
     def read_keys() -> Mapping[str, bytes]:
@@ -66,61 +87,50 @@ async def verdict(
         assert refresh is not None
         return refresh
 
-    try:
-        await migrated(engine, "oversight")
-        async with engine.begin() as connection:
-            await connection.execute(sa.insert(received).values(**RECEIVED))
-        watch = CheckpointWatch(
-            engine,
-            {OLD.key_id: OLD.public_key},
-            FixedClock(NOW),
-            refresh_keys=read_keys if refresh is not None else None,
-        )
-        assert await watch.record([("voucher", value)]) == 1
-        await watch.check_pending()
-        await watch.check_pending()  # a second round reads nothing again within the interval
-        async with engine.connect() as connection:
-            row = (
-                await connection.execute(sa.select(checkpoints.c.verified, checkpoints.c.finding))
-            ).one()
-        return (row.verified, row.finding), calls
-    finally:
-        await engine.dispose()
+    watch = CheckpointWatch(
+        engine,
+        {OLD.key_id: OLD.public_key},
+        FixedClock(NOW),
+        refresh_keys=read_keys if refresh is not None else None,
+    )
+    assert await watch.record([("voucher", value)]) == 1
+    await watch.check_pending()
+    await watch.check_pending()  # a second round reads nothing again within the interval
+    return await standing(engine), calls
 
 
 async def test_a_checkpoint_under_a_rotated_key_verifies_once_the_keys_are_read_again(
-    database_url: str,
+    engine: AsyncEngine,
 ) -> None:
     both = {OLD.key_id: OLD.public_key, NEW.key_id: NEW.public_key}
-    assert await verdict(database_url, checkpoint(NEW), both) == ((True, None), 1)
+    assert await verdict(engine, checkpoint(NEW), both) == ((True, None), 1)
 
 
 async def test_without_reading_the_keys_again_it_would_stand_as_unsigned(
-    database_url: str,
+    engine: AsyncEngine,
 ) -> None:
-    (verified, finding), _ = await verdict(database_url, checkpoint(NEW), None)
+    (verified, finding), _ = await verdict(engine, checkpoint(NEW), None)
     assert verified is False and "bad_signature" in str(finding)
 
 
-async def test_a_made_up_key_id_is_still_unsigned_and_costs_one_read(database_url: str) -> None:
+async def test_a_made_up_key_id_is_still_unsigned_and_costs_one_read(engine: AsyncEngine) -> None:
     both = {OLD.key_id: OLD.public_key, NEW.key_id: NEW.public_key}
     forged = checkpoint(SigningKey.from_seed(b"f" * 32, NOW, "voucher-2099"))
-    (verified, finding), calls = await verdict(database_url, forged, both)
+    (verified, finding), calls = await verdict(engine, forged, both)
     assert verified is False and "not signed by key 'voucher-2099'" in str(finding)
     assert calls == 1
 
 
-async def test_a_known_key_reads_nothing_again(database_url: str) -> None:
+async def test_a_known_key_reads_nothing_again(engine: AsyncEngine) -> None:
     both = {OLD.key_id: OLD.public_key, NEW.key_id: NEW.public_key}
-    assert await verdict(database_url, checkpoint(OLD), both) == ((True, None), 0)
+    assert await verdict(engine, checkpoint(OLD), both) == ((True, None), 0)
 
 
 async def test_keys_that_cannot_be_read_yet_leave_the_checkpoint_waiting_not_unsigned(
-    database_url: str,
+    engine: AsyncEngine,
 ) -> None:
     """Oversight started before the services served their keys (a first deployment): the
     checkpoint waits, saying why, and verifies once the keys can be read."""
-    engine = create_engine(database_url)
     answers: list[Exception | Mapping[str, bytes]] = [
         ConnectionError("voucher is not up"),
         {OLD.key_id: OLD.public_key},
@@ -132,22 +142,13 @@ async def test_keys_that_cannot_be_read_yet_leave_the_checkpoint_waiting_not_uns
             raise answer
         return answer
 
-    try:
-        await migrated(engine, "oversight")
-        async with engine.begin() as connection:
-            await connection.execute(sa.insert(received).values(**RECEIVED))
-        watch = CheckpointWatch(
-            engine, {}, FixedClock(NOW), refresh_keys=read_keys, keys_unreadable="not up yet"
-        )
-        watch.KEYS_REFRESH_SECONDS = 0
-        await watch.record([("voucher", checkpoint(OLD))])
-        await watch.check_pending()
-        async with engine.connect() as connection:
-            row = (await connection.execute(sa.select(checkpoints))).one()
-        assert row.verified is None and "voucher is not up" in row.finding
-        await watch.check_pending()
-        async with engine.connect() as connection:
-            row = (await connection.execute(sa.select(checkpoints))).one()
-        assert (row.verified, row.finding) == (True, None) and answers == []
-    finally:
-        await engine.dispose()
+    watch = CheckpointWatch(
+        engine, {}, FixedClock(NOW), refresh_keys=read_keys, keys_unreadable="not up yet"
+    )
+    watch.KEYS_REFRESH_SECONDS = 0
+    await watch.record([("voucher", checkpoint(OLD))])
+    await watch.check_pending()
+    verified, finding = await standing(engine)
+    assert verified is None and "voucher is not up" in str(finding)
+    await watch.check_pending()
+    assert await standing(engine) == (True, None) and answers == []
