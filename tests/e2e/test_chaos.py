@@ -8,9 +8,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from chaos.run import Options, run
 
 
+# about 2.5 minutes alone; on a loaded machine its settling waits stretch past the suite's
+# 300 s, and pytest-timeout's signal then ends the whole session, not just this test
+@pytest.mark.timeout(900)
 def test_a_short_chaos_run_loses_nothing(postgres_server: str, tmp_path: Path) -> None:
     options = Options(
         duration=60,
