@@ -496,12 +496,15 @@ def _lock_key(topic: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def _finish(operation: Coroutine[Any, Any, T], grace: float = 10.0) -> T:
+async def _finish(operation: Coroutine[Any, Any, T], grace: float = 40.0) -> T:
     """Run a database call to its end even if the caller is cancelled meanwhile, then re-raise.
 
     A transaction abandoned half-way can leave its pooled connection inside a
     transaction the pool does not know of; a relay stopping mid-batch must not do that.
     A database that does not answer in ``grace`` seconds does not hold the stop up.
+    ``grace`` outlasts SQLite's busy timeout (30 s): with less, a read waiting for the
+    write lock outlived the stop, still running after the engine was disposed, and a
+    service started again in the same process found the database locked.
     """
     task = asyncio.ensure_future(operation)
     try:
