@@ -282,4 +282,7 @@ async def test_a_firm_sees_officers_as_a_role_and_an_auditor_by_name(
     assert "officer-kim" not in str(firm_chain)
     full = (await voucher.client.get(f"{path}/events", headers=voucher.auth_auditor())).json()
     assert "officer-kim" in str(full) and verify_chain(full).ok
-    assert [e["hash"] for e in full] == [e["hash"] for e in firm_chain]
+    # the issue stage may append meanwhile: the firm's chain is the auditor's up to where
+    # it was read, hashes kept through the redaction
+    assert len(full) >= len(firm_chain)
+    assert [e["hash"] for e in full[: len(firm_chain)]] == [e["hash"] for e in firm_chain]
