@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+class _RollbackOnClose(sqlite3.Connection):
+    """A SQLite connection that ends its transaction before it closes.
+
+    Closed while a statement of it is still alive (a cursor kept by an exception's
+    traceback, after a task was cancelled mid-query), SQLite keeps the connection as a
+    "zombie" until that statement is finalized, and a zombie in a transaction keeps the
+    write lock: every other writer then waits out its busy timeout. Rolling back first
+    leaves the zombie nothing to hold.
+    """
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.rollback()
+        super().close()
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -19,7 +37,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     writers queue for the lock instead of failing half-way through a transaction.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30, "factory": _RollbackOnClose}, **kwargs
+        )
 
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
