@@ -328,7 +328,11 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_service_engine(settings, pool_size=settings.database_pool_size)
         store = EventStore(engine, clock or SystemClock())
-        await _schema(settings, engine)
+        try:
+            await _schema(settings, engine)
+        except BaseException:  # refused (another revision, another service's database)
+            await engine.dispose()
+            raise
         runtime = ServiceRuntime(
             app=app,
             settings=settings,
