@@ -140,6 +140,9 @@ class LogReader:
     a fifth of the memory for a long log, and no payload to walk again."""
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
     """The Kafka connection's security (see ``shared.security``)."""
+    checkpoints: bool = True
+    """Read the checkpoints topic too (from the topics only; ``restore-check`` needs the
+    events alone, and the service's own Kafka user may not read its checkpoints)."""
 
     def read(self, service: str) -> ServiceLog:
         with collector_paused():
@@ -170,8 +173,10 @@ class LogReader:
                 continue
             log.events.append((position, envelope))
         sealed = self.prefix + checkpoints_topic(service)
-        for record in await read_whole_topic(
-            self.bootstrap, sealed, self.progressed, self.kafka_options
+        for record in (
+            await read_whole_topic(self.bootstrap, sealed, self.progressed, self.kafka_options)
+            if self.checkpoints
+            else []
         ):
             try:
                 log.checkpoints.append(json.loads(record.value))

@@ -181,6 +181,7 @@ def restore_check(
         settings.topic_prefix,
         slim=True,
         kafka_options=kafka_client_options(settings),
+        checkpoints=False,
     )
     on_topic = reader.read(service).events
 

@@ -68,10 +68,10 @@ GROUPS: dict[str, set[str]] = {
     "oversight": {"oversight", "oversight-checkpoints"},
 }
 GROUPS["taxcredit"].add(FUND_CO_INVESTMENTS)
-# A programme also reads back its own checkpoints: `incentives restore-check`, run as the
-# service's user (deploy/RUNBOOK.md), reads them with its log (shared/audit_cli.py LogReader).
+# `incentives restore-check`, run as the service's user (deploy/RUNBOOK.md), reads its own
+# events topic only (shared/cli.py: LogReader without checkpoints).
 READS: dict[str, set[str]] = {
-    **{p: {events_topic(q) for q in PROGRAMMES} | {checkpoints_topic(p)} for p in PROGRAMMES},
+    **{p: {events_topic(q) for q in PROGRAMMES} for p in PROGRAMMES},
     "oversight": {events_topic(s) for s in SERVICES} | {checkpoints_topic(s) for s in SERVICES},
 }
 WRITES: dict[str, set[str]] = {
