@@ -57,10 +57,13 @@ ApplicationReaders = Annotated[Principal, Depends(require_role(Role.FIRM, *READE
 the list, not the 404 of an application that is not the caller's."""
 
 
-def service_dependency(kind: type[T]) -> Callable[[Request], T]:
-    """A FastAPI dependency giving the app's programme service, typed as ``kind``."""
+def service_dependency(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A FastAPI dependency giving the app's programme service, typed as ``kind``.
 
-    def get(request: Request) -> T:
+    A coroutine, as every dependency here: FastAPI runs a plain function in its thread
+    pool, a thread hop on each request for an attribute read."""
+
+    async def get(request: Request) -> T:
         service = request.app.state.service
         if not isinstance(service, kind):
             raise TypeError(f"the app's service is a {type(service).__name__}, not {kind.__name__}")

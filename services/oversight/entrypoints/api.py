@@ -29,7 +29,7 @@ EVENT_NUMBER = r"^[0-9]{1,18}$"
 """A Last-Event-ID: a number this stream sent (ASCII digits; below 2**63)."""
 
 
-def _oversight(request: Request) -> Oversight:
+async def _oversight(request: Request) -> Oversight:  # not a thread pool hop per request
     found: Oversight = request.app.state.oversight
     return found
 
