@@ -502,9 +502,10 @@ async def _finish(operation: Coroutine[Any, Any, T], grace: float = 40.0) -> T:
     A transaction abandoned half-way can leave its pooled connection inside a
     transaction the pool does not know of; a relay stopping mid-batch must not do that.
     A database that does not answer in ``grace`` seconds does not hold the stop up.
-    ``grace`` outlasts SQLite's busy timeout (30 s): with less, a read waiting for the
-    write lock outlived the stop, still running after the engine was disposed, and a
-    service started again in the same process found the database locked.
+    ``grace`` outlasts SQLite's busy timeout (30 s), so a call waiting for the write lock
+    ends before the engine is disposed rather than running on against a closed engine.
+    (What once left a restarted service's SQLite file locked was a connection closed with
+    a live cursor; ``shared.eventstore.database`` rolls back before closing for that.)
     """
     task = asyncio.ensure_future(operation)
     try:
