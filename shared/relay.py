@@ -25,6 +25,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore import EventStore, OutboxMessage, events, is_sqlite
+from shared.eventstore.schema import UNPUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ class OutboxRelay:
         """Whether an unpublished event other than ``in_flight`` sits below position ``below``."""
         query = (
             sa.select(events.c.position)
-            .where(events.c.published.is_(False), events.c.position < below)
+            .where(UNPUBLISHED, events.c.position < below)
             .order_by(events.c.position)
             .limit(len(in_flight) + 1)
         )

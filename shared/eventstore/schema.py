@@ -61,6 +61,12 @@ events = sa.Table(
     ),
 )
 
+UNPUBLISHED = sa.text("NOT events.published")
+"""The condition for events the relay has not seen acknowledged, spelled as the predicate of
+``ix_events_unpublished``. Both databases use a partial index only for a condition they can
+match to its own: ``published IS false`` (or SQLite's ``published = 0``) is not matched, and
+PostgreSQL then scanned the whole log for each relay batch."""
+
 inbox = sa.Table(
     "inbox",
     metadata,

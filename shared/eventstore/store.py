@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.clock import Clock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, format_timestamp
 from shared.eventstore.database import is_sqlite
-from shared.eventstore.schema import broker_log, events, inbox
+from shared.eventstore.schema import UNPUBLISHED, broker_log, events, inbox
 
 
 class ConcurrencyConflict(Exception):
@@ -578,7 +578,7 @@ class EventStore:
         async with self.engine.connect() as connection:
             result = await connection.execute(
                 sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
-                .where(events.c.published.is_(False), events.c.position > after)
+                .where(UNPUBLISHED, events.c.position > after)
                 .order_by(events.c.position)
                 .limit(limit)
             )
@@ -609,7 +609,7 @@ class EventStore:
                 found = (await connection.execute(_state)).first()
                 result = await connection.execute(
                     sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
-                    .where(events.c.published.is_(False), events.c.position > after)
+                    .where(UNPUBLISHED, events.c.position > after)
                     .order_by(events.c.position)
                     .limit(limit)
                 )
