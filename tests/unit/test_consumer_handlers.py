@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fast_depends.utils
 import pytest
 import sqlalchemy as sa
 from aiokafka import ConsumerRecord
@@ -129,6 +130,30 @@ async def test_each_event_is_handled_once_and_a_redelivery_changes_nothing(
     assert svc.consumer.stats.applied == 3
     assert svc.consumer.stats.duplicates == 3
     assert svc.dead == []
+
+
+async def test_a_batch_is_handled_on_the_event_loop_not_handed_to_a_worker_thread(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler takes the message as its argument: a ``KafkaMessage`` parameter was looked
+    up in FastStream's context, synchronously, so in a worker thread, once for every batch."""
+    hops: list[Any] = []
+    hand_over = fast_depends.utils.run_in_threadpool
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(function)
+        return await hand_over(function, *args, **kwargs)
+
+    monkeypatch.setattr(fast_depends.utils, "run_in_threadpool", counted)
+    svc = service(store)
+    svc.consumer.handles(SUBMITTED)(record)
+    svc.consumer.subscribe(svc.broker, TOPIC)
+    events = [sealed(seq=n) for n in (1, 2, 3)]
+    async with TestKafkaBroker(svc.broker) as broker:
+        for e in events:
+            await broker.publish(value(e), TOPIC, key=e.aggregate_id.encode())
+    assert await applied(store) == [e.event_id for e in events]
+    assert hops == []
 
 
 async def test_the_subscriber_commits_by_hand_and_reads_the_way_tansu_needs(
