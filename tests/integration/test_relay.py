@@ -683,7 +683,8 @@ async def test_the_relay_finds_what_is_unpublished_through_its_index_not_by_read
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", remember)
     if not is_sqlite(store.engine):  # there the batch is read through the driver itself
         read.append((pending_sql, (0, 2)))
-    assert len(read) >= 2, read
+    # the relay's own reads: the batch and the check that nothing was passed over
+    assert any("position <" in statement for statement, _ in read), read
     async with store.engine.connect() as connection:
         if not is_sqlite(store.engine):
             # a scan of the whole log stays possible, only dearer than any index
