@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Coroutine
 from typing import IO, Any, NamedTuple, TypeVar
 
@@ -24,8 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.eventstore import EventStore, OutboxMessage, events, is_sqlite
-from shared.eventstore.schema import UNPUBLISHED
+from shared.eventstore import EventStore, OutboxMessage, PendingBatch, is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +37,33 @@ def _key_hash(key: bytes) -> int:
     return int(murmur2(key)) & 0x7FFFFFFF
 
 
-class _Read(NamedTuple):
-    """A batch read to send, with the broker state read before it."""
-
-    epoch: int
-    cluster_id: str
-    batch: list[OutboxMessage]
-
-
 async def _cluster_id(producer: AIOKafkaProducer) -> str:
     """The id of the cluster the producer's broker belongs to (a metadata request for no topic)."""
     client = producer.client
     response: Any = await client.send(client.get_random_node(), MetadataRequest([]))
     return str(response.cluster_id)
+
+
+def _connections(producer: AIOKafkaProducer) -> list[Any] | None:
+    """The producer's broker connections (all it sends through), or None if this version of
+    aiokafka does not show them."""
+    connections = getattr(producer.client, "_conns", None)
+    return list(connections.values()) if isinstance(connections, dict) else None
+
+
+class _Answered(NamedTuple):
+    """The cluster id a broker gave, and the connections open when it answered."""
+
+    cluster_id: str
+    connections: weakref.WeakSet[Any]
+
+    def still(self, producer: AIOKafkaProducer, cluster_id: str) -> bool:
+        """Whether ``cluster_id`` is the answer, and the producer has talked to no broker
+        since but over those connections: a restarted broker cannot keep a connection."""
+        if cluster_id != self.cluster_id:
+            return False
+        now = _connections(producer)
+        return bool(now) and all(c in self.connections and c.connected() for c in now or ())
 
 
 def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -112,6 +126,7 @@ class OutboxRelay:
         self.holds_lock = False
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._answered: _Answered | None = None
 
     def notify(self) -> None:
         """New events were committed: publish now rather than at the next poll."""
@@ -173,12 +188,12 @@ class OutboxRelay:
         failure is raised. Takes no relay lock: for tests, benchmarks and tools.
         """
         read = await _finish(self._read())
-        while read.batch and not await self._same_broker(read):
+        while read.messages and not await self._same_broker(read):
             read = await _finish(self._read())  # the whole log, queued again
-        if not read.batch:
+        if not read.messages:
             return 0
         started = time.perf_counter()
-        acknowledged, failure = await self._send(read.batch)
+        acknowledged, failure = await self._send(read.messages)
         await self._mark(acknowledged, read.epoch)
         self.last_batch_seconds = time.perf_counter() - started
         if failure is not None:
@@ -190,16 +205,17 @@ class OutboxRelay:
 
         Pipelined: while one batch is sent, the next is read and the previous one
         marked. Still one batch on the wire at a time, so a retry cannot reorder an
-        application's events. Before each batch the broker is asked which cluster it
-        is (:meth:`_same_broker`). Takes no relay lock; :meth:`run` holds it around this.
+        application's events. Before each batch the broker's cluster id is checked
+        (:meth:`_same_broker`). Takes no relay lock; :meth:`run` holds it around this.
         """
         stop = stop or asyncio.Event()
         marked_before = self.published_total
         marking: asyncio.Task[None] | None = None
-        reading: asyncio.Task[_Read] | None = None
+        being_marked: list[int] = []
+        reading: asyncio.Task[PendingBatch] | None = None
         read = await _finish(self._read())
         try:
-            while read.batch and not stop.is_set():
+            while read.messages and not stop.is_set():
                 if not await self._same_broker(read):
                     if marking is not None:
                         await marking
@@ -207,8 +223,12 @@ class OutboxRelay:
                     read = await _finish(self._read())  # the whole log, queued again
                     continue
                 started = time.perf_counter()
-                batch = read.batch
-                reading = asyncio.create_task(_finish(self._read(after=batch[-1].position)))
+                batch = read.messages
+                sending = [message.position for message in batch]
+                in_flight = being_marked + sending if marking is not None else sending
+                reading = asyncio.create_task(
+                    _finish(self._read(after=sending[-1], in_flight=in_flight))
+                )
                 acknowledged, failure = await self._send(batch)
                 if marking is not None:
                     await marking
@@ -217,11 +237,12 @@ class OutboxRelay:
                     await self._mark(acknowledged, read.epoch)
                     raise failure
                 marking = asyncio.create_task(self._mark(acknowledged, read.epoch))
+                being_marked = acknowledged
                 following = await reading
                 reading = None
-                if following.batch and (
+                if following.messages and (
                     following.epoch != read.epoch  # the log was queued again meanwhile
-                    or await self._passed_over(following.batch[0].position, acknowledged)
+                    or following.passed_over
                 ):
                     # a transaction committed late below the read cursor: its events must go
                     # before anything newer of the same application, so read from the start
@@ -241,21 +262,30 @@ class OutboxRelay:
                 await _settle(marking)
         return self.published_total - marked_before
 
-    async def _read(self, after: int = 0) -> _Read:
-        """The next batch to send, after the broker state it is to be sent under."""
-        return _Read(*await self.store.pending_batch(self.batch_size, after))
+    async def _read(self, after: int = 0, in_flight: list[int] | None = None) -> PendingBatch:
+        """The next batch to send after position ``after``, with the broker state it is to be
+        sent under; ``in_flight``: what was read at or below ``after`` and is not yet marked."""
+        return await self.store.pending_batch(self.batch_size, after, in_flight or ())
 
-    async def _same_broker(self, read: _Read) -> bool:
+    async def _same_broker(self, read: PendingBatch) -> bool:
         """Whether the broker answering is the cluster the log was published to when ``read``
         was made. If not, another cluster lost the log (a broker that keeps nothing
         restarted) and the whole log is queued again: read again, from its start, so that
-        each application's events reach the new broker in order. (A restart between this
-        question and the send can still put a few events ahead of the log sent again:
-        consumers apply each event once, in any order, and stages act on the database.)"""
+        each application's events reach the new broker in order.
+
+        The broker is asked its cluster id again only once the producer has opened a
+        connection since it last answered: a restarted broker shows itself by a connection
+        closed and made anew. (A restart between the answer and the send can still put a
+        batch ahead of the log sent again: consumers apply each event once, in any order,
+        and stages act on the database.)"""
         if self._producer is None:
             self._producer = await self._start_producer()
+        if self._answered is not None and self._answered.still(self._producer, read.cluster_id):
+            return True
+        self._answered = None
         cluster = await _cluster_id(self._producer)
         if cluster == read.cluster_id:
+            self._answered = _Answered(cluster, weakref.WeakSet(_connections(self._producer)))
             return True
         requeued = await _finish(self.store.note_broker(cluster))
         if read.cluster_id:  # not merely the first cluster seen: a producer that learns
@@ -323,18 +353,6 @@ class OutboxRelay:
 
         await _finish(mark())
 
-    async def _passed_over(self, below: int, in_flight: list[int]) -> bool:
-        """Whether an unpublished event other than ``in_flight`` sits below position ``below``."""
-        query = (
-            sa.select(events.c.position)
-            .where(UNPUBLISHED, events.c.position < below)
-            .order_by(events.c.position)
-            .limit(len(in_flight) + 1)
-        )
-        async with self.store.engine.connect() as connection:
-            found = (await connection.execute(query)).scalars().all()
-        return not set(found) <= set(in_flight)
-
     async def republish(self) -> int:
         """Queue the whole log again, for a broker that lost its data; returns the event count.
 
@@ -347,6 +365,7 @@ class OutboxRelay:
     async def close(self) -> None:
         """Flush and stop the producer, if one is running (``run`` does this itself)."""
         producer, self._producer = self._producer, None
+        self._answered = None
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()

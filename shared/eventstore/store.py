@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -214,13 +214,38 @@ def _version_header(schema_version: int) -> tuple[str, bytes]:
     return ("schema_version", str(schema_version).encode())
 
 
-_PG_PENDING = (
-    "SELECT position, event_id, aggregate_id, aggregate_seq, type, schema_version,"
+_PG_PENDING_BATCH = (
+    # one snapshot for the broker state, the check below the cursor and the batch; the
+    # subqueries refer to no row of the batch: each runs once, and only if there is one
+    "SELECT COALESCE((SELECT epoch FROM broker_log WHERE id = 1), 0) AS broker_epoch,"
+    " COALESCE((SELECT cluster_id FROM broker_log WHERE id = 1), '') AS broker_cluster,"
+    " (SELECT count(*) FROM (SELECT FROM events WHERE NOT published AND position <= $1"
+    " ORDER BY position LIMIT cardinality($3::bigint[]) + 1) AS below)"
+    " > (SELECT count(*) FROM events WHERE NOT published AND position = ANY($3::bigint[]))"
+    " AS passed_over,"
+    " position, event_id, aggregate_id, aggregate_seq, type, schema_version,"
     " to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at,"
     " actor::text AS actor, firm_id, correlation_id, causation_id, payload::text AS payload,"
     " prev_hash, hash FROM events WHERE NOT published AND position > $1"
     " ORDER BY position LIMIT $2"
 )
+"""The relay's read. Every unpublished event at or below the cursor ($1) is one the relay
+has in flight ($3) or one it passed over: the counts differ only if one was passed over.
+The first count stops one past the in-flight ones; in position order, so that even a plan
+made for any cursor (PostgreSQL's generic plan) reads ``ix_events_unpublished`` rather
+than the log, as the second count and the batch do."""
+
+
+class PendingBatch(NamedTuple):
+    """What :meth:`EventStore.pending_batch` read: the broker state (see
+    :meth:`EventStore.note_broker`) as the batch was read, the batch, and whether an
+    event below the cursor was passed over. With no batch there is no state to send
+    under: it reads (0, '', [], False)."""
+
+    epoch: int
+    cluster_id: str
+    messages: list[OutboxMessage]
+    passed_over: bool
 
 
 def _message_from_row(row: Any) -> OutboxMessage:
@@ -542,6 +567,19 @@ class EventStore:
                 await connection.invalidate()
                 raise
 
+    @asynccontextmanager
+    async def _driver_alone(self) -> AsyncIterator[Any]:
+        """The asyncpg connection under a pooled one, outside any transaction: a statement
+        sent through it commits on its own, in one round trip (no BEGIN, no COMMIT).
+        Cancelled mid-statement, the connection is thrown away, as in :meth:`transaction`."""
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            try:
+                yield raw.driver_connection
+            except asyncio.CancelledError:
+                await connection.invalidate()
+                raise
+
     async def append(
         self,
         aggregate_id: str,
@@ -591,60 +629,75 @@ class EventStore:
         (no parse and re-serialise): the value is the same JSON object, only its
         whitespace may differ from the served form, which JCS hashing ignores.
         """
-        if self._sqlite:
-            return [OutboxMessage.of(event) for event in await self.unpublished(limit, after)]
-        async with self.transaction() as uow:
-            assert uow._driver is not None
-            rows = await uow._driver.fetch(_PG_PENDING, after, limit)
-        return [_message_from_row(row) for row in rows]
+        return (await self.pending_batch(limit, after)).messages
 
     async def pending_batch(
-        self, limit: int, after: int = 0
-    ) -> tuple[int, str, list[OutboxMessage]]:
-        """:meth:`broker_state`, then :meth:`pending_messages`, on one connection in one go
-        (a relay reads both before each batch it sends)."""
-        _state = sa.select(broker_log.c.epoch, broker_log.c.cluster_id).where(broker_log.c.id == 1)
-        if self._sqlite:
-            async with self.engine.connect() as connection:
-                found = (await connection.execute(_state)).first()
-                result = await connection.execute(
-                    sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
-                    .where(UNPUBLISHED, events.c.position > after)
+        self, limit: int, after: int = 0, in_flight: Sequence[int] = ()
+    ) -> PendingBatch:
+        """The next ``limit`` unpublished events after position ``after``, with the broker
+        state they are to be sent under; one statement on PostgreSQL, no transaction.
+
+        ``in_flight``: the positions at or below ``after`` that the relay has read and not
+        yet seen marked published. ``passed_over`` tells whether any other event at or
+        below ``after`` is unpublished: a transaction that took its position before
+        ``after`` was read and committed since.
+        """
+        if not self._sqlite:
+            async with self._driver_alone() as driver:
+                rows = await driver.fetch(_PG_PENDING_BATCH, after, limit, list(in_flight))
+            if not rows:
+                return PendingBatch(0, "", [], False)
+            first = rows[0]
+            return PendingBatch(
+                int(first["broker_epoch"]),
+                str(first["broker_cluster"]),
+                [_message_from_row(row) for row in rows],
+                bool(first["passed_over"]),
+            )
+        state = sa.select(broker_log.c.epoch, broker_log.c.cluster_id).where(broker_log.c.id == 1)
+        async with self.engine.connect() as connection:
+            found = (await connection.execute(state)).first()
+            result = await connection.execute(
+                sa.select(events.c.position, events.c.published, *_ENVELOPE_COLUMNS)
+                .where(UNPUBLISHED, events.c.position > after)
+                .order_by(events.c.position)
+                .limit(limit)
+            )
+            messages = [
+                OutboxMessage.of(StoredEvent(row.position, False, _envelope_of(row._mapping)))
+                for row in result
+            ]
+            passed_over = False
+            if messages and after:
+                below = await connection.execute(
+                    sa.select(events.c.position)
+                    .where(UNPUBLISHED, events.c.position <= after)
                     .order_by(events.c.position)
-                    .limit(limit)
+                    .limit(len(in_flight) + 1)
                 )
-                messages = [
-                    OutboxMessage.of(StoredEvent(row.position, False, _envelope_of(row._mapping)))
-                    for row in result
-                ]
-        else:
-            async with self.transaction() as uow:
-                assert uow._driver is not None
-                found = await uow._driver.fetchrow(
-                    "SELECT epoch, cluster_id FROM broker_log WHERE id = 1"
-                )
-                rows = await uow._driver.fetch(_PG_PENDING, after, limit)
-            messages = [_message_from_row(row) for row in rows]
+                passed_over = not set(below.scalars()) <= set(in_flight)
         epoch, cluster = (int(found[0]), str(found[1])) if found is not None else (0, "")
-        return epoch, cluster, messages
+        return PendingBatch(epoch, cluster, messages, passed_over)
 
     async def mark_published(self, positions: Sequence[int], epoch: int | None = None) -> bool:
-        """Mark the events published; with ``epoch`` (:meth:`broker_epoch`, read before they
-        were sent), only if no loss of the broker's log was recorded since: they may have
-        gone to the broker that lost them. False if they were not marked."""
+        """Mark the events published; with ``epoch`` (as :meth:`pending_batch` read it
+        before they were sent), only if no loss of the broker's log was recorded since:
+        they may have gone to the broker that lost them. False if they were not marked.
+        One statement on PostgreSQL, committed on its own."""
         if not positions:
             return True
-        async with self.transaction() as uow:
-            if uow._driver is not None:
+        if not self._sqlite:
+            async with self._driver_alone() as driver:
                 if epoch is None:
-                    await uow._driver.execute(
+                    await driver.execute(
                         "UPDATE events SET published = true WHERE position = ANY($1::bigint[])",
                         list(positions),
                     )
                     return True
                 # FOR SHARE: a loss being recorded makes this wait for it, then see its epoch
-                status = await uow._driver.execute(_PG_MARK_IN_EPOCH, list(positions), epoch)
+                status = await driver.execute(_PG_MARK_IN_EPOCH, list(positions), epoch)
                 return bool(status != "UPDATE 0")
+        async with self.transaction() as uow:
             if epoch is not None:
                 current = await uow.connection.scalar(
                     sa.select(broker_log.c.epoch).where(broker_log.c.id == 1)

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+import shared.relay as relay_module
 from shared.clock import SystemClock
 from shared.contracts import Actor, NewEvent, Role, hash_fields, verify_chain
 from shared.eventstore import (
@@ -32,7 +33,7 @@ from shared.eventstore import (
     is_sqlite,
 )
 from shared.eventstore.schema import events as events_table
-from shared.eventstore.store import _PG_PENDING as pending_sql
+from shared.eventstore.store import _PG_PENDING_BATCH as pending_sql
 from shared.relay import OutboxRelay
 from shared.topics import TopicSpec, ensure_topics
 from tests.schema import migrated
@@ -384,18 +385,15 @@ async def test_an_event_committed_late_below_the_read_cursor_still_goes_first(
     await inserted.wait()
     await store.append("fast", NEW_STREAM, [noted(n) for n in range(3)], context("fast"))
 
-    reads = 0
     read = store.pending_batch
 
-    async def read_then_commit_the_slow_one(limit: int, after: int = 0) -> Any:
-        nonlocal reads
-        reads += 1
-        if reads == 2:  # the relay has read past the slow event's position: let it commit
+    async def read_then_commit_the_slow_one(limit: int, after: int = 0, *more: Any) -> Any:
+        if after and not commit.is_set():  # reading past the slow event's position: commit it
             commit.set()
             await slow
             (first,) = await store.read_stream("slow")
             await store.append("slow", StreamVersion.after([first]), [noted(2)], context("slow"))
-        return await read(limit, after)
+        return await read(limit, after, *more)
 
     store.pending_batch = read_then_commit_the_slow_one  # type: ignore[method-assign]
     relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=2)
@@ -660,13 +658,16 @@ async def test_the_relay_finds_what_is_unpublished_through_its_index_not_by_read
     store: EventStore, kafka_bootstrap: str, topic: str
 ) -> None:
     """A long log, nearly all of it published: every read of the relay for what is left goes
-    through ``ix_events_unpublished``. (With ``published IS false`` PostgreSQL did not use the
-    index and read the whole log for each batch: 12 ms a batch at 6,000 events, growing.)"""
-    for n in range(0, 300, 50):  # 300 events, in 6 transactions
+    through ``ix_events_unpublished``, in the plan made for its values and in the one
+    PostgreSQL makes for any values (a prepared statement's generic plan). (With
+    ``published IS false`` PostgreSQL did not use the index and read the whole log for each
+    batch: 12 ms a batch at 6,000 events, growing. A count below the cursor without an
+    order read the whole log in the generic plan: 1.2 ms a batch at 2,400 events.)"""
+    for n in range(0, 2000, 50):  # 2,000 events, in 40 transactions
         await store.append(f"app-{n}", NEW_STREAM, [noted(i) for i in range(50)], context("a"))
     async with store.engine.begin() as connection:
         await connection.execute(
-            sa.update(events_table).where(events_table.c.position <= 295).values(published=True)
+            sa.update(events_table).where(events_table.c.position <= 1995).values(published=True)
         )
     read: list[tuple[str, Any]] = []
 
@@ -677,19 +678,86 @@ async def test_the_relay_finds_what_is_unpublished_through_its_index_not_by_read
     sa.event.listen(store.engine.sync_engine, "before_cursor_execute", remember)
     try:
         # batches of 2 for the 5 left: the relay also checks that nothing was passed over
-        assert await OutboxRelay(store, kafka_bootstrap, topic, batch_size=2).drain() == 5
+        relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=2)
+        try:
+            assert await relay.drain() == 5
+        finally:
+            await relay.close()
         assert len(await store.unpublished(10)) == 0
     finally:
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", remember)
-    if not is_sqlite(store.engine):  # there the batch is read through the driver itself
-        read.append((pending_sql, (0, 2)))
+    if not is_sqlite(store.engine):  # there the relay reads through the driver itself
+        # the pipelined read: 1996 and 1997 in flight, the check below them, the batch above
+        read.append((pending_sql, (1997, 2, [1996, 1997])))
     # the relay's own reads: the batch and the check that nothing was passed over
     assert any("position <" in statement for statement, _ in read), read
     async with store.engine.connect() as connection:
-        if not is_sqlite(store.engine):
-            # a scan of the whole log stays possible, only dearer than any index
-            await connection.exec_driver_sql("SET enable_seqscan = off")
-        explain = "EXPLAIN QUERY PLAN " if is_sqlite(store.engine) else "EXPLAIN "
-        for statement, parameters in read:
-            plan = (await connection.exec_driver_sql(explain + statement, parameters)).all()
-            assert "ix_events_unpublished" in str(plan), (statement, plan)
+        plans = []
+        for n, (statement, parameters) in enumerate(read):
+            if is_sqlite(store.engine):
+                explain = "EXPLAIN QUERY PLAN " + statement
+                plans.append((await connection.exec_driver_sql(explain, parameters)).all())
+                continue
+            await connection.exec_driver_sql(f"PREPARE read_{n} AS {statement}")
+            values = ", ".join(
+                f"ARRAY{list(v)}::bigint[]" if isinstance(v, list) else str(int(v))
+                for v in parameters
+            )
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await connection.exec_driver_sql(f"SET plan_cache_mode = {mode}")
+                explain = f"EXPLAIN EXECUTE read_{n}({values})"
+                plans.append((await connection.exec_driver_sql(explain)).all())
+    for plan in plans:
+        steps = [str(step) for step in plan]
+        # every step that reads events reads them through the index, none by position
+        reads_of_the_log = [step for step in steps if _reads_events(step)]
+        assert reads_of_the_log, steps
+        for step in reads_of_the_log:
+            assert "ix_events_unpublished" in step, steps
+
+
+def _reads_events(step: str) -> bool:
+    """Whether a step of a query plan (PostgreSQL or SQLite) reads the events table."""
+    return (
+        " on events" in step  # Seq Scan / Index Scan / Index Only Scan ... on events
+        or "Bitmap Index Scan" in step
+        or "SCAN events" in step
+        or "SEARCH events" in step
+    ) and "Bitmap Heap Scan" not in step
+
+
+async def test_the_broker_is_asked_its_cluster_again_only_once_the_producer_reconnected(
+    store: EventStore, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that lost its log is a new process: the relay's connections to the old one
+    closed. While they stand, the answer stands; once one was made anew, the broker is asked."""
+    asked: list[str] = []
+    ask = relay_module._cluster_id
+
+    async def counted(producer: Any) -> str:
+        asked.append(answer := await ask(producer))
+        return answer
+
+    monkeypatch.setattr(relay_module, "_cluster_id", counted)
+    for n in range(10):
+        await store.append(f"app-{n}", NEW_STREAM, [noted(n)], context(f"app-{n}"))
+    relay = OutboxRelay(store, kafka_bootstrap, topic, batch_size=2)
+    try:
+        assert await relay.drain() == 10  # five batches
+        # the first cluster seen is recorded, the log read again and the answer checked
+        assert len(asked) == 2 and asked[0] == asked[1]
+        for n in range(10, 14):
+            await store.append(f"app-{n}", NEW_STREAM, [noted(n)], context(f"app-{n}"))
+        assert await relay.drain() == 4
+        assert len(asked) == 2
+        producer = relay._producer
+        assert producer is not None
+        for connection in list(producer.client._conns.values()):
+            connection.close()  # as a broker's restart closes them
+        for n in range(14, 16):  # one batch: asked before it is sent
+            await store.append(f"app-{n}", NEW_STREAM, [noted(n)], context(f"app-{n}"))
+        assert await relay.drain() == 2
+        assert len(asked) == 3 and asked[2] == asked[0]
+    finally:
+        await relay.close()
+    assert len(await read_records(kafka_bootstrap, topic, 16)) == 16
