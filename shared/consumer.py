@@ -168,6 +168,20 @@ class ConsumerStats:
     largest_batch: int = 0
 
 
+_Run = tuple[RecordHandler, list[tuple[Envelope, "Delivery"]]]
+"""Events of a batch for one handler, in their order."""
+
+
+def _apart(runs: Sequence[_Run]) -> bool:
+    """Whether no application has events in two of ``runs``."""
+    seen: dict[str, int] = {}
+    for n, (_, run) in enumerate(runs):
+        for envelope, _ in run:
+            if seen.setdefault(envelope.aggregate_id, n) != n:
+                return False
+    return True
+
+
 class _Poison(Exception):
     def __init__(self, kind: PoisonKind, reason: str, event_id: str | None = None) -> None:
         super().__init__(reason)
@@ -397,29 +411,28 @@ class IdempotentConsumer:
         if len(good) == 1:
             await self._one(*good[0], report)
         elif good:
-            try:
-                report.transactions += 1
-                async with self.store.transaction() as uow:
-                    claimed = await uow.record_inbox_many(
-                        self.name, [envelope.event_id for envelope, _ in good]
+            unique: dict[str, tuple[Envelope, Delivery]] = {}
+            for received in good:
+                unique.setdefault(received[0].event_id, received)  # twice in one batch: once
+            report.duplicates += len(good) - len(unique)
+            runs = self._runs(list(unique.values()))
+            apart = len(runs) > 1 and _apart(runs)
+            # no application in two runs: each run commits on its own, all at once
+            parts = [[run] for run in runs] if apart else [runs]
+            results = await asyncio.gather(
+                *(self._apply(part, report) for part in parts), return_exceptions=True
+            )
+            for part, result in zip(parts, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, BaseException):
+                    left = [received for _, run in part for received in run]
+                    log.info(
+                        "%s: batch of %d failed (%r); one by one", self.name, len(left), result
                     )
-                    todo = []
-                    for envelope, delivery in good:
-                        if envelope.event_id in claimed:
-                            claimed.discard(envelope.event_id)  # twice in one batch: once
-                            todo.append((envelope, delivery))
-                        else:
-                            report.duplicates += 1
-                    # consecutive events for the same handler go to it together, in order
-                    for handler, run in itertools.groupby(todo, lambda r: self._handler(r[0].type)):
-                        await handler(uow, list(run))
-                    report.applied += len(todo)
-            except Exception as error:
-                log.info("%s: batch of %d failed (%r); one by one", self.name, len(good), error)
-                report.applied = report.duplicates = 0
-                report.fell_back = True
-                for envelope, delivery in good:
-                    await self._one(envelope, delivery, report)
+                    report.fell_back = True
+                    for envelope, delivery in left:  # what did commit, the inbox passes over
+                        await self._one(envelope, delivery, report)
 
         if report.applied and self._on_applied is not None:
             self._on_applied()
@@ -427,6 +440,45 @@ class IdempotentConsumer:
             await self._send(letter, dead_letters or self._dead_letters)
         self._count(len(deliveries), report)
         return report
+
+    async def _apply(self, runs: list[_Run], report: BatchReport) -> None:
+        """``runs`` in one transaction, with their events' inbox records."""
+        report.transactions += 1
+        applied = duplicates = 0
+        async with self.store.transaction() as uow:
+            claimed = await uow.record_inbox_many(
+                self.name, [envelope.event_id for _, run in runs for envelope, _ in run]
+            )
+            for handler, run in runs:
+                todo = [received for received in run if received[0].event_id in claimed]
+                duplicates += len(run) - len(todo)
+                if todo:
+                    await handler(uow, todo)
+                applied += len(todo)
+        report.applied += applied
+        report.duplicates += duplicates
+
+    def _runs(self, todo: list[tuple[Envelope, Delivery]]) -> list[_Run]:
+        """A batch's events by handler: each handler once, with all its events in their order,
+        where no application's events would then be taken out of their order; else each run
+        of consecutive events for one handler. (Events of different applications come from
+        several partitions interleaved in no meaningful order: a batch mixing two stages'
+        events would otherwise call each stage once per run, a few events at a time.)"""
+        groups: dict[RecordHandler, list[tuple[Envelope, Delivery]]] = {}
+        index: dict[RecordHandler, int] = {}
+        reached: dict[str, int] = {}  # application -> the group of its latest event so far
+        for received in todo:
+            handler = self._handler(received[0].type)
+            at = index.setdefault(handler, len(index))
+            aggregate = received[0].aggregate_id
+            if reached.get(aggregate, at) > at:  # it would go before an earlier event
+                return [
+                    (handler, list(run))
+                    for handler, run in itertools.groupby(todo, lambda r: self._handler(r[0].type))
+                ]
+            reached[aggregate] = at
+            groups.setdefault(handler, []).append(received)
+        return list(groups.items())
 
     async def _one(self, envelope: Envelope, delivery: Delivery, report: BatchReport) -> None:
         last: Exception | None = None

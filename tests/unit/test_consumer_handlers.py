@@ -392,9 +392,11 @@ async def test_the_relay_is_woken_once_per_batch_that_applied_something(
     assert len(wakes) == 1  # a redelivery applied nothing: nobody is woken
 
 
-async def test_a_batch_handler_gets_consecutive_events_together_and_each_once(
+async def test_a_batch_handler_gets_its_events_of_a_batch_together_and_each_once(
     store: EventStore,
 ) -> None:
+    """Partitions interleave in a batch: each handler is called once for all its events,
+    in their order, as long as no application's events change their order."""
     consumer = IdempotentConsumer("runs", store, retry_delay=0)
     calls: list[tuple[str, list[str]]] = []
 
@@ -416,10 +418,83 @@ async def test_a_batch_handler_gets_consecutive_events_together_and_each_once(
 
     assert (report.applied, report.duplicates, report.transactions) == (5, 1, 1)
     assert calls == [
-        ("batch", [a.event_id, b.event_id]),
-        ("one", [approved.event_id]),
-        ("batch", [c.event_id, d.event_id]),
+        ("batch", [a.event_id, b.event_id, c.event_id, d.event_id]),
+        ("one", [approved.event_id]),  # after app-1's submission, as it came
     ]
-    assert await applied(store) == [e.event_id for e in (a, b, approved, c, d)]
+    assert await applied(store) == [e.event_id for e in (a, b, c, d, approved)]
     again = await consumer.process([delivery(value(e), 10 + n) for n, e in enumerate(order)])
     assert (again.applied, again.duplicates) == (0, 6)
+
+
+async def test_a_batch_keeps_each_application_in_order_when_grouping_by_handler_cannot(
+    store: EventStore,
+) -> None:
+    """app-2 is approved, then submitted again (a redelivery can do this): taking its
+    submission with the batch's first one would put it before its approval."""
+    consumer = IdempotentConsumer("runs", store, retry_delay=0)
+    calls: list[tuple[str, list[str]]] = []
+
+    @consumer.handles_batch(SUBMITTED)
+    async def verify_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        calls.append(("batch", [e.event_id for e in envelopes]))
+        for envelope in envelopes:
+            await record(uow, envelope)
+
+    @consumer.handles(APPROVED)
+    async def issue(uow: UnitOfWork, envelope: Envelope) -> None:
+        calls.append(("one", [envelope.event_id]))
+        await record(uow, envelope)
+
+    a = sealed(seq=1, aggregate="app-1")
+    approved = sealed(APPROVED, seq=2, aggregate="app-2")
+    again = sealed(seq=3, aggregate="app-2")
+    order = [a, approved, again]
+    await consumer.process([delivery(value(e), n) for n, e in enumerate(order)])
+    assert calls == [
+        ("batch", [a.event_id]),
+        ("one", [approved.event_id]),
+        ("batch", [again.event_id]),
+    ]
+    assert await applied(store) == [e.event_id for e in order]
+
+
+async def test_runs_of_different_applications_commit_apart_and_only_a_failing_one_is_redone(
+    store: EventStore,
+) -> None:
+    """Two stages' events for different applications in one batch: each stage's run commits
+    on its own, so one stage failing on the batch leaves the other's work standing, and
+    only its own events are then taken one by one."""
+    consumer = IdempotentConsumer("runs", store, retry_delay=0)
+    calls: list[tuple[str, list[str]]] = []
+
+    @consumer.handles_batch(SUBMITTED)
+    async def verify_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        calls.append(("verify", [e.aggregate_id for e in envelopes]))
+        for envelope in envelopes:
+            await record(uow, envelope)
+
+    @consumer.handles_batch(APPROVED)
+    async def issue_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        calls.append(("issue", [e.aggregate_id for e in envelopes]))
+        for envelope in envelopes:
+            await record(uow, envelope)
+        if len(envelopes) > 1:
+            raise RuntimeError("two certificates clash")  # alone, each goes through
+
+    order = [
+        sealed(seq=1, aggregate="app-1"),
+        sealed(APPROVED, seq=3, aggregate="app-3"),
+        sealed(seq=1, aggregate="app-2"),
+        sealed(APPROVED, seq=3, aggregate="app-4"),
+    ]
+    report = await consumer.process([delivery(value(e), n) for n, e in enumerate(order)])
+
+    assert (report.applied, report.duplicates, report.fell_back) == (4, 0, True)
+    assert report.transactions == 4  # the two runs, then app-3 and app-4 alone
+    assert sorted(calls) == [
+        ("issue", ["app-3"]),
+        ("issue", ["app-3", "app-4"]),
+        ("issue", ["app-4"]),
+        ("verify", ["app-1", "app-2"]),  # once: its commit stood
+    ]
+    assert sorted(await applied(store)) == sorted(e.event_id for e in order)
