@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -284,6 +285,15 @@ async def _restart_subscribers(broker: KafkaBroker) -> None:
         await subscriber.start()
 
 
+def _freeze_what_starting_built() -> None:
+    """Keep what the process built to start (modules, the app, its routes, schemas and
+    tables) out of the garbage collector's reach from now on. A full collection walks
+    every object it tracks: with all of these, one stopped the process for about 80 ms,
+    several times a minute under load; now it walks what requests and batches leave."""
+    gc.collect()
+    gc.freeze()
+
+
 def _consumers_of(broker: KafkaBroker) -> list[Any]:
     """The Kafka consumers of the process's subscribers that are running."""
     return [c for s in broker.subscribers if (c := getattr(s, "consumer", None)) is not None]
@@ -382,6 +392,7 @@ def create_service_app(
             )
             runtime.extras["broker_watch"] = watch
             runtime.spawn(watch.run(), name="broker-watch")
+            _freeze_what_starting_built()
             yield
         finally:
             with contextlib.suppress(Exception):
