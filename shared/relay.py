@@ -285,7 +285,7 @@ class OutboxRelay:
         self._answered = None
         cluster = await _cluster_id(self._producer)
         if cluster == read.cluster_id:
-            self._answered = _Answered(cluster, weakref.WeakSet(_connections(self._producer)))
+            self._answered = _Answered(cluster, weakref.WeakSet(_connections(self._producer) or ()))
             return True
         requeued = await _finish(self.store.note_broker(cluster))
         if read.cluster_id:  # not merely the first cluster seen: a producer that learns
