@@ -392,11 +392,11 @@ async def test_the_relay_is_woken_once_per_batch_that_applied_something(
     assert len(wakes) == 1  # a redelivery applied nothing: nobody is woken
 
 
-async def test_a_batch_handler_gets_its_events_of_a_batch_together_and_each_once(
+def verifier_and_issuer(
     store: EventStore,
-) -> None:
-    """Partitions interleave in a batch: each handler is called once for all its events,
-    in their order, as long as no application's events change their order."""
+) -> tuple[IdempotentConsumer, list[tuple[str, list[str]]]]:
+    """A consumer whose submissions go to a batch handler and approvals one at a time; the
+    calls each handler got, as ("batch" or "one", event ids)."""
     consumer = IdempotentConsumer("runs", store, retry_delay=0)
     calls: list[tuple[str, list[str]]] = []
 
@@ -411,6 +411,15 @@ async def test_a_batch_handler_gets_its_events_of_a_batch_together_and_each_once
         calls.append(("one", [envelope.event_id]))
         await record(uow, envelope)
 
+    return consumer, calls
+
+
+async def test_a_batch_handler_gets_its_events_of_a_batch_together_and_each_once(
+    store: EventStore,
+) -> None:
+    """Partitions interleave in a batch: each handler is called once for all its events,
+    in their order, as long as no application's events change their order."""
+    consumer, calls = verifier_and_issuer(store)
     a, b, c, d = (sealed(seq=n, aggregate=f"app-{n}") for n in range(1, 5))
     approved = sealed(APPROVED, seq=2, aggregate="app-1")
     order = [a, b, b, approved, c, d]  # b redelivered inside the same batch
@@ -431,20 +440,7 @@ async def test_a_batch_keeps_each_application_in_order_when_grouping_by_handler_
 ) -> None:
     """app-2 is approved, then submitted again (a redelivery can do this): taking its
     submission with the batch's first one would put it before its approval."""
-    consumer = IdempotentConsumer("runs", store, retry_delay=0)
-    calls: list[tuple[str, list[str]]] = []
-
-    @consumer.handles_batch(SUBMITTED)
-    async def verify_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
-        calls.append(("batch", [e.event_id for e in envelopes]))
-        for envelope in envelopes:
-            await record(uow, envelope)
-
-    @consumer.handles(APPROVED)
-    async def issue(uow: UnitOfWork, envelope: Envelope) -> None:
-        calls.append(("one", [envelope.event_id]))
-        await record(uow, envelope)
-
+    consumer, calls = verifier_and_issuer(store)
     a = sealed(seq=1, aggregate="app-1")
     approved = sealed(APPROVED, seq=2, aggregate="app-2")
     again = sealed(seq=3, aggregate="app-2")
