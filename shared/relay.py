@@ -63,7 +63,9 @@ class _Answered(NamedTuple):
         if cluster_id != self.cluster_id:
             return False
         now = _connections(producer)
-        return bool(now) and all(c in self.connections and c.connected() for c in now or ())
+        if not now:
+            return False
+        return all(c in self.connections and c.connected() for c in now)
 
 
 def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
