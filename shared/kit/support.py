@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
+from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.consumer import IdempotentConsumer, broker_dead_letters
 from shared.contracts import Actor, Envelope, Role
@@ -107,41 +108,30 @@ class SupportBook:
         firm for the cost (by any programme, this one too: an application being verified has
         no grant yet, so any grant is another application's; a cost is the firm's own, so
         another firm's reference that happens to be the same string is another cost), and
-        the firm's combined support in the year. Two statements for all."""
+        the firm's combined support in the year. One statement for all: the firms' grants
+        of those years and costs, weighed as the grant stage weighs them (:func:`facts_among`)."""
+        if not wanted:
+            return []
         t = self.table
-        costs = sorted({(f, c) for f, _, c in wanted if c})
-        holders: dict[tuple[str, str], str] = {}
+        firms = sorted({f for f, _, _ in wanted})
+        years = sorted({y for _, y, _ in wanted})
+        costs = sorted({c for _, _, c in wanted if c})
+        concerned: sa.ColumnElement[bool] = t.c.year.in_(years)
         if costs:
-            rows = await uow.connection.execute(
-                sa.select(t.c.firm_id, t.c.cost_reference, t.c.programme, t.c.application_id)
-                .where(
-                    sa.tuple_(t.c.firm_id, t.c.cost_reference).in_(costs),
-                    t.c.granted > t.c.given_back,
-                )
-                .order_by(t.c.granted_at, t.c.event_id)
-            )
-            for row in rows:
-                holders.setdefault(
-                    (row.firm_id, row.cost_reference),
-                    f"{row.programme} application {row.application_id}",
-                )
-        totals: dict[tuple[str, int], int] = {}
-        pairs = sorted({(f, y) for f, y, _ in wanted})
-        if pairs:
-            rows = await uow.connection.execute(
-                sa.select(t.c.firm_id, t.c.year, sa.func.sum(t.c.granted - t.c.given_back))
-                .where(sa.tuple_(t.c.firm_id, t.c.year).in_(pairs))
-                .group_by(t.c.firm_id, t.c.year)
-            )
-            totals = {(r[0], r[1]): int(r[2] or 0) for r in rows}
+            concerned = sa.or_(concerned, t.c.cost_reference.in_(costs))
+        rows = await uow.connection.execute(
+            sa.select(t).where(t.c.firm_id.in_(firms), concerned, t.c.granted > t.c.given_back)
+        )
+        by_firm: dict[str, list[Grant]] = {}
+        for row in rows:
+            by_firm.setdefault(row.firm_id, []).append(_grant_of_row(row))
         return [
-            SupportFacts(
-                policy_version=self.policy.version,
+            facts_among(
+                by_firm.get(firm, []),
+                firm_id=firm,
                 year=year,
                 cost_reference=cost,
-                supported_elsewhere=holders.get((firm, cost)) if cost else None,
-                combined_support=max(totals.get((firm, year), 0), 0),
-                combined_yearly_cap=self.policy.combined_yearly_cap,
+                policy=self.policy,
             )
             for firm, year, cost in wanted
         ]
@@ -212,38 +202,30 @@ class SupportBook:
         if grants:  # recorded by the consumer now, or by this programme as it granted
             await self._detect(uow, list(grants.values()), causes)
 
-    async def _record(self, uow: UnitOfWork, grants: Sequence[Grant]) -> list[Grant]:
-        """Insert the grants not recorded yet (a restored database replays its topics)."""
+    async def _record(self, uow: UnitOfWork, grants: Sequence[Grant]) -> None:
+        """Insert the grants not recorded yet (a restored database replays its topics): one
+        statement, which leaves a grant already there as it is."""
         if not grants:
-            return []
+            return
         t = self.table
-        keys = [(g.programme, g.application_id) for g in grants]
-        found = await uow.connection.execute(
-            sa.select(t.c.programme, t.c.application_id).where(
-                sa.tuple_(t.c.programme, t.c.application_id).in_(keys)
-            )
+        insert = postgresql.insert if uow.connection.dialect.name == "postgresql" else sqlite.insert
+        await uow.connection.execute(
+            insert(t).on_conflict_do_nothing(index_elements=["programme", "application_id"]),
+            [
+                {
+                    "programme": g.programme,
+                    "application_id": g.application_id,
+                    "firm_id": g.firm_id,
+                    "year": g.year,
+                    "cost_reference": g.cost_reference,
+                    "granted": g.amount,
+                    "given_back": 0,
+                    "event_id": g.event_id,
+                    "granted_at": g.granted_at,
+                }
+                for g in grants
+            ],
         )
-        known = {(r.programme, r.application_id) for r in found}
-        fresh = [g for g in grants if (g.programme, g.application_id) not in known]
-        if fresh:
-            await uow.connection.execute(
-                t.insert(),
-                [
-                    {
-                        "programme": g.programme,
-                        "application_id": g.application_id,
-                        "firm_id": g.firm_id,
-                        "year": g.year,
-                        "cost_reference": g.cost_reference,
-                        "granted": g.amount,
-                        "given_back": 0,
-                        "event_id": g.event_id,
-                        "granted_at": g.granted_at,
-                    }
-                    for g in fresh
-                ],
-            )
-        return fresh
 
     async def _detect(
         self, uow: UnitOfWork, grants: Sequence[Grant], causes: dict[str, Envelope]
