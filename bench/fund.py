@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.pipeline import Decision, Pipeline, firm, measure
+from bench.voucher import VOUCHER
 from shared.kit.catalogue import load_document
 
 GOIF = "global-open-innovation-fund"
@@ -23,9 +24,10 @@ COMMITTEE = ("officer-kim", "officer-lee")
 """Two of the Global Open Innovation Fund's three members: its quorum."""
 AMOUNT = 100_000_000
 """Won per investment, in three tranches."""
-VOUCHER_RATIO = 0.10
-"""The fund's target: the ratio the voucher section reaches on a quiet machine (peak
-applications/s over raw tx/s, both measured in the same run)."""
+VOUCHER_RATIO = VOUCHER.target_ratio
+"""The fund's target is "the same ratio as voucher": the voucher section's own target (peak
+applications/s over raw tx/s, both measured in the same run), which the tax-credit issue
+names "the voucher's ratio, 0.08"."""
 
 
 def catalogue() -> dict[str, Any]:
