@@ -5,7 +5,8 @@ Firms submit over HTTP, 32 at a time; scripted officers who watch the service's 
 decide each application as soon as it is verified (one decision, or a committee's votes);
 the service's own stages do the rest. Stage times come from the events' own ``occurred_at``.
 
-Printed beside the raw asyncpg 3-statement transaction rate measured in the same run;
+Printed beside the raw asyncpg 3-statement transaction rate measured in the same run (before
+and after the section, their mean);
 then the latency with submissions paced at half the peak rate found in the same run.
 A section (``bench/voucher.py``, ``bench/taxcredit.py``, ``bench/fund.py``) names its
 service, its stage event types, its request body and, if it needs them, its officers'
@@ -429,8 +430,12 @@ async def raw_reference(count: int = 4000) -> float:
 
 
 async def measure(pipeline: Pipeline) -> dict[str, Any]:
-    """Peak, then paced at half the peak: the section's whole run, printed."""
-    raw = await raw_reference()
+    """Peak, then paced at half the peak: the section's whole run, printed.
+
+    The raw reference is measured before the section and again after it (the service
+    stopped), and their mean is the ratio's denominator: on a shared machine one
+    measurement moved by a third between sections, and the ratio with it."""
+    before = await raw_reference()
     async with broker_for_bench() as bootstrap:
         dsn, url = await fresh_database(pipeline.service)
         STATE.mkdir(parents=True, exist_ok=True)
@@ -462,10 +467,13 @@ async def measure(pipeline: Pipeline) -> dict[str, Any]:
                     await officer
             stack.stop()
             await drop_database(dsn)
-    report(pipeline, raw, peak, paced, paced_rate)
+    after = await raw_reference()
+    raw = (before + after) / 2
+    report(pipeline, raw, peak, paced, paced_rate, (before, after))
     ratio = peak["per_s"] / raw
     return {
         "raw_tx_per_s": raw,
+        "raw_before_and_after": [before, after],
         "peak": peak,
         "ratio": ratio,
         "target_ratio": pipeline.target_ratio,
@@ -483,11 +491,17 @@ def report(
     peak: dict[str, Any],
     paced: dict[str, Any],
     paced_rate: float,
+    raw_each: tuple[float, float],
 ) -> None:
     labels = list(pipeline.stages.values())
     steps = ["submit", labels[1], f"{labels[2]} ({pipeline.decided_by})", *labels[3:]]
     print(f"{pipeline.service}: {' -> '.join(steps)}, PostgreSQL + Tansu")
-    line("raw asyncpg 3-statement transactions", f"{raw:,.0f} tx/s")
+    before, after = raw_each
+    line(
+        "raw asyncpg 3-statement transactions",
+        f"{raw:,.0f} tx/s",
+        f"mean of {before:,.0f} before and {after:,.0f} after",
+    )
     ratio, target = peak["per_s"] / raw, pipeline.target_ratio
     line(
         f"applications fully processed ({peak['count']:,}, {FIRMS_AT_ONCE} firms at once)",
