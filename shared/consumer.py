@@ -323,7 +323,7 @@ class IdempotentConsumer:
         *topics: str,
         batch: bool = True,
         max_records: int = 500,
-        batch_timeout_ms: int = 25,
+        batch_timeout_ms: int | None = None,
         backoff: float = 0.5,
         max_backoff: float = 5.0,
         session_timeout_ms: int = 6000,
@@ -334,6 +334,9 @@ class IdempotentConsumer:
         ``batch=True`` hands up to ``max_records`` messages to one transaction;
         ``fetch_max_wait_ms``: how long a fetch may wait for records (10 ms for stages on
         the path of a request; longer for read models that can lag a little);
+        ``batch_timeout_ms``: how long the loop waits for records before it sleeps as long
+        again (FastStream's batch loop); by default no longer than a fetch may wait, at
+        most 25 ms: a stage's event that arrives while the loop sleeps waits out the sleep.
         ``batch=False`` processes (and commits) one message at a time. Without a
         ``dead_letters`` sink, dead letters go to ``dlq_topic`` through ``broker``,
         which must then be built with ``acks="all"``. Returns the FastStream subscriber.
@@ -349,7 +352,9 @@ class IdempotentConsumer:
             options,
             batch=batch,
             max_records=max_records if batch else None,
-            batch_timeout_ms=batch_timeout_ms,
+            batch_timeout_ms=(
+                min(25, fetch_max_wait_ms) if batch_timeout_ms is None else batch_timeout_ms
+            ),
             description=f"Idempotent consumer {self.name} (inbox + DLQ)",
         )
         failures = 0
