@@ -281,8 +281,10 @@ class Officer:
             fetch_max_wait_ms=10,
         )
         await consumer.start()
-        # as many requests in flight per application as for a single decision
-        http = LeanClient("127.0.0.1", self.stack.port, connections=16 * len(self.acts))
+        # as many requests in flight for each of the decisions as the firms keep for their
+        # submissions: with 16, the officers were what held the peak down (verified ->
+        # approved queued for seconds while the service had CPU to spare)
+        http = LeanClient("127.0.0.1", self.stack.port, connections=FIRMS_AT_ONCE * len(self.acts))
         pending: set[asyncio.Task[None]] = set()
         try:
             async for record in consumer:
