@@ -3,16 +3,19 @@ verification asks for, and each overlap recorded once by exactly one programme."
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from shared.clock import SystemClock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
 from shared.domain.support import SupportPolicy
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, create_engine
 from shared.kit.support import SupportBook, support_table
+from tests.schema import migrated
 
 T0 = datetime(2026, 5, 4, 1, 0, tzinfo=UTC)
 FIRM = "123-45-67890"
@@ -213,3 +216,30 @@ async def test_a_give_back_ahead_of_its_grant_is_refused_and_counts_once_it_come
     await apply(store, fund_book, granted)
     await apply(store, fund_book, clawback)
     assert (await facts(store, fund_book, None)).combined_support == 300_000
+
+
+async def test_a_grant_recorded_by_two_transactions_at_once_is_recorded_once_and_both_commit(
+    postgres_url: str,
+) -> None:
+    """The programme records its grant as it makes it; its own support consumer may record the
+    same grant from the topic meanwhile (a replica restored, a redelivery). On PostgreSQL the
+    second insert waits for the first to commit: it must then leave the row as it is, not
+    fail its transaction (and with it the consumer's batch). SQLite has one writer at a time."""
+    engine = create_engine(postgres_url)
+    try:
+        await migrated(engine)
+        store = EventStore(engine, SystemClock())
+        book = SupportBook(support_table(sa.MetaData()), "taxcredit", POLICY)
+        certified = grant("taxcredit.certificate.issued", "t-app", 700_000, "cost-1", T1)
+        async with store.transaction() as first:
+            await book.record_grants(first, [certified])
+            second = asyncio.create_task(apply(store, book, certified))
+            await asyncio.sleep(0.3)  # the second insert is waiting on the first's row
+            assert not second.done()
+        await asyncio.wait_for(second, 10)  # committed, not failed
+
+        async with engine.connect() as connection:
+            rows = (await connection.execute(sa.select(book.table))).all()
+        assert [(r.application_id, r.granted) for r in rows] == [("t-app", 700_000)]
+    finally:
+        await engine.dispose()
