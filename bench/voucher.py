@@ -3,6 +3,10 @@
 The voucher service on PostgreSQL and the embedded broker; a scripted officer approves
 each application as soon as it is verified; the payout stage issues the voucher. Each
 firm applies once (one open application per firm). The run is ``bench.pipeline``'s.
+
+The service runs with a catalogue of its own: the packaged programmes with budgets no bench
+run can exhaust. With the packaged 5 billion won, a machine that peaks near 470
+applications/s ran the budget out in the paced run, and the officers' approvals were refused.
 """
 
 from __future__ import annotations
@@ -10,6 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from bench.pipeline import Pipeline, firm, measure
+from shared.kit.catalogue import load_document
+
+
+def catalogue() -> dict[str, Any]:
+    """The packaged voucher catalogue, each programme's budget a million billion won."""
+    document = load_document("services.voucher.catalogue", "default.json")
+    document["version"] = f"{document['version']}-bench"
+    for programme in document["programmes"]:
+        programme["budget_total"] = 10**15
+    return document
 
 
 def body(n: int, run: str) -> dict[str, Any]:
@@ -28,7 +42,7 @@ def body(n: int, run: str) -> dict[str, Any]:
     }
 
 
-VOUCHER = Pipeline("voucher", body, last=("voucher.voucher.issued", "issued"))
+VOUCHER = Pipeline("voucher", body, last=("voucher.voucher.issued", "issued"), catalogue=catalogue)
 
 
 async def run() -> dict[str, Any]:
