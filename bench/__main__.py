@@ -46,9 +46,26 @@ def main() -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             results[name] = runner.run(SECTIONS[name]())
         print(f"  ({name}: {time.perf_counter() - started:.1f} s)\n")
+    beside_voucher(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def beside_voucher(results: dict[str, Any]) -> None:
+    """The programme sections' ratios beside the voucher's measured in the same run: the fund's
+    target is the voucher section's target, and this shows how far the fund (two committee
+    votes and a capacity hold an application) stands from what the voucher reached."""
+    if "voucher" not in results:
+        return
+    theirs = results["voucher"]["ratio"]
+    for name in ("taxcredit", "fund"):
+        if name in results:
+            ratio = results[name]["ratio"]
+            print(
+                f"  {name}'s ratio {ratio:.3f} is {ratio / theirs:.2f} of the voucher's "
+                f"{theirs:.3f} in this run"
+            )
 
 
 if __name__ == "__main__":
