@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shared import jsontext
 from shared.contracts import canonical_json
 from shared.eventstore.schema import UTCDateTime, metadata
 from shared.eventstore.store import UnitOfWork
@@ -161,7 +162,7 @@ async def remember_many(
                 "key": key,
                 "request_hash": fingerprint,
                 "status_code": response.status_code,
-                "body": json.dumps(response.body, separators=(",", ":"), ensure_ascii=False),
+                "body": jsontext.dumps(response.body),
                 "created_at": now,
             }
             for principal, key, fingerprint, response in responses

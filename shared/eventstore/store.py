@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared import jsontext
 from shared.clock import Clock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, format_timestamp
 from shared.eventstore.database import is_sqlite
@@ -179,7 +180,7 @@ class OutboxMessage:
         return cls(
             position=event.position,
             key=envelope["aggregate_id"].encode(),
-            value=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
+            value=jsontext.dumps_bytes(envelope),
             headers=_headers(
                 envelope["type"],
                 envelope["event_id"],
@@ -410,7 +411,7 @@ class UnitOfWork:
                         e.firm_id,
                         e.correlation_id,
                         e.causation_id,
-                        json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False),
+                        jsontext.dumps(e.payload),
                         e.prev_hash,
                         e.hash,
                     )

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import jsontext
 from shared.domain import ProcessedState
 from shared.eventstore import StreamVersion, UnitOfWork
 from shared.eventstore.schema import JSONDocument, UTCDateTime
@@ -130,7 +131,7 @@ class ApplicationProjection(Generic[S]):
             "status": str(state.status),
             "version": state.version,
             "last_hash": state.last_hash,
-            "document": json.dumps(document, separators=(",", ":"), ensure_ascii=False),
+            "document": jsontext.dumps(document),
             "created_at": state.created_at,
             "updated_at": state.updated_at,
         }
