@@ -5,7 +5,8 @@ is on (development's default). A service that does not migrate checks at start t
 database is at the head revision its code expects, and refuses to start otherwise.
 
 Every service's history holds the shared tables (the event log, inbox, broker log,
-idempotency keys; the checkpoints of a publishing service) beside its own.
+idempotency keys; the checkpoints of a publishing service) beside its own. The steps that
+create them are written once, frozen, in :mod:`shared.schema_history`.
 """
 
 from __future__ import annotations

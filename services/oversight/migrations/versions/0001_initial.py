@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 import shared.eventstore.schema
+from shared import schema_history
 
 revision: str = "oversight_0001"
 down_revision: str | Sequence[str] | None = None
@@ -19,81 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    broker_log = op.create_table(
-        "broker_log",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("cluster_id", sa.String(length=200), nullable=False),
-        sa.Column("epoch", sa.Integer(), nullable=False),
-        sa.Column("changed_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    # the one row the relay reads and marks: no broker seen yet, no loss yet
-    op.bulk_insert(broker_log, [{"id": 1, "cluster_id": "", "epoch": 0}])
-    op.create_table(
-        "events",
-        sa.Column(
-            "position",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column("aggregate_id", sa.String(length=64), nullable=False),
-        sa.Column("aggregate_seq", sa.Integer(), nullable=False),
-        sa.Column("type", sa.String(length=100), nullable=False),
-        sa.Column("schema_version", sa.Integer(), nullable=False),
-        sa.Column(
-            "occurred_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "actor",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column("firm_id", sa.String(length=64), nullable=True),
-        sa.Column("correlation_id", sa.String(length=64), nullable=False),
-        sa.Column("causation_id", sa.String(length=64), nullable=True),
-        sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column("prev_hash", sa.String(length=64), nullable=False),
-        sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.Column("published", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.PrimaryKeyConstraint("position"),
-        sa.UniqueConstraint("aggregate_id", "aggregate_seq", name="uq_events_aggregate_seq"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index(
-        "ix_events_unpublished",
-        "events",
-        ["position"],
-        unique=False,
-        postgresql_where=sa.text("NOT published"),
-        sqlite_where=sa.text("NOT published"),
-    )
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("principal", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("request_hash", sa.String(length=64), nullable=False),
-        sa.Column("status_code", sa.Integer(), nullable=False),
-        sa.Column("body", sa.Text(), nullable=False),
-        sa.Column(
-            "created_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.PrimaryKeyConstraint("principal", "key"),
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=100), nullable=False),
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column(
-            "processed_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
+    schema_history.create_log_0001()
     op.create_table(
         "oversight_applications",
         sa.Column("service", sa.String(length=32), nullable=False),
@@ -198,13 +124,4 @@ def downgrade() -> None:
     op.drop_table("oversight_checkpoints")
     op.drop_index("ix_oversight_applications_open", table_name="oversight_applications")
     op.drop_table("oversight_applications")
-    op.drop_table("inbox")
-    op.drop_table("idempotency_keys")
-    op.drop_index(
-        "ix_events_unpublished",
-        table_name="events",
-        postgresql_where=sa.text("NOT published"),
-        sqlite_where=sa.text("NOT published"),
-    )
-    op.drop_table("events")
-    op.drop_table("broker_log")
+    schema_history.drop_log_0001()
