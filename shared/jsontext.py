@@ -6,6 +6,10 @@ responses, event payloads, HTTP answers).
 
 - What ``orjson`` refuses, the standard library writes as before (an integer past 64 bits,
   a lone surrogate, a non-string key), so nothing that was written before is refused now.
+  The other way round, a datetime, a date or a dataclass stays refused (passed through to
+  the standard library), but ``orjson`` writes a ``UUID`` or a plain ``Enum`` member, which
+  the standard library refused; no document, response or payload holds one (they are
+  built as JSON values: strings, whole numbers, lists and objects).
 - For every value without floats the text is the one ``json.dumps(value, separators=(",",
   ":"), ensure_ascii=False)`` wrote, byte for byte; a test holds the two together. A float
   may be spelt otherwise (``1e-7`` for ``1e-07``) and reads back the same. ``orjson`` writes
