@@ -32,7 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from aiokafka import TopicPartition
@@ -166,6 +166,8 @@ class ConsumerStats:
     redeliveries: int = 0
     """Batches given back unacknowledged (database or DLQ unavailable)."""
     largest_batch: int = 0
+    applied_here: int = 0
+    """Of ``applied``, those :meth:`IdempotentConsumer.apply_here` applied, not the broker's delivery."""
 
 
 _Run = tuple[RecordHandler, list[tuple[Envelope, "Delivery"]]]
@@ -180,6 +182,34 @@ def _apart(runs: Sequence[_Run]) -> bool:
             if seen.setdefault(envelope.aggregate_id, n) != n:
                 return False
     return True
+
+
+_Item = TypeVar("_Item")
+_Handler = TypeVar("_Handler")
+
+
+def _grouped(
+    todo: list[_Item],
+    handler_of: Callable[[_Item], _Handler],
+    application_of: Callable[[_Item], str],
+) -> list[tuple[_Handler, list[_Item]]]:
+    """A batch's events by handler: each handler once, with all its events in their order,
+    where no application's events would then be taken out of their order; else each run
+    of consecutive events for one handler. (Events of different applications come from
+    several partitions interleaved in no meaningful order: a batch mixing two stages'
+    events would otherwise call each stage once per run, a few events at a time.)"""
+    groups: dict[_Handler, list[_Item]] = {}
+    index: dict[_Handler, int] = {}
+    reached: dict[str, int] = {}  # application -> the group of its latest event so far
+    for item in todo:
+        handler = handler_of(item)
+        at = index.setdefault(handler, len(index))
+        application = application_of(item)
+        if reached.get(application, at) > at:  # it would go before an earlier event
+            return [(h, list(run)) for h, run in itertools.groupby(todo, handler_of)]
+        reached[application] = at
+        groups.setdefault(handler, []).append(item)
+    return list(groups.items())
 
 
 class _Poison(Exception):
@@ -254,8 +284,11 @@ class IdempotentConsumer:
         self.stats = ConsumerStats()
         self._dead_letters = dead_letters
         self._handlers: dict[str, RecordHandler] = {}
+        self._batch_handlers: dict[str, BatchHandler] = {}
         self._every: RecordHandler | None = None
         self._on_applied = on_applied
+        self._applied_here: dict[str, None] = {}
+        """Events :meth:`apply_here` applied, until the broker's delivery of each comes by."""
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -310,6 +343,7 @@ class IdempotentConsumer:
             if event_type in self._handlers:
                 raise ValueError(f"{self.name} already handles {event_type}")
             self._handlers[event_type] = without_records
+            self._batch_handlers[event_type] = handler
 
     def _handler(self, event_type: str) -> RecordHandler:
         handler = self._handlers.get(event_type, self._every)
@@ -413,6 +447,8 @@ class IdempotentConsumer:
                 continue
             good.append((envelope, delivery))
 
+        if self._applied_here:
+            good = self._not_applied_here(good, report)
         if len(good) == 1:
             await self._one(*good[0], report)
         elif good:
@@ -446,6 +482,72 @@ class IdempotentConsumer:
         self._count(len(deliveries), report)
         return report
 
+    APPLIED_HERE_KEPT = 50_000
+    """Events applied by :meth:`apply_here` remembered until the broker brings them (a bound:
+    one the broker never brings back, such as a lost log's, is not kept for ever)."""
+
+    def applies_here(self, event_type: str) -> bool:
+        """Whether :meth:`apply_here` takes events of ``event_type``."""
+        return event_type in self._batch_handlers
+
+    async def apply_here(self, envelopes: Sequence[Envelope]) -> int:
+        """Apply events this process itself has just committed, without waiting for the broker
+        to bring them back; returns how many were applied.
+
+        The same handlers, in one transaction with the events' inbox records, as for the
+        broker's delivery: whichever of the two comes first applies an event, the other
+        finds it taken. Types :meth:`applies_here` does not take pass by. Nothing is retried
+        or dead-lettered here: if the transaction fails, nothing of it happened, and the
+        broker's delivery applies the events as it would have without this.
+        """
+        todo = list(
+            {
+                e.event_id: e
+                for e in envelopes
+                if e.type in self._batch_handlers and e.event_id not in self._applied_here
+            }.values()
+        )
+        if not todo:
+            return 0
+        runs = _grouped(todo, lambda e: self._batch_handlers[e.type], lambda e: e.aggregate_id)
+        try:
+            async with self.store.transaction() as uow:
+                claimed = await uow.record_inbox_many(
+                    self.name, [e.event_id for _, run in runs for e in run]
+                )
+                for handler, run in runs:
+                    mine = [e for e in run if e.event_id in claimed]
+                    if mine:
+                        await handler(uow, mine)
+        except Exception as error:  # the broker's delivery applies them
+            log.info("%s: events left to the broker's delivery (%r)", self.name, error)
+            return 0
+        for event_id in claimed:
+            self._applied_here[event_id] = None
+        while len(self._applied_here) > self.APPLIED_HERE_KEPT:
+            del self._applied_here[next(iter(self._applied_here))]
+        self.stats.applied += len(claimed)
+        self.stats.applied_here += len(claimed)
+        if claimed and self._on_applied is not None:
+            self._on_applied()
+        return len(claimed)
+
+    def _not_applied_here(
+        self, good: list[tuple[Envelope, Delivery]], report: BatchReport
+    ) -> list[tuple[Envelope, Delivery]]:
+        """The broker's delivery without the events :meth:`apply_here` applied (and committed)
+        already: duplicates, known without asking the database. Each is forgotten as it comes
+        by; a redelivery of it asks the inbox, as any other."""
+        left = []
+        for received in good:
+            event_id = received[0].event_id
+            if event_id in self._applied_here:
+                del self._applied_here[event_id]
+                report.duplicates += 1
+            else:
+                left.append(received)
+        return left
+
     async def _apply(self, runs: list[_Run], report: BatchReport) -> None:
         """``runs`` in one transaction, with their events' inbox records."""
         report.transactions += 1
@@ -464,26 +566,8 @@ class IdempotentConsumer:
         report.duplicates += duplicates
 
     def _runs(self, todo: list[tuple[Envelope, Delivery]]) -> list[_Run]:
-        """A batch's events by handler: each handler once, with all its events in their order,
-        where no application's events would then be taken out of their order; else each run
-        of consecutive events for one handler. (Events of different applications come from
-        several partitions interleaved in no meaningful order: a batch mixing two stages'
-        events would otherwise call each stage once per run, a few events at a time.)"""
-        groups: dict[RecordHandler, list[tuple[Envelope, Delivery]]] = {}
-        index: dict[RecordHandler, int] = {}
-        reached: dict[str, int] = {}  # application -> the group of its latest event so far
-        for received in todo:
-            handler = self._handler(received[0].type)
-            at = index.setdefault(handler, len(index))
-            aggregate = received[0].aggregate_id
-            if reached.get(aggregate, at) > at:  # it would go before an earlier event
-                return [
-                    (handler, list(run))
-                    for handler, run in itertools.groupby(todo, lambda r: self._handler(r[0].type))
-                ]
-            reached[aggregate] = at
-            groups.setdefault(handler, []).append(received)
-        return list(groups.items())
+        """A batch's events by handler (see :func:`_grouped`)."""
+        return _grouped(todo, lambda r: self._handler(r[0].type), lambda r: r[0].aggregate_id)
 
     async def _one(self, envelope: Envelope, delivery: Delivery, report: BatchReport) -> None:
         last: Exception | None = None

@@ -150,6 +150,7 @@ class RuntimeCollector:
                 for name in (
                     "messages",
                     "applied",
+                    "applied_here",
                     "duplicates",
                     "dead_lettered",
                     "fallbacks",

@@ -109,6 +109,11 @@ class ServiceSettings(BaseSettings):
     RS256 or ES256 from that provider, with ``aud`` naming the service, and the JWT secret
     is not used. Unset: HS256 with ``jwt_secret`` (development: a secret in ``state_dir``)."""
     relay_batch_size: int = 1000
+    stages_act_on_commit: bool = True
+    """A programme's stages act on the events this process commits as soon as they commit,
+    rather than once the broker brings them back (its delivery then finds them done);
+    events other processes commit reach them through the broker either way. Off: the
+    broker's delivery only (a stage then runs a broker round trip behind its event)."""
     kafka_session_timeout_ms: int = 6000
     max_requests_in_progress: int = Field(default=128, ge=0)
     """Requests one process serves at once; beyond it a request is refused at once with

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ from shared.clock import Clock
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, format_timestamp
 from shared.eventstore.database import is_sqlite
 from shared.eventstore.schema import UNPUBLISHED, broker_log, events, inbox
+
+log = logging.getLogger(__name__)
 
 
 class ConcurrencyConflict(Exception):
@@ -481,8 +484,10 @@ class UnitOfWork:
     async def record_inbox_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
         """Claim several events at once; returns those not processed before."""
         if self._driver is not None:
+            # in one order everywhere: two transactions claiming overlapping events (a
+            # stage's own and the broker's delivery of them) queue instead of deadlocking
             rows = await self._driver.fetch(
-                _PG_INSERT_INBOX_MANY, consumer, list(event_ids), self._clock.now()
+                _PG_INSERT_INBOX_MANY, consumer, sorted(set(event_ids)), self._clock.now()
             )
             return {row["event_id"] for row in rows}
         return {e for e in dict.fromkeys(event_ids) if await self.record_inbox(consumer, e)}
@@ -551,6 +556,15 @@ class EventStore:
         self.engine = engine
         self.clock = clock
         self._sqlite = is_sqlite(engine)
+        self._on_commit: list[Callable[[Sequence[Envelope]], None]] = []
+
+    def on_commit(self, listener: Callable[[Sequence[Envelope]], None]) -> None:
+        """Call ``listener`` with the events a unit of work appended, once it has committed.
+
+        Called in the committing task, so it must be quick and must not raise: it may
+        note the events for later work (a stage of this process), never do that work.
+        """
+        self._on_commit.append(listener)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -560,13 +574,20 @@ class EventStore:
                 driver = None
                 if not self._sqlite:
                     driver = await _driver_in_transaction(connection)
-                yield UnitOfWork(connection, self.clock, driver)
+                uow = UnitOfWork(connection, self.clock, driver)
+                yield uow
             except asyncio.CancelledError:
                 # Cancelled mid-statement (even mid-BEGIN), the server may hold a transaction
                 # SQLAlchemy does not know of; a pooled connection would carry it into the next
                 # unit of work, whose commits would then vanish. Throw the connection away.
                 await connection.invalidate()
                 raise
+        if uow.appended:
+            for listener in self._on_commit:
+                try:
+                    listener(uow.appended)
+                except Exception:  # committed is committed: the caller must not hear otherwise
+                    log.exception("a commit listener failed on %d events", len(uow.appended))
 
     @asynccontextmanager
     async def _driver_alone(self) -> AsyncIterator[Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +21,13 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 
-from shared.consumer import DeadLetter, IdempotentConsumer, PoisonKind, broker_dead_letters
+from shared.consumer import (
+    DeadLetter,
+    Delivery,
+    IdempotentConsumer,
+    PoisonKind,
+    broker_dead_letters,
+)
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
 from shared.dlq import list_letters, redrive
 from shared.eventstore import EventStore, UnitOfWork, inbox
@@ -67,6 +73,11 @@ def message(envelope: Envelope) -> tuple[bytes, bytes]:
 
 async def record_effect(uow: UnitOfWork, envelope: Envelope) -> None:
     await uow.connection.execute(effects.insert().values(event_id=envelope.event_id))
+
+
+async def record_all(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+    """A batch's effects in one statement."""
+    await uow.connection.execute(effects.insert(), [{"event_id": e.event_id} for e in envelopes])
 
 
 async def until(check: Callable[[], Awaitable[bool]], within: float = 20) -> None:
@@ -507,3 +518,103 @@ async def test_a_dead_letter_redriven_once_fixed_is_applied_once_however_often_r
         await until(all_applied)
         assert await redrive(rig.bootstrap, rig.dlq, group=rig.group + "-redrive") == []
     assert sorted(await rig.applied()) == sorted(e.event_id for e in events)  # each once
+
+
+# --- events this process committed, applied before the broker brings them back ----------
+
+
+def delivery_of(envelope: Envelope, topic: str, offset: int) -> Delivery:
+    key, value = message(envelope)
+    headers = (("type", envelope.type.encode()), ("event_id", envelope.event_id.encode()))
+    return Delivery(topic, 0, offset, key, value, headers)
+
+
+@MODES
+async def test_events_applied_here_are_passed_by_when_the_broker_brings_them(
+    rig: Rig, batch: bool
+) -> None:
+    events = [e for app in ("app-a", "app-b") for e in chain(app, 5)]
+    consumer = rig.consumer()
+    consumer.handles(SUBMITTED)(record_effect)
+    assert await consumer.apply_here(events) == len(events)
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in events)
+
+    await rig.publish([message(e) for e in events])  # the relay publishes them afterwards
+    async with rig.running(consumer, batch=batch):
+
+        async def delivery_came_by() -> bool:
+            return consumer.stats.duplicates == len(events)
+
+        await until(delivery_came_by)
+        assert consumer.stats.transactions == 0  # known here: the database was not asked
+        await rig.publish([message(e) for e in events])  # and once more: the inbox says so
+
+        async def redelivery_came_by() -> bool:
+            return consumer.stats.duplicates == 2 * len(events)
+
+        await until(redelivery_came_by)
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in events)
+    assert await rig.inbox_count() == len(events)
+    assert consumer.stats.applied == consumer.stats.applied_here == len(events)
+    assert consumer.stats.transactions > 0
+
+
+async def test_applying_here_events_of_no_handler_here_claims_nothing(rig: Rig) -> None:
+    consumer = rig.consumer()
+    consumer.handles(SUBMITTED)(record_effect)
+    others = chain("app-a", 3, event_type="voucher.application.verified")
+    assert not consumer.applies_here("voucher.application.verified")
+    assert await consumer.apply_here(others) == 0
+    assert await rig.inbox_count() == 0
+
+
+async def test_what_failed_here_the_broker_delivery_applies_once(rig: Rig) -> None:
+    failing = {"left": 1}
+
+    async def flaky(uow: UnitOfWork, envelope: Envelope) -> None:
+        await record_effect(uow, envelope)
+        if failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("the database said no, this once")
+
+    events = chain("app-a", 4)
+    consumer = rig.consumer()
+    consumer.handles(SUBMITTED)(flaky)
+    assert await consumer.apply_here(events) == 0  # rolled back whole: nothing claimed
+    assert await rig.applied() == []
+    assert await rig.inbox_count() == 0
+
+    await rig.publish([message(e) for e in events])
+    async with rig.running(consumer):
+
+        async def applied() -> bool:
+            return consumer.stats.applied == len(events)
+
+        await until(applied)
+    assert await rig.applied() == [e.event_id for e in events]
+    assert consumer.stats.applied_here == 0
+
+
+async def test_applied_here_and_delivered_at_the_same_moment_each_event_applies_once(
+    rig: Rig,
+) -> None:
+    """The stage of the process that committed the events, and the broker's delivery of them
+    (a replica's, or this process's own catching up), take the same events at once, in
+    opposite orders. Each event is applied once, by one of the two; the other passes it by."""
+    consumer = rig.consumer()
+    consumer.handles_batch(SUBMITTED)(record_all)
+    other = rig.consumer()  # the same group: another process of the same service
+    other.handles_batch(SUBMITTED)(record_all)
+    applied: list[str] = []
+    for round_ in range(8):
+        events = [e for n in range(6) for e in chain(f"app-{round_}-{n}", 4)]
+        deliveries = [delivery_of(e, rig.topic, i) for i, e in enumerate(reversed(events))]
+        here, report = await asyncio.wait_for(
+            asyncio.gather(consumer.apply_here(events), other.process(deliveries)), 30
+        )
+        applied += [e.event_id for e in events]
+        assert here + report.applied == len(events)
+        assert report.duplicates == len(events) - report.applied
+        assert report.dead_letters == []
+    assert sorted(await rig.applied()) == sorted(applied)
+    assert await rig.inbox_count() == len(applied)
