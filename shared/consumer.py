@@ -437,6 +437,9 @@ class IdempotentConsumer:
         report = BatchReport()
         good: list[tuple[Envelope, Delivery]] = []
         for delivery in deliveries:
+            if self._applied_here and self._came_back(delivery):
+                report.duplicates += 1
+                continue
             try:
                 envelope = self._parse(delivery)
             except _Poison as poison:
@@ -447,8 +450,6 @@ class IdempotentConsumer:
                 continue
             good.append((envelope, delivery))
 
-        if self._applied_here:
-            good = self._not_applied_here(good, report)
         if len(good) == 1:
             await self._one(*good[0], report)
         elif good:
@@ -532,21 +533,19 @@ class IdempotentConsumer:
             self._on_applied()
         return len(claimed)
 
-    def _not_applied_here(
-        self, good: list[tuple[Envelope, Delivery]], report: BatchReport
-    ) -> list[tuple[Envelope, Delivery]]:
-        """The broker's delivery without the events :meth:`apply_here` applied (and committed)
-        already: duplicates, known without asking the database. Each is forgotten as it comes
-        by; a redelivery of it asks the inbox, as any other."""
-        left = []
-        for received in good:
-            event_id = received[0].event_id
-            if event_id in self._applied_here:
-                del self._applied_here[event_id]
-                report.duplicates += 1
-            else:
-                left.append(received)
-        return left
+    def _came_back(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` is the broker's copy of an event :meth:`apply_here` applied
+        (and committed): a duplicate, known by its ``event_id`` header without parsing it or
+        asking the database, as a ``type`` header no handler wants is passed by unparsed.
+        Each is forgotten as it comes by; a redelivery of it is parsed and asks the inbox."""
+        for name, value in delivery.headers:
+            if name == "event_id":
+                event_id = value.decode("utf-8", "replace")
+                if event_id in self._applied_here:
+                    del self._applied_here[event_id]
+                    return True
+                return False
+        return False
 
     async def _apply(self, runs: list[_Run], report: BatchReport) -> None:
         """``runs`` in one transaction, with their events' inbox records."""

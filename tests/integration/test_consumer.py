@@ -66,9 +66,22 @@ def chain(aggregate: str, count: int, event_type: str = SUBMITTED) -> list[Envel
     return sealed
 
 
+Headers = list[tuple[str, bytes]]
+
+
 def message(envelope: Envelope) -> tuple[bytes, bytes]:
     """(key, value) as the relay publishes it."""
     return envelope.aggregate_id.encode(), json.dumps(envelope.to_json_dict()).encode()
+
+
+def relayed(envelope: Envelope) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) as the relay publishes it, with the headers it routes on."""
+    headers = [("type", envelope.type.encode()), ("event_id", envelope.event_id.encode())]
+    return (*message(envelope), headers)
+
+
+def _headers(message: tuple[bytes | None, bytes] | tuple[bytes, bytes, Headers]) -> Headers | None:
+    return message[2] if len(message) == 3 else None
 
 
 async def record_effect(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -102,7 +115,7 @@ class Rig:
 
     async def publish(
         self,
-        messages: list[tuple[bytes | None, bytes]],
+        messages: Sequence[tuple[bytes | None, bytes] | tuple[bytes, bytes, Headers]],
         topic: str | None = None,
         *,
         together: bool = False,
@@ -117,11 +130,16 @@ class Rig:
         await producer.start()
         try:
             if together:
-                pending = [await producer.send(topic or self.topic, v, key=k) for k, v in messages]
+                pending = [
+                    await producer.send(topic or self.topic, m[1], key=m[0], headers=_headers(m))
+                    for m in messages
+                ]
                 return [(await sent).offset for sent in pending]
             offsets = []
-            for key, value in messages:
-                sent = await producer.send_and_wait(topic or self.topic, value, key=key)
+            for m in messages:
+                sent = await producer.send_and_wait(
+                    topic or self.topic, m[1], key=m[0], headers=_headers(m)
+                )
                 offsets.append(sent.offset)
             return offsets
         finally:
@@ -524,9 +542,8 @@ async def test_a_dead_letter_redriven_once_fixed_is_applied_once_however_often_r
 
 
 def delivery_of(envelope: Envelope, topic: str, offset: int) -> Delivery:
-    key, value = message(envelope)
-    headers = (("type", envelope.type.encode()), ("event_id", envelope.event_id.encode()))
-    return Delivery(topic, 0, offset, key, value, headers)
+    key, value, headers = relayed(envelope)
+    return Delivery(topic, 0, offset, key, value, tuple(headers))
 
 
 @MODES
@@ -539,7 +556,7 @@ async def test_events_applied_here_are_passed_by_when_the_broker_brings_them(
     assert await consumer.apply_here(events) == len(events)
     assert sorted(await rig.applied()) == sorted(e.event_id for e in events)
 
-    await rig.publish([message(e) for e in events])  # the relay publishes them afterwards
+    await rig.publish([relayed(e) for e in events])  # the relay publishes them afterwards
     async with rig.running(consumer, batch=batch):
 
         async def delivery_came_by() -> bool:
@@ -547,7 +564,7 @@ async def test_events_applied_here_are_passed_by_when_the_broker_brings_them(
 
         await until(delivery_came_by)
         assert consumer.stats.transactions == 0  # known here: the database was not asked
-        await rig.publish([message(e) for e in events])  # and once more: the inbox says so
+        await rig.publish([relayed(e) for e in events])  # and once more: the inbox says so
 
         async def redelivery_came_by() -> bool:
             return consumer.stats.duplicates == 2 * len(events)
