@@ -205,10 +205,13 @@ class OutboxRelay:
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Publish until nothing is pending (or ``stop`` is set); returns how many were marked.
 
-        Pipelined: while one batch is sent, the next is read and the previous one
-        marked. Still one batch on the wire at a time, so a retry cannot reorder an
-        application's events. Before each batch the broker's cluster id is checked
-        (:meth:`_same_broker`). Takes no relay lock; :meth:`run` holds it around this.
+        Pipelined while there is a backlog: while one full batch is sent, the next is
+        read; the previous one is marked meanwhile. Without a backlog the next read waits
+        for the send to be acknowledged, so that it finds what committed meanwhile: read
+        during the send, it would find little, and what committed during the send would
+        wait a round longer. Still one batch on the wire at a time, so a retry cannot
+        reorder an application's events. Before each batch the broker's cluster id is
+        checked (:meth:`_same_broker`). Takes no relay lock; :meth:`run` holds it around this.
         """
         stop = stop or asyncio.Event()
         marked_before = self.published_total
@@ -228,9 +231,10 @@ class OutboxRelay:
                 batch = read.messages
                 sending = [message.position for message in batch]
                 in_flight = being_marked + sending if marking is not None else sending
-                reading = asyncio.create_task(
-                    _finish(self._read(after=sending[-1], in_flight=in_flight))
-                )
+                if len(batch) >= self.batch_size:  # a backlog: the next batch is waiting
+                    reading = asyncio.create_task(
+                        _finish(self._read(after=sending[-1], in_flight=in_flight))
+                    )
                 acknowledged, failure = await self._send(batch)
                 if marking is not None:
                     await marking
@@ -240,8 +244,11 @@ class OutboxRelay:
                     raise failure
                 marking = asyncio.create_task(self._mark(acknowledged, read.epoch))
                 being_marked = acknowledged
-                following = await reading
-                reading = None
+                if reading is not None:
+                    following = await reading
+                    reading = None
+                else:
+                    following = await _finish(self._read(after=sending[-1], in_flight=in_flight))
                 if following.messages and (
                     following.epoch != read.epoch  # the log was queued again meanwhile
                     or following.passed_over
