@@ -267,11 +267,17 @@ BEARER = HTTPBearer(
 """The security scheme the OpenAPI documents name on every operation behind a token."""
 
 
-async def authenticate(
-    request: Request,
-    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
-) -> Principal:
-    """The verified caller of this request (the app's verifier sits in ``app.state.verifier``).
+Documented = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+"""The bearer scheme, for the OpenAPI documents only: the header is read by :func:`caller`."""
+
+
+async def authenticate(request: Request, _documented: Documented = None) -> Principal:
+    """The verified caller of this request, as a FastAPI dependency (:func:`caller`)."""
+    return await caller(request)
+
+
+async def caller(request: Request) -> Principal:
+    """The verified caller of ``request`` (the app's verifier sits in ``app.state.verifier``).
     The header is read here, so that every refusal is a problem+json 401."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -295,11 +301,14 @@ async def authenticate(
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only callers holding one of ``roles``."""
     allowed = frozenset(roles)
 
-    async def check(principal: CurrentPrincipal) -> Principal:
+    # the caller is found here rather than through ``authenticate``: a dependency less for
+    # FastAPI to solve on every request (a tenth of a busy service's time went to solving)
+    async def check(request: Request, _documented: Documented = None) -> Principal:
+        principal = await caller(request)
         if principal.role not in allowed:
             raise Problem(
                 status=403,

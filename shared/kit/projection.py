@@ -110,9 +110,19 @@ class ApplicationProjection(Generic[S]):
             f"SELECT id, version, last_hash FROM {table.name}"
             " WHERE id = ANY(CAST(:ids AS TEXT[])) ORDER BY id FOR UPDATE"
         )
+        self._saved: dict[str, tuple[S, dict[str, Any]]] = {}
+        """The documents of the last :meth:`save`, with the very states they show: the
+        answers to the commands saved are those documents, not built a second time."""
 
     def resource(self, state: S) -> dict[str, Any]:
-        """The application as the API shows it."""
+        """The application as the API shows it (the same dict for the state just saved:
+        read it, never change it)."""
+        saved = self._saved.get(state.id)
+        if saved is not None and saved[0] is state:  # this object, not an equal one
+            return saved[1]
+        return self._resource(state)
+
+    def _resource(self, state: S) -> dict[str, Any]:
         return {
             "id": state.id,
             "status": str(state.status),
@@ -123,8 +133,7 @@ class ApplicationProjection(Generic[S]):
             "updated_at": iso(state.updated_at),
         }
 
-    def row(self, state: S) -> dict[str, Any]:
-        document = self.resource(state)
+    def _row(self, state: S, document: dict[str, Any]) -> dict[str, Any]:
         row = {
             "id": state.id,
             "firm_id": state.firm_id,
@@ -141,7 +150,11 @@ class ApplicationProjection(Generic[S]):
 
     async def save(self, uow: UnitOfWork, states: Sequence[S], new: set[str]) -> None:
         """Insert the rows of the applications in ``new``, update the others: two round trips at most."""
-        rows = [self.row(state) for state in states]
+        documents = [self._resource(state) for state in states]
+        rows = [self._row(s, d) for s, d in zip(states, documents, strict=True)]
+        # a state's document is a function of the state alone: kept whether or not this
+        # transaction commits, and found again only for the same state object
+        self._saved = {s.id: (s, d) for s, d in zip(states, documents, strict=True)}
         await uow.write_many(self._insert, [r for r in rows if r["id"] in new])
         await uow.write_many(self._update, [r for r in rows if r["id"] not in new])
 
