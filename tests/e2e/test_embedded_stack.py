@@ -129,17 +129,23 @@ def test_a_broker_that_dies_is_started_again_and_every_service_repairs_on_its_ow
 
     deadline = time.monotonic() + 60
     repaired: set[str] = set()
+    last_seen: dict[str, str] = {}  # why a service is not repaired yet, for the failure
     while time.monotonic() < deadline and repaired != set(urls):
         for name, url in urls.items():
             try:
                 metrics = httpx.get(f"{url}/metrics", timeout=5).text
-                ready = httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
+                readyz = httpx.get(f"{url}/readyz", timeout=5)
+            except httpx.HTTPError as error:
+                last_seen[name] = repr(error)
                 continue
-            if ready and "incentives_broker_log_losses_total 1.0" in metrics:
+            losses = [line for line in metrics.splitlines() if line.startswith("incentives_broker")]
+            last_seen[name] = f"readyz {readyz.status_code} {readyz.text}; {losses}"
+            if readyz.status_code == 200 and "incentives_broker_log_losses_total 1.0" in metrics:
                 repaired.add(name)
         time.sleep(0.5)
-    assert repaired == set(urls), f"not repaired: {set(urls) - repaired}"
+    assert repaired == set(urls), {
+        name: seen for name, seen in last_seen.items() if name not in repaired
+    }
     assert port_open("127.0.0.1", broker_port)
     again = subprocess.run(
         ["pgrep", "-f", f"listener-url tcp://127.0.0.1:{broker_port}"],
