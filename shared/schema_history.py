@@ -1,9 +1,10 @@
 """Steps of schema history that several services' migrations take alike.
 
 The shared tables (the log, the inbox, the broker log, idempotency keys, checkpoints,
-support grants) and the columns every programme's ``applications`` table begins with are
-created the same way in each service's history. They are written once, here, and each
-service's ``0001`` calls them beside its own tables.
+support grants, the ledger, pools) and the columns and indexes every programme's
+``applications`` table begins with are created the same way in each service's history.
+They are written once, here, and each service's ``0001`` calls them beside its own
+tables; the types its own columns share (JSON documents, UTC moments) are here too.
 
 A migration is history: once it has run somewhere, what it does must not change. So a
 function here is **frozen** once a migration calls it. A later change to a shared table
@@ -14,6 +15,7 @@ migrated schema to its models, both ways.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +31,16 @@ def _json() -> sa.types.TypeEngine[Any]:
 
 def _moment(name: str, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, UTCDateTime(timezone=True), nullable=nullable)
+
+
+def document_type_0001() -> sa.types.TypeEngine[Any]:
+    """A JSON document column's type, as the first revisions made it (JSONB on PostgreSQL)."""
+    return _json()
+
+
+def moment_0001(name: str, nullable: bool = False) -> sa.Column[object]:
+    """A UTC timestamp column, as the first revisions made it."""
+    return _moment(name, nullable)
 
 
 def create_log_0001() -> None:
@@ -188,3 +200,66 @@ def drop_support_grants_0001() -> None:
     op.drop_index("ix_support_grants_firm_year", table_name="support_grants")
     op.drop_index("ix_support_grants_cost", table_name="support_grants")
     op.drop_table("support_grants")
+
+
+def create_programme_0001(
+    *columns: sa.Column[object], constraints: Sequence[sa.Constraint] = ()
+) -> None:
+    """What a programme service's first revision creates before its own tables: the log,
+    the checkpoints, and ``applications`` (the common columns, then ``columns``; its key,
+    then ``constraints``) with its list indexes."""
+    create_log_0001()
+    create_checkpoints_0001()
+    op.create_table(
+        "applications",
+        *application_columns_0001(),
+        *columns,
+        sa.PrimaryKeyConstraint("id"),
+        *constraints,
+    )
+    create_application_indexes_0001()
+
+
+def create_unique_among_0001(name: str, columns: list[str], statuses: Sequence[str]) -> None:
+    """A unique index on ``applications`` over the rows in ``statuses`` only (partial, on
+    both backends): one open application per firm, one live claim per reference."""
+    where = sa.text(f"status IN ({', '.join(repr(status) for status in statuses)})")
+    op.create_index(
+        name, "applications", columns, unique=True, postgresql_where=where, sqlite_where=where
+    )
+
+
+def create_pools_0001(name: str) -> None:
+    """A table of pools (budgets, fund capacity): what each holds, and what is still free."""
+    op.create_table(
+        name,
+        sa.Column("pool_id", sa.String(length=100), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("available", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint("available <= total", name=f"ck_{name}_within_total"),
+        sa.CheckConstraint("available >= 0", name=f"ck_{name}_never_negative"),
+        sa.PrimaryKeyConstraint("pool_id"),
+    )
+
+
+def create_ledger_0001() -> None:
+    """The double-entry ledger a paying service writes: one entry per payout id."""
+    op.create_table(
+        "ledger_entries",
+        sa.Column("payout_id", sa.String(length=100), nullable=False),
+        sa.Column("debit_account", sa.String(length=100), nullable=False),
+        sa.Column("credit_account", sa.String(length=100), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("reference", sa.String(length=200), nullable=False),
+        _moment("recorded_at"),
+        sa.CheckConstraint("amount > 0", name="ck_ledger_positive"),
+        sa.PrimaryKeyConstraint("payout_id"),
+        sa.UniqueConstraint("reference"),
+    )
+
+
+def drop_programme_0001() -> None:
+    drop_application_indexes_0001()
+    op.drop_table("applications")
+    drop_checkpoints_0001()
+    drop_log_0001()

@@ -16,12 +16,19 @@ PINNED = {
     "application_columns_0001": "6416a0ced1752a8c",
     "create_application_indexes_0001": "b75f0d69c4d9c940",
     "create_checkpoints_0001": "a632659fe8be8c59",
+    "create_ledger_0001": "ad0880540199f4fa",
     "create_log_0001": "d13d566144b80ce5",
+    "create_pools_0001": "4faf0c9ec73cacc8",
+    "create_programme_0001": "19bd99a9a81e3e31",
     "create_support_grants_0001": "01299f8add76e3f9",
+    "create_unique_among_0001": "0cbe410e7be916bd",
+    "document_type_0001": "30f544493fabd591",
     "drop_application_indexes_0001": "940a6c9c11a29f82",
     "drop_checkpoints_0001": "9fa1bd2174409207",
     "drop_log_0001": "b7e197a095a0f500",
+    "drop_programme_0001": "226a6e18df584744",
     "drop_support_grants_0001": "c943ad3c645d8230",
+    "moment_0001": "37217fc76ef67b04",
 }
 
 

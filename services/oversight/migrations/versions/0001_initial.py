@@ -4,18 +4,13 @@ Revision ID: oversight_0001
 Created: 2026-12-02 12:59:31.027072
 """
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-import shared.eventstore.schema
 from shared import schema_history
 
-revision: str = "oversight_0001"
-down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "oversight_0001"
+down_revision = None
 
 
 def upgrade() -> None:
@@ -30,12 +25,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("is_open", sa.Boolean(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column(
-            "status_since", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
+        schema_history.moment_0001("status_since"),
+        schema_history.moment_0001("updated_at"),
         sa.Column("committed", sa.BigInteger(), nullable=False),
         sa.Column("paid", sa.BigInteger(), nullable=False),
         sa.Column("certified", sa.BigInteger(), nullable=False),
@@ -57,9 +48,7 @@ def upgrade() -> None:
         sa.Column("last_position", sa.BigInteger(), nullable=False),
         sa.Column("sealed_at", sa.String(length=40), nullable=False),
         sa.Column("document", sa.Text(), nullable=False),
-        sa.Column(
-            "received_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
+        schema_history.moment_0001("received_at"),
         sa.Column("verified", sa.Boolean(), nullable=True),
         sa.Column("finding", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("service", "tree_size", "checkpoint_hash"),
@@ -79,9 +68,7 @@ def upgrade() -> None:
         sa.Column("aggregate_seq", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(length=100), nullable=False),
         sa.Column("firm_id", sa.String(length=64), nullable=True),
-        sa.Column(
-            "occurred_at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False
-        ),
+        schema_history.moment_0001("occurred_at"),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.Column("envelope", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
@@ -104,7 +91,7 @@ def upgrade() -> None:
         sa.Column("application_id", sa.String(length=64), nullable=False),
         sa.Column("from_status", sa.String(length=32), nullable=False),
         sa.Column("to_status", sa.String(length=32), nullable=False),
-        sa.Column("at", shared.eventstore.schema.UTCDateTime(timezone=True), nullable=False),
+        schema_history.moment_0001("at"),
         sa.Column("minute", sa.BigInteger(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("event_id"),
