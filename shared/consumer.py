@@ -168,6 +168,9 @@ class ConsumerStats:
     largest_batch: int = 0
     applied_here: int = 0
     """Of ``applied``, those :meth:`IdempotentConsumer.apply_here` applied, not the broker's delivery."""
+    left_to_broker: int = 0
+    """Events committed here that were not applied here (a burst beyond the backlog, or a
+    transaction here that failed): the broker's delivery applies them, later."""
 
 
 _Run = tuple[RecordHandler, list[tuple[Envelope, "Delivery"]]]
@@ -522,6 +525,7 @@ class IdempotentConsumer:
                         await handler(uow, mine)
         except Exception as error:  # the broker's delivery applies them
             log.info("%s: events left to the broker's delivery (%r)", self.name, error)
+            self.stats.left_to_broker += len(todo)
             return 0
         for event_id in claimed:
             self._applied_here[event_id] = None

@@ -151,6 +151,7 @@ class RuntimeCollector:
                     "messages",
                     "applied",
                     "applied_here",
+                    "left_to_broker",
                     "duplicates",
                     "dead_lettered",
                     "fallbacks",

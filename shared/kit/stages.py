@@ -28,7 +28,6 @@ class OnCommit:
         self.backlog = backlog
         """Events waiting beyond this are left to the broker's delivery (a burst)."""
         self.batch = batch
-        self.left_to_broker = 0
         self._waiting: list[Envelope] = []
         self._ready = asyncio.Event()
 
@@ -38,7 +37,7 @@ class OnCommit:
         if not wanted:
             return
         if len(self._waiting) + len(wanted) > self.backlog:
-            self.left_to_broker += len(wanted)
+            self.stages.stats.left_to_broker += len(wanted)  # the broker's delivery applies them
             return
         self._waiting.extend(wanted)
         self._ready.set()

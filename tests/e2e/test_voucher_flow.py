@@ -96,6 +96,8 @@ def test_voucher_from_application_to_paid_invoices(voucher_process: ServiceProce
     assert metric("incentives_relay_published_total") >= len(served)  # plus the seeded providers
     # verify, issue, pay, pay (the support read model's consumer is counted apart)
     assert metric("incentives_consumer_applied_total", "voucher-stages") >= 4
+    # what the stage here could not take is shown (none, in a calm run, or a few)
+    assert metric("incentives_consumer_left_to_broker_total", "voucher-stages") >= 0
     types = [e["type"] for e in served]
     assert types[:5] == [
         "voucher.application.submitted",

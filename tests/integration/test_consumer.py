@@ -8,6 +8,7 @@ transaction, so counting rows counts applications.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from shared.consumer import (
 from shared.contracts import GENESIS_HASH, Actor, Envelope, NewEvent, Role
 from shared.dlq import list_letters, redrive
 from shared.eventstore import EventStore, UnitOfWork, inbox
+from shared.kit.stages import OnCommit
 from shared.topics import TopicSpec, ensure_topics
 
 SUBMITTED = "voucher.application.submitted"
@@ -600,6 +602,7 @@ async def test_what_failed_here_the_broker_delivery_applies_once(rig: Rig) -> No
     assert await consumer.apply_here(events) == 0  # rolled back whole: nothing claimed
     assert await rig.applied() == []
     assert await rig.inbox_count() == 0
+    assert consumer.stats.left_to_broker == len(events)  # what the metric shows an operator
 
     await rig.publish([message(e) for e in events])
     async with rig.running(consumer):
@@ -610,6 +613,40 @@ async def test_what_failed_here_the_broker_delivery_applies_once(rig: Rig) -> No
         await until(applied)
     assert await rig.applied() == [e.event_id for e in events]
     assert consumer.stats.applied_here == 0
+
+
+async def test_a_burst_beyond_the_backlog_is_left_to_the_broker_and_counted(rig: Rig) -> None:
+    """The stage here takes at most ``backlog`` waiting events; a burst beyond it goes by the
+    broker's delivery alone, and the consumer's stats say how much did."""
+    consumer = rig.consumer()
+    consumer.handles_batch(SUBMITTED)(record_all)
+    on_commit = OnCommit(consumer, backlog=6, batch=4)
+    first, burst = chain("app-a", 5), chain("app-b", 3)
+    on_commit.committed(first)
+    on_commit.committed(burst)  # 5 + 3 > 6: left whole to the broker
+    assert consumer.stats.left_to_broker == len(burst)
+    running = asyncio.create_task(on_commit.run())
+    try:
+
+        async def taken() -> bool:
+            return consumer.stats.applied_here == len(first)
+
+        await until(taken)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in first)
+
+    await rig.publish([relayed(e) for e in first + burst])
+    async with rig.running(consumer):
+
+        async def delivered() -> bool:
+            return consumer.stats.applied == len(first) + len(burst)
+
+        await until(delivered)
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in first + burst)
+    assert consumer.stats.applied_here == len(first)
 
 
 async def test_applied_here_and_delivered_at_the_same_moment_each_event_applies_once(
