@@ -10,18 +10,6 @@ from shared.contracts import Envelope
 from shared.service import ServiceRuntime
 from shared.topics import DLQ_TOPIC
 
-PATH_FETCH_WAIT_MS = 10
-"""How long a stage consumer's fetch waits for records when the broker's delivery is on the
-path of an application: a stage that acts on the broker's copies of its events (or on
-another service's topic). The embedded broker answers a fetch some time after records
-arrive rather than at once (measured: a 100 ms wait delivered in 20 ms at the median,
-a 500 ms wait in 114 ms), so a long wait is latency there."""
-BACKSTOP_FETCH_WAIT_MS = 100
-"""The same, when the stages act on what this process commits and the broker's delivery is
-the backstop (what another process committed, what failed or was left here): ten fetches
-a second instead of a hundred, which an idle service and its broker spent most of their
-time answering."""
-
 
 class OnCommit:
     """Hands a stage consumer the events this process commits, as they commit.
@@ -90,7 +78,6 @@ def subscribe_stages(
     for event_type, handler in (singles or {}).items():
         stages.handles(event_type)(handler)
     runtime.extras.setdefault("consumers", []).append(stages)
-    acting_here = runtime.settings.stages_act_on_commit and not topics
     if runtime.settings.stages_act_on_commit:
         on_commit = OnCommit(stages)
         runtime.store.on_commit(on_commit.committed)
@@ -100,6 +87,5 @@ def subscribe_stages(
         runtime.events_topic,
         *(runtime.topic(t) for t in topics),
         session_timeout_ms=runtime.settings.kafka_session_timeout_ms,
-        fetch_max_wait_ms=BACKSTOP_FETCH_WAIT_MS if acting_here else PATH_FETCH_WAIT_MS,
     )
     return stages
