@@ -223,7 +223,10 @@ def create_programme_0001(
 def create_unique_among_0001(name: str, columns: list[str], statuses: Sequence[str]) -> None:
     """A unique index on ``applications`` over the rows in ``statuses`` only (partial, on
     both backends): one open application per firm, one live claim per reference."""
-    where = sa.text(f"status IN ({', '.join(repr(status) for status in statuses)})")
+    if not all(status.isidentifier() and status.islower() for status in statuses):
+        raise ValueError(f"statuses are lower-case words, not {list(statuses)}")
+    listed = ", ".join(f"'{status}'" for status in statuses)
+    where = sa.text(f"status IN ({listed})")
     op.create_index(
         name, "applications", columns, unique=True, postgresql_where=where, sqlite_where=where
     )

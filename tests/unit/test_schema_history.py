@@ -21,7 +21,7 @@ PINNED = {
     "create_pools_0001": "4faf0c9ec73cacc8",
     "create_programme_0001": "19bd99a9a81e3e31",
     "create_support_grants_0001": "01299f8add76e3f9",
-    "create_unique_among_0001": "0cbe410e7be916bd",
+    "create_unique_among_0001": "df41361a130221d4",
     "document_type_0001": "30f544493fabd591",
     "drop_application_indexes_0001": "940a6c9c11a29f82",
     "drop_checkpoints_0001": "9fa1bd2174409207",
