@@ -33,7 +33,7 @@ def start_service(
             databases[service] = asyncio.run(postgres_databases()) if databases else postgres_url
         return databases[service]
 
-    def start(service: str) -> ServiceProcess:
+    def start(service: str, **settings: str) -> ServiceProcess:
         process = ServiceProcess(
             service=service,
             database_url=database_for(service),
@@ -41,6 +41,7 @@ def start_service(
             topic_prefix=unique_name("e2e") + ".",
             port=free_port(),
             state_dir=tmp_path,
+            settings=settings,
         )
         started.append(process)
         process.start()

@@ -7,10 +7,9 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -33,6 +32,8 @@ class ServiceProcess:
     state_dir: Path
     process: subprocess.Popen[bytes] | None = None
     tokens: HS256Verifier = field(default_factory=lambda: HS256Verifier(SECRET))
+    settings: dict[str, str] = field(default_factory=dict)
+    """More ``INCENTIVES_*`` variables for this service, beside the test's own."""
 
     @property
     def url(self) -> str:
@@ -52,6 +53,7 @@ class ServiceProcess:
             "INCENTIVES_STATE_DIR": str(self.state_dir),
             "INCENTIVES_KAFKA_SESSION_TIMEOUT_MS": "1000",
             "INCENTIVES_TOPIC_PARTITIONS": "2",
+            **self.settings,
         }
         started = start_service(
             self.service, self.port, environment=environment, log_dir=self.state_dir
@@ -81,7 +83,10 @@ class ServiceProcess:
         return {"Authorization": f"Bearer {token}"}
 
 
-StartService = Callable[[str], ServiceProcess]
+class StartService(Protocol):
+    def __call__(self, service: str, **settings: str) -> ServiceProcess: ...
+
+
 """The ``start_service`` fixture: a service's name -> the service, running and ready."""
 
 

@@ -35,7 +35,14 @@ Seen = list[tuple[str, list[str]]]
 
 @pytest.fixture
 def fund_process(start_service: StartService) -> ServiceProcess:
-    return start_service("fund")
+    """The fund service, its stages acting on the broker's delivery only.
+
+    Acting on its own commits, the service pays a released tranche a millisecond or two
+    after the release commits, before the answer reaches the test: no kill sent on the
+    answer lands between the two. The window these kills need is the broker's round trip.
+    What a restart recovers is the same either way: a release committed and not paid comes
+    back through the broker, and the inbox keeps its payout to one."""
+    return start_service("fund", INCENTIVES_STAGES_ACT_ON_COMMIT="false")
 
 
 def investment(cost_reference: str) -> dict[str, Any]:

@@ -55,8 +55,15 @@ async def test_a_submission_is_verified_here_and_its_delivery_passes_by(
     async with running(create_app, settings) as voucher:
         stages = stages_of(voucher)
         application = await verified(voucher, "on-commit")
-        assert stages.stats.applied_here == 1  # verified before the broker brought it back
-        await until(lambda: stages.stats.duplicates >= 1)  # then the delivery came by
+        if database_url.startswith("sqlite") and stages.stats.applied_here == 0:
+            # One writer at a time, and a waiting writer retries on a backoff, not in turn:
+            # the stage here, queued behind the relay's read, can lose the lock to the
+            # broker's delivery. That delivery applied the submission; the stage here found
+            # it taken. (On PostgreSQL the stage here does not queue, and is always first.)
+            assert stages.stats.applied == 1
+        else:
+            assert stages.stats.applied_here == 1  # verified before the broker brought it back
+            await until(lambda: stages.stats.duplicates >= 1)  # then the delivery came by
 
         events = await voucher.client.get(
             f"/v1/applications/{application['id']}/events", headers=voucher.auth_auditor()
