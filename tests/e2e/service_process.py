@@ -84,10 +84,10 @@ class ServiceProcess:
 
 
 class StartService(Protocol):
+    """The ``start_service`` fixture: a service's name (and ``INCENTIVES_*`` settings of its
+    own, if any) -> the service, running and ready."""
+
     def __call__(self, service: str, **settings: str) -> ServiceProcess: ...
-
-
-"""The ``start_service`` fixture: a service's name -> the service, running and ready."""
 
 
 def wait_for_status(
