@@ -2,34 +2,85 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.fund.adapters.tables import applications, capacity
+from services.fund.domain import events as ev
 from services.fund.domain.funds import Fund, lineage
 from services.fund.domain.model import Application, Tranche
 from shared.eventstore import UnitOfWork
 from shared.kit.projection import ApplicationProjection, iso
 
+S = TypeVar("S")
+
+
+class _Once(Generic[S]):
+    """A part of the document that depends on one object of the state alone, built once per
+    application: the document is written again at each vote and stage, and an application
+    keeps that very object (its submitted terms, its verification facts) through every
+    later version of its state.
+
+    An entry holds the object itself, so that ``is`` compares what the part was built from
+    with what is asked for (an ``id()`` can be reused once an object is gone). A part is
+    shared by the documents built from it: read them, never change them (as every
+    document here)."""
+
+    KEPT = 20_000
+    """Applications whose part is kept (the oldest goes first); as many as the service
+    keeps folded states of (``ApplicationService.RECENT_STATES``)."""
+
+    def __init__(self, build: Callable[[S], Any]) -> None:
+        self._build = build
+        self._parts: dict[str, tuple[S, Any]] = {}
+
+    def __call__(self, application_id: str, source: S) -> Any:
+        entry = self._parts.get(application_id)
+        if entry is not None and entry[0] is source:
+            return entry[1]
+        part = self._build(source)
+        self._parts.pop(application_id, None)
+        self._parts[application_id] = (source, part)
+        while len(self._parts) > self.KEPT:
+            del self._parts[next(iter(self._parts))]
+        return part
+
+
+def _applied_for(terms: ev.ApplicationSubmitted) -> dict[str, Any]:
+    """What the firm applied for, as the document shows it."""
+    return {
+        "fund_id": terms.fund_id,
+        "firm": terms.firm.to_json(),
+        "stage": str(terms.stage),
+        "instrument": str(terms.instrument),
+        "amount": terms.amount,
+        "pre_money_valuation": terms.pre_money_valuation,
+        "cost_reference": terms.cost_reference,
+        "due_diligence": terms.due_diligence.model_dump(mode="json"),
+        "co_investors": [c.model_dump(mode="json") for c in terms.co_investors],
+    }
+
+
+_APPLIED_FOR = _Once(_applied_for)
+
+
+def _verification(facts: ev.VerificationFacts) -> dict[str, Any]:
+    """What verification compared, as the document shows it."""
+    return facts.model_dump(mode="json")
+
+
+_VERIFICATION = _Once(_verification)
+
 
 def describe(app: Application) -> dict[str, Any]:
     """What the API shows of an application: what the firm applied for, the committee's
     votes, and the investment's tranches."""
-    terms = app.terms
     tally = app.tally
     return {
-        "fund_id": app.fund_id,
-        "firm": app.firm.to_json(),
-        "stage": str(terms.stage),
-        "instrument": str(terms.instrument),
-        "amount": app.amount,
-        "pre_money_valuation": terms.pre_money_valuation,
-        "cost_reference": app.cost_reference,
-        "due_diligence": terms.due_diligence.model_dump(mode="json"),
-        "co_investors": [c.model_dump(mode="json") for c in terms.co_investors],
+        **_APPLIED_FOR(app.id, app.terms),
         "votes": [
             {
                 "member": b.member,
@@ -49,7 +100,7 @@ def describe(app: Application) -> dict[str, Any]:
         "returned_amount": app.returned_amount,
         "co_investment_ids": list(app.co_investment_ids),
         "rejection_reasons": [r.to_json() for r in app.rejection_reasons],
-        "verification": app.facts.model_dump(mode="json") if app.facts else None,
+        "verification": _VERIFICATION(app.id, app.facts) if app.facts else None,
     }
 
 
