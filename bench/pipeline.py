@@ -5,10 +5,10 @@ Firms submit over HTTP, 32 at a time; scripted officers who watch the service's 
 decide each application as soon as it is verified (one decision, or a committee's votes);
 the service's own stages do the rest. Stage times come from the events' own ``occurred_at``.
 
-The peak is measured three times, each time on a service just started, and printed beside
-the raw asyncpg 3-statement transaction rate measured in the same run, just before and just
-after that trial (their mean); the trial with the median ratio is reported. Then the latency,
-with submissions paced at half that trial's peak.
+Three trials, each on a service just started: its peak, printed beside the raw asyncpg
+3-statement transaction rate measured in the same run just before and just after the trial
+(their mean), then the latency with submissions paced at half that peak. The median ratio
+and the median p99 are reported, and each trial's.
 A section (``bench/voucher.py``, ``bench/taxcredit.py``, ``bench/fund.py``) names its
 service, its stage event types, its request body and, if it needs them, its officers'
 decisions and a catalogue; everything else is here.
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import subprocess
 import time
@@ -45,11 +46,11 @@ from shared.processes import ServiceStartError, start_service, wait_until_up
 SECRET = "bench-secret-" + "z" * 32
 FIRMS_AT_ONCE = 32
 PACED_FRACTION = 0.5  # latency is measured at this fraction of the peak found in the same run
-PEAK_TRIALS = 3
-"""Peak runs a section makes, each on a service just started; the median one is reported."""
-WARM_SECONDS = 2.0
-"""The paced run's service first takes this long of the same load, not measured: its
-connections opened and statements prepared, as a service that has been running has."""
+TRIALS = 3
+"""Runs of a section, each on a service just started: the median figures are reported."""
+SETTLED_CPU = 0.2
+"""Below this share of a core, a service has worked through what its peak left it (idle, a
+programme service uses under a tenth: its consumers' fetches)."""
 STATE = Path("var") / "bench"
 
 
@@ -123,6 +124,16 @@ class Pipeline:
         return self.types[1].encode()
 
 
+def _cpu_seconds(stat: Path) -> float | None:
+    """A process's user and system CPU time so far, from its ``/proc/<pid>/stat`` (None
+    where there is no such file)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def firm_id(n: int) -> str:
     """A business registration number (NNN-NN-NNNNN) of its own for each ``n`` of a run."""
     return f"{100 + n // 100000 % 900:03d}-{10 + n // 10000 % 90:02d}-{10000 + n % 10000 * 7 % 90000:05d}"
@@ -194,6 +205,24 @@ class Stack:
                 f"the {self.service} service did not start (see {started.log_path})"
             ) from error
         time.sleep(1.5)  # the stages' consumer group settles
+
+    async def settle(self, idle: float = SETTLED_CPU, within: float = 30.0) -> str:
+        """Wait until the service works through what the peak left it (its consumers'
+        backlog, the relay, the checkpoints): until it uses less than ``idle`` of a core over
+        half a second, at most ``within`` seconds. Says how long it took."""
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        if _cpu_seconds(stat) is None:  # not Linux: a fixed pause instead
+            await asyncio.sleep(5)
+            return "after a 5 s pause"
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            before, at = _cpu_seconds(stat) or 0.0, time.perf_counter()
+            await asyncio.sleep(0.5)
+            used = ((_cpu_seconds(stat) or 0.0) - before) / (time.perf_counter() - at)
+            if used < idle:
+                return f"the service settled {time.perf_counter() - started:.1f} s after the peak"
+        return f"the service still busy {within:.0f} s after the peak"
 
     def stop(self) -> None:
         if self.process is not None:
@@ -461,106 +490,118 @@ async def serving(
         await drop_database(dsn)
 
 
-async def peak_trial(pipeline: Pipeline, bootstrap: str) -> dict[str, Any]:
-    """Firms submit ``pipeline.count`` applications flat out to a service just started."""
+@dataclass(frozen=True)
+class Trial:
+    """One service's run: its peak, then the latency at half of it."""
+
+    peak: dict[str, Any]
+    paced_rate: float
+    paced: dict[str, Any]
+
+
+async def trial(pipeline: Pipeline, bootstrap: str) -> Trial:
+    """Firms submit ``pipeline.count`` applications flat out to a service just started, then
+    ``pipeline.paced_seconds`` worth of applications paced at half the peak found."""
     async with serving(pipeline, bootstrap) as (stack, dsn, officer):
         since = time.time()
         await drive(pipeline, stack, pipeline.count, None, f"peak{int(since)}")
         print(f"  (peak run submitted; waiting until every one is {pipeline.last[1]})", flush=True)
-        return summarise(pipeline, await wait_done(pipeline, dsn, pipeline.count, since, officer))
+        peak = summarise(pipeline, await wait_done(pipeline, dsn, pipeline.count, since, officer))
+        settled = await stack.settle()
+        rate = peak["per_s"] * PACED_FRACTION
+        count = round(rate * pipeline.paced_seconds)
+        print(f"  (paced run: {count:,} at {rate:,.0f}/s, {settled})", flush=True)
+        since = time.time()
+        await drive(pipeline, stack, count, rate, f"paced{int(since)}", first=pipeline.count)
+        paced = summarise(pipeline, await wait_done(pipeline, dsn, count, since, officer))
+    return Trial(peak, rate, paced)
 
 
-async def paced_trial(pipeline: Pipeline, bootstrap: str, rate: float) -> dict[str, Any]:
-    """Firms submit ``pipeline.paced_seconds`` worth of applications at ``rate``/s."""
-    count = round(rate * pipeline.paced_seconds)
-    warm = round(rate * WARM_SECONDS)
-    print(f"  (paced run: {count:,} at {rate:,.0f}/s, after {warm:,} not measured)", flush=True)
-    async with serving(pipeline, bootstrap) as (stack, dsn, officer):
-        since = time.time()
-        await drive(pipeline, stack, warm, rate, f"warm{int(since)}")
-        await wait_done(pipeline, dsn, warm, since, officer)
-        since = time.time()
-        await drive(pipeline, stack, count, rate, f"paced{int(since)}", first=warm)
-        return summarise(pipeline, await wait_done(pipeline, dsn, count, since, officer))
+def middle(values: list[float]) -> int:
+    """The index of the median of an odd number of ``values``."""
+    return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]
 
 
 async def measure(pipeline: Pipeline) -> dict[str, Any]:
-    """Peak, then paced at half the peak: the section's whole run, printed.
+    """``TRIALS`` runs of a service just started on a fresh database, each its peak and then
+    the latency paced at half that peak; the section's whole run, printed.
 
-    The peak is measured ``PEAK_TRIALS`` times, each on a service just started on a fresh
-    database, with the raw reference measured before the first and after each: a trial's
-    ratio has the mean of the two raw rates beside it as its denominator. On this shared
-    machine one raw measurement moved by half within a minute, and one service's peak by a
-    third between two runs a minute apart; the trial with the median ratio is the one
-    reported, and the latency is measured at half its peak."""
+    The raw reference is measured before the first trial and after each (the service
+    stopped): a trial's ratio has the mean of the two raw rates beside it as its
+    denominator. On this shared machine one raw measurement moved by half within a minute,
+    and one service's peak by a third between two runs a minute apart. The median ratio and
+    the median p99 are reported, each with its own trial's figures, and all three of both."""
     raws = [await raw_reference()]
-    trials: list[dict[str, Any]] = []
+    trials: list[Trial] = []
     async with broker_for_bench() as bootstrap:
-        for _ in range(PEAK_TRIALS):
-            trials.append(await peak_trial(pipeline, bootstrap))
+        for _ in range(TRIALS):
+            trials.append(await trial(pipeline, bootstrap))
             raws.append(await raw_reference())
-        ratios = [trial["per_s"] / ((raws[i] + raws[i + 1]) / 2) for i, trial in enumerate(trials)]
-        median = sorted(range(len(trials)), key=ratios.__getitem__)[len(trials) // 2]
-        peak = trials[median]
-        paced_rate = peak["per_s"] * PACED_FRACTION
-        paced = await paced_trial(pipeline, bootstrap, paced_rate)
-    raw = (raws[median] + raws[median + 1]) / 2
-    report(pipeline, raw, peak, paced, paced_rate, (raws[median], raws[median + 1]), ratios)
-    ratio = ratios[median]
+    raw_of = [(raws[i] + raws[i + 1]) / 2 for i in range(len(trials))]
+    ratios = [t.peak["per_s"] / raw for t, raw in zip(trials, raw_of, strict=True)]
+    p99s = [t.paced["total_p99"] for t in trials]
+    by_ratio, by_p99 = trials[middle(ratios)], trials[middle(p99s)]
+    raw, ratio, p99 = raw_of[middle(ratios)], ratios[middle(ratios)], p99s[middle(p99s)]
+    report(pipeline, trials, raws, ratios, p99s)
     return {
         "raw_tx_per_s": raw,
-        "raw_before_and_after": [raws[median], raws[median + 1]],
         "raw_each": raws,
-        "peak": peak,
-        "peak_trials": [trial["per_s"] for trial in trials],
+        "peak": by_ratio.peak,
         "ratio": ratio,
         "ratio_trials": ratios,
         "target_ratio": pipeline.target_ratio,
         "ratio_met": ratio >= pipeline.target_ratio,
-        "paced_rate": paced_rate,
-        "paced": paced,
+        "paced_rate": by_p99.paced_rate,
+        "paced": by_p99.paced,
+        "p99_trials": p99s,
         "target_p99_ms": pipeline.target_p99_ms,
-        "p99_met": paced["total_p99"] < pipeline.target_p99_ms,
+        "p99_met": p99 < pipeline.target_p99_ms,
     }
 
 
 def report(
     pipeline: Pipeline,
-    raw: float,
-    peak: dict[str, Any],
-    paced: dict[str, Any],
-    paced_rate: float,
-    raw_each: tuple[float, float],
+    trials: list[Trial],
+    raws: list[float],
     ratios: list[float],
+    p99s: list[float],
 ) -> None:
     labels = list(pipeline.stages.values())
     steps = ["submit", labels[1], f"{labels[2]} ({pipeline.decided_by})", *labels[3:]]
     print(f"{pipeline.service}: {' -> '.join(steps)}, PostgreSQL + Tansu")
-    before, after = raw_each
+    at = middle(ratios)
+    peak, before, after = trials[at].peak, raws[at], raws[at + 1]
+    ratio, target = ratios[at], pipeline.target_ratio
     line(
         "raw asyncpg 3-statement transactions",
-        f"{raw:,.0f} tx/s",
+        f"{(before + after) / 2:,.0f} tx/s",
         f"mean of {before:,.0f} before and {after:,.0f} after the median trial",
     )
-    ratio, target = peak["per_s"] / raw, pipeline.target_ratio
     line(
         f"applications fully processed ({peak['count']:,}, {FIRMS_AT_ONCE} firms at once)",
         f"{peak['per_s']:,.0f} apps/s",
         f"ratio {ratio:.3f} of raw (target >= {target:.2f}: {met(ratio >= target)})",
     )
     line(
-        f"  ratio in each of {len(ratios)} trials, the median reported",
+        f"  ratio in each of {len(ratios)} trials (the median above)",
         "",
         ", ".join(f"{r:.3f}" for r in ratios),
     )
     stage_lines(peak, "at peak")
-    p99, limit = paced["total_p99"], pipeline.target_p99_ms
+    paced = trials[middle(p99s)]
+    p99, limit = paced.paced["total_p99"], pipeline.target_p99_ms
     line(
-        f"submit -> {labels[-1]} at {paced_rate:,.0f} apps/s = peak/2 ({paced['count']:,})",
-        f"p50 {paced['total_p50']:,.0f} ms",
+        f"submit -> {labels[-1]} at {paced.paced_rate:,.0f} apps/s = peak/2 "
+        f"({paced.paced['count']:,})",
+        f"p50 {paced.paced['total_p50']:,.0f} ms",
         f"p99 {p99:,.0f} ms (target < {limit:,.0f} ms: {met(p99 < limit)})",
     )
-    stage_lines(paced, f"at {paced_rate:,.0f}/s")
+    line(
+        f"  p99 in each of {len(p99s)} trials (the median above)",
+        "",
+        ", ".join(f"{p:,.0f} ms" for p in p99s),
+    )
+    stage_lines(paced.paced, f"at {paced.paced_rate:,.0f}/s")
 
 
 def met(reached: bool) -> str:
