@@ -12,14 +12,14 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.kafka import KafkaBroker
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import migrations
 from shared.asyncapi import asyncapi_document
 from shared.audit_api import audit_router
-from shared.auth import TokenVerifier
+from shared.auth import TokenVerifier, document_bearer
 from shared.broker import wait_for_broker
 from shared.broker_watch import BrokerWatch
 from shared.checkpoints import Checkpointer, SigningKey
@@ -339,12 +339,15 @@ def create_service_app(
     publishes: bool = True,
     domain_errors: dict[type[Exception], tuple[int, str]] | None = None,
     events: EventRegistry | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """A FastAPI app with the conventions every service shares.
 
     Domain errors map to statuses in one place: not found 404, forbidden 403, conflict
     409, unprocessable 422 (``domain_errors`` adds a service's own). ``events``: the
     programme's event types, served as an AsyncAPI document at ``/asyncapi.json``.
+    ``routers``: the service's own endpoints, matched before the shared ones (a request
+    is matched against the routes in order: the audit log's and the probes' come last).
     """
     settings.require_service_settings()
 
@@ -419,6 +422,8 @@ def create_service_app(
             await engine.dispose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    for router in routers:
+        app.include_router(router)
     if publishes:
         app.include_router(audit_router())
     app.add_middleware(EdgeGuard)
@@ -508,7 +513,7 @@ def create_service_app(
                 routes=app.routes,
             )
             app.openapi_schema = document_problems(
-                document_required_keys(parameters_without_null(schema))
+                document_required_keys(parameters_without_null(document_bearer(schema, app.routes)))
             )
         return app.openapi_schema
 

@@ -156,8 +156,8 @@ def create_app(settings: ServiceSettings | None = None, *, clock: Clock | None =
         clock=the_clock,
         on_startup=[startup],
         publishes=False,
+        routers=[router],
     )
-    app.include_router(router)
     static = resources.files("services.oversight.entrypoints") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

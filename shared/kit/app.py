@@ -59,10 +59,8 @@ def programme_app(
         clock=clock,
         on_startup=[startup],
         events=events,
+        routers=[*routers, *([support_router()] if support is not None else [])],
     )
-    for router in routers:
-        app.include_router(router)
     if support is not None:
         app.state.support = support
-        app.include_router(support_router())
     return app

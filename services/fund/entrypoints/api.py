@@ -55,7 +55,6 @@ async def vote(
     application_id: str,
     body: VoteIn,
     request: Request,
-    service: Service,
     officer: kit.Officers,
     key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
@@ -63,6 +62,7 @@ async def vote(
     only, 403 for others; one vote each, 409 for a second). A declared conflict of interest
     is recorded and not counted; the application is approved once the ``for`` votes reach
     quorum, rejected (``quorum_unreachable``) once they cannot."""
+    service = kit.service_in(request, FundService)
     command = service.vote(
         member=officer.sub,
         vote=body.vote,
@@ -79,12 +79,12 @@ async def release_tranche(
     number: Annotated[int, Path(ge=1, le=1000)],
     body: ReleaseIn,
     request: Request,
-    service: Service,
     officer: kit.Officers,
     key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
     """Release tranche ``number`` of a committed investment on evidence of its milestone
     (officers; in order: 409 for any but the next). The payout stage pays it, once."""
+    service = kit.service_in(request, FundService)
 
     async def work(uow: UnitOfWork) -> StoredResponse:
         outcome = await service.release_tranche(
@@ -104,12 +104,12 @@ async def cancel_investment(
     application_id: str,
     body: CancellationIn,
     request: Request,
-    service: Service,
     officer: kit.Officers,
     key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
     """Cancel a committed investment (officers, with a reason): the tranches not yet paid are
     cancelled and their amount goes back to the fund's capacity."""
+    service = kit.service_in(request, FundService)
 
     async def work(uow: UnitOfWork) -> StoredResponse:
         outcome = await service.cancel(
