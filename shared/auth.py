@@ -15,15 +15,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
 import jwt
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import HTTPBearer
 from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 from jwt.exceptions import InvalidKeyError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.routing import BaseRoute
 
 from shared.contracts import Actor, Role
 from shared.problems import Problem
@@ -267,11 +270,49 @@ BEARER = HTTPBearer(
 """The security scheme the OpenAPI documents name on every operation behind a token."""
 
 
-Documented = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
-"""The bearer scheme, for the OpenAPI documents only: the header is read by :func:`caller`."""
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def authenticate(request: Request, _documented: Documented = None) -> Principal:
+def reads_bearer(dependency: F) -> F:
+    """Mark ``dependency`` as reading the bearer token: the operations that depend on it,
+    directly or through another dependency, name :data:`BEARER` in the OpenAPI documents
+    (:func:`document_bearer`). The scheme is not itself a dependency: FastAPI would solve
+    it on every request for a document read once."""
+    dependency.__reads_bearer__ = True  # type: ignore[attr-defined]
+    return dependency
+
+
+def document_bearer(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """``schema`` with :data:`BEARER` required by every operation of ``routes`` that depends
+    on a :func:`reads_bearer` dependency, as FastAPI would document a security dependency."""
+    name = BEARER.scheme_name
+    paths = schema.get("paths", {})
+    behind = False
+    for context in iter_route_contexts(list(routes)):  # the routes of included routers too
+        route = context.original_route
+        if not isinstance(route, APIRoute) or not _reads_bearer(route.dependant):
+            continue
+        for method in context.methods or ():
+            operation = paths.get(context.path_format, {}).get(method.lower())
+            if operation is not None:
+                operation["security"] = [{name: []}]
+                behind = True
+    if behind:
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})[name] = BEARER.model.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    return schema
+
+
+def _reads_bearer(dependant: Dependant) -> bool:
+    if getattr(dependant.call, "__reads_bearer__", False):
+        return True
+    return any(_reads_bearer(d) for d in dependant.dependencies)
+
+
+@reads_bearer
+async def authenticate(request: Request) -> Principal:
     """The verified caller of this request, as a FastAPI dependency (:func:`caller`)."""
     return await caller(request)
 
@@ -307,7 +348,8 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
 
     # the caller is found here rather than through ``authenticate``: a dependency less for
     # FastAPI to solve on every request (a tenth of a busy service's time went to solving)
-    async def check(request: Request, _documented: Documented = None) -> Principal:
+    @reads_bearer
+    async def check(request: Request) -> Principal:
         principal = await caller(request)
         if principal.role not in allowed:
             raise Problem(
