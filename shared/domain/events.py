@@ -36,11 +36,41 @@ class EventPayload(BaseModel):
 
     def event(self) -> NewEvent:
         """This payload as the event a decider returns."""
-        return NewEvent(
+        new = NewEvent(
             type=self.event_type,
             payload=self.model_dump(mode="json"),
             schema_version=self.schema_version,
         )
+        _built(new.payload, self)
+        return new
+
+
+_BUILT: dict[int, tuple[dict[str, Any], EventPayload]] = {}
+"""The payload models this process made events of (:meth:`EventPayload.event`), by the
+identity of the payload that event carries (sealed, the envelope carries the same dict): the
+fold that follows a decision takes the model instead of validating the dict back into one.
+An entry holds its dict, so the dict's id cannot be another's while the entry stands."""
+BUILT_KEPT = 4096
+"""Entries kept: one is taken by the first parse of its event, almost always within the
+same transaction; those never parsed (a decision undone) go oldest first."""
+
+
+def _built(payload: dict[str, Any], model: EventPayload) -> None:
+    if len(_BUILT) >= BUILT_KEPT:
+        _BUILT.pop(next(iter(_BUILT)))
+    _BUILT[id(payload)] = (payload, model)
+
+
+def _taken_built(envelope: Envelope, model: type[EventPayload]) -> EventPayload | None:
+    """The model ``envelope``'s payload was made from in this process, if it was, and if it
+    is the current version of the type's model."""
+    entry = _BUILT.pop(id(envelope.payload), None)
+    if entry is None:
+        return None
+    payload, built = entry
+    if payload is not envelope.payload or type(built) is not model:
+        return None
+    return built
 
 
 class EventRegistry:
@@ -115,6 +145,8 @@ class EventRegistry:
         model = self._model(envelope.type)
         if envelope.schema_version != model.schema_version:
             payload = self.upcast(envelope.type, envelope.schema_version, payload)
+        elif (built := _taken_built(envelope, model)) is not None:
+            return built  # what validating its dump would give back (a test holds it so)
         return model.model_validate(payload)
 
     def _model(self, event_type: str) -> type[EventPayload]:
