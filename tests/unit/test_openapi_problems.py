@@ -3,10 +3,13 @@ knows every problem+json answer, and /metrics is text."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Match
 
 from shared.problems import PROBLEM_JSON
 from shared.settings import ServiceSettings
@@ -80,3 +83,25 @@ async def test_a_405_allows_every_method_of_the_path_and_a_repeated_parameter_is
     assert twice.status_code == 422
     assert twice.headers["content-type"] == PROBLEM_JSON
     assert [e["field"] for e in twice.json()["errors"]] == ["query.after"]
+
+
+@pytest.mark.parametrize("service", ["voucher", "taxcredit", "fund", "oversight"])
+def test_each_route_is_the_first_to_match_its_own_path(service: str) -> None:
+    # a service's own routes are matched before the audit log's and the probes': none of
+    # them may take a request meant for another route
+    module = __import__(f"services.{service}.main", fromlist=["create_app"])
+    settings = ServiceSettings(
+        service=service, jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
+    )
+    routes = list(iter_route_contexts(module.create_app(settings).routes))
+    checked = 0
+    for route in routes:
+        if not route.path_format:
+            continue
+        path = re.sub(r"\{[^}]+\}", "1", route.path_format)
+        for method in route.methods or ():
+            scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            first = next(r for r in routes if r.matches(scope)[0] is Match.FULL)
+            assert first.path_format == route.path_format, (method, path)
+            checked += 1
+    assert checked >= 10
