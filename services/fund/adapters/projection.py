@@ -78,7 +78,6 @@ _VERIFICATION = _Once(_verification)
 def describe(app: Application) -> dict[str, Any]:
     """What the API shows of an application: what the firm applied for, the committee's
     votes, and the investment's tranches."""
-    tally = app.tally
     return {
         **_APPLIED_FOR(app.id, app.terms),
         "votes": [
@@ -92,7 +91,7 @@ def describe(app: Application) -> dict[str, Any]:
             for b in app.ballots
         ],
         "quorum": app.committee.quorum if app.committee else None,
-        "votes_for": len(tally.in_favour) if tally else 0,
+        "votes_for": app.votes_for,
         "approved_amount": app.approved_amount,
         "committed_on": app.committed_on.isoformat() if app.committed_on else None,
         "tranches": [_tranche(t) for t in app.tranches],

@@ -136,6 +136,11 @@ class Application:
         return tally_of(committee, self.ballots) if committee is not None else None
 
     @property
+    def votes_for(self) -> int:
+        """The ``for`` votes that count (``len(tally.in_favour)``, without building the tally)."""
+        return sum(1 for b in self.ballots if b.counted and b.vote is ev.VoteChoice.FOR)
+
+    @property
     def paid_amount(self) -> int:
         return sum(t.amount for t in self.tranches if t.status == "paid")
 
