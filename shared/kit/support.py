@@ -15,13 +15,13 @@ published on the service's topic.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from shared.consumer import IdempotentConsumer, broker_dead_letters
 from shared.contracts import Actor, Envelope, Role
@@ -116,15 +116,20 @@ class SupportBook:
         firms = sorted({f for f, _, _ in wanted})
         years = sorted({y for _, y, _ in wanted})
         costs = sorted({c for _, _, c in wanted if c})
-        concerned: sa.ColumnElement[bool] = t.c.year.in_(years)
-        if costs:
-            concerned = sa.or_(concerned, t.c.cost_reference.in_(costs))
-        rows = await uow.connection.execute(
-            sa.select(t).where(t.c.firm_id.in_(firms), concerned, t.c.granted > t.c.given_back)
-        )
+        rows: Sequence[Mapping[str, Any]]
+        if _on_postgresql(uow):
+            rows = await uow.fetch_all(_PG_FACTS, {"firms": firms, "years": years, "costs": costs})
+        else:
+            concerned: sa.ColumnElement[bool] = t.c.year.in_(years)
+            if costs:
+                concerned = sa.or_(concerned, t.c.cost_reference.in_(costs))
+            rows = await _core_rows(
+                uow,
+                sa.select(t).where(t.c.firm_id.in_(firms), concerned, t.c.granted > t.c.given_back),
+            )
         by_firm: dict[str, list[Grant]] = {}
         for row in rows:
-            by_firm.setdefault(row.firm_id, []).append(_grant_of_row(row))
+            by_firm.setdefault(row["firm_id"], []).append(_grant_of_row(row))
         return [
             facts_among(
                 by_firm.get(firm, []),
@@ -148,17 +153,13 @@ class SupportBook:
         firms = sorted(set(firm_ids))
         if not firms:
             return GrantGate(self.programme, self.policy, [], at, firms)
-        if uow.connection.dialect.name == "postgresql":
+        if _on_postgresql(uow):
             keys = sorted({firm_lock_key(f) for f in firms})  # in one order: no lock cycle
-            await uow.connection.execute(
-                sa.text(
-                    "SELECT pg_advisory_xact_lock(:space, k)"
-                    " FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
-                ),
-                {"space": FIRM_LOCKS, "keys": keys},
-            )
-        t = self.table
-        rows = await uow.connection.execute(sa.select(t).where(t.c.firm_id.in_(firms)))
+            await uow.fetch_all(_PG_LOCK_FIRMS, {"space": FIRM_LOCKS, "keys": keys})
+            rows: Sequence[Mapping[str, Any]] = await uow.fetch_all(_PG_OF_FIRMS, {"firms": firms})
+        else:
+            t = self.table
+            rows = await _core_rows(uow, sa.select(t).where(t.c.firm_id.in_(firms)))
         known = [_grant_of_row(r) for r in rows]
         return GrantGate(self.programme, self.policy, known, at, firms)
 
@@ -207,24 +208,26 @@ class SupportBook:
         statement, which leaves a grant already there as it is."""
         if not grants:
             return
-        t = self.table
-        insert = postgresql.insert if uow.connection.dialect.name == "postgresql" else sqlite.insert
+        rows = [
+            {
+                "programme": g.programme,
+                "application_id": g.application_id,
+                "firm_id": g.firm_id,
+                "year": g.year,
+                "cost_reference": g.cost_reference,
+                "granted": g.amount,
+                "given_back": 0,
+                "event_id": g.event_id,
+                "granted_at": g.granted_at,
+            }
+            for g in grants
+        ]
+        if _on_postgresql(uow):
+            await uow.write_many(_PG_RECORD, rows)
+            return
+        insert = sqlite.insert(self.table)
         await uow.connection.execute(
-            insert(t).on_conflict_do_nothing(index_elements=["programme", "application_id"]),
-            [
-                {
-                    "programme": g.programme,
-                    "application_id": g.application_id,
-                    "firm_id": g.firm_id,
-                    "year": g.year,
-                    "cost_reference": g.cost_reference,
-                    "granted": g.amount,
-                    "given_back": 0,
-                    "event_id": g.event_id,
-                    "granted_at": g.granted_at,
-                }
-                for g in grants
-            ],
+            insert.on_conflict_do_nothing(index_elements=["programme", "application_id"]), rows
         )
 
     async def _detect(
@@ -235,10 +238,14 @@ class SupportBook:
         t = self.table
         firms = sorted({g.firm_id for g in grants})
         costs = sorted({g.cost_reference for g in grants if g.cost_reference is not None})
-        related: sa.ColumnElement[bool] = t.c.firm_id.in_(firms)
-        if costs:
-            related = sa.or_(related, t.c.cost_reference.in_(costs))
-        rows = await uow.connection.execute(sa.select(t).where(related))
+        rows: Sequence[Mapping[str, Any]]
+        if _on_postgresql(uow):
+            rows = await uow.fetch_all(_PG_RELATED, {"firms": firms, "costs": costs})
+        else:
+            related: sa.ColumnElement[bool] = t.c.firm_id.in_(firms)
+            if costs:
+                related = sa.or_(related, t.c.cost_reference.in_(costs))
+            rows = await _core_rows(uow, sa.select(t).where(related))
         known = [_grant_of_row(r) for r in rows]
         found: dict[str, tuple[SupportConflictDetected, Envelope]] = {}
         for grant in grants:
@@ -340,18 +347,53 @@ class GrantGate:
         return refusal
 
 
-def _grant_of_row(r: Any) -> Grant:
+def _grant_of_row(r: Mapping[str, Any]) -> Grant:
     """A ``support_grants`` row as the grant it still stands for (net of what went back)."""
     return Grant(
-        programme=r.programme,
-        application_id=r.application_id,
-        firm_id=r.firm_id,
-        amount=max(r.granted - r.given_back, 0),
-        year=r.year,
-        cost_reference=r.cost_reference,
-        event_id=r.event_id,
-        granted_at=r.granted_at,
+        programme=r["programme"],
+        application_id=r["application_id"],
+        firm_id=r["firm_id"],
+        amount=max(r["granted"] - r["given_back"], 0),
+        year=r["year"],
+        cost_reference=r["cost_reference"],
+        event_id=r["event_id"],
+        granted_at=r["granted_at"],
     )
+
+
+# On PostgreSQL the book's statements go straight to the driver (UnitOfWork.fetch_all and
+# write_many), with arrays for the lists: SQLAlchemy's execution of a Core statement cost
+# a programme service 3-4 % of its CPU at half its peak. SQLite runs the Core statements.
+_GRANT = (
+    "programme, application_id, firm_id, year, cost_reference, granted, given_back,"
+    " event_id, granted_at"
+)
+_PG_FACTS = sa.text(
+    f"SELECT {_GRANT} FROM support_grants WHERE firm_id = ANY(:firms)"
+    " AND (year = ANY(:years) OR cost_reference = ANY(:costs)) AND granted > given_back"
+)
+_PG_LOCK_FIRMS = sa.text(
+    "SELECT pg_advisory_xact_lock(:space, k)"
+    " FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
+)
+_PG_OF_FIRMS = sa.text(f"SELECT {_GRANT} FROM support_grants WHERE firm_id = ANY(:firms)")
+_PG_RELATED = sa.text(
+    f"SELECT {_GRANT} FROM support_grants"
+    " WHERE firm_id = ANY(:firms) OR cost_reference = ANY(:costs)"
+)
+_PG_RECORD = sa.text(
+    f"INSERT INTO support_grants ({_GRANT}) VALUES (:programme, :application_id, :firm_id,"
+    " :year, :cost_reference, :granted, :given_back, :event_id, :granted_at)"
+    " ON CONFLICT (programme, application_id) DO NOTHING"
+)
+
+
+def _on_postgresql(uow: UnitOfWork) -> bool:
+    return bool(uow.connection.dialect.name == "postgresql")
+
+
+async def _core_rows(uow: UnitOfWork, statement: sa.Select[Any]) -> list[Mapping[str, Any]]:
+    return [row._mapping for row in await uow.connection.execute(statement)]
 
 
 def support_router() -> APIRouter:
