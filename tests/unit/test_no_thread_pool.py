@@ -13,7 +13,7 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from shared.settings import ServiceSettings
+from tests.unit.apps import SERVICES, service_app
 
 
 def api_routes(container: Any) -> Iterator[APIRoute]:
@@ -36,13 +36,9 @@ def plain_functions(dependant: Dependant) -> Iterator[str]:
         yield from plain_functions(sub)
 
 
-@pytest.mark.parametrize("service", ["voucher", "taxcredit", "fund", "oversight"])
+@pytest.mark.parametrize("service", SERVICES)
 def test_every_endpoint_and_dependency_is_a_coroutine(service: str) -> None:
-    module = __import__(f"services.{service}.main", fromlist=["create_app"])
-    settings = ServiceSettings(
-        service=service, jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
-    )
-    routes = list(api_routes(module.create_app(settings).router))
+    routes = list(api_routes(service_app(service).router))
     assert len(routes) > 5  # the walk reached the included routers
     found = {
         f"{sorted(route.methods or ())} {route.path}: {name}"

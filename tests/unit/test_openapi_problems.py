@@ -12,19 +12,14 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
 from shared.problems import PROBLEM_JSON
-from shared.settings import ServiceSettings
+from tests.unit.apps import SERVICES, service_app
 
 
 def document(service: str) -> dict[str, Any]:
-    module = __import__(f"services.{service}.main", fromlist=["create_app"])
-    settings = ServiceSettings(
-        service=service, jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
-    )
-    openapi: dict[str, Any] = module.create_app(settings).openapi()
-    return openapi
+    return service_app(service).openapi()
 
 
-@pytest.mark.parametrize("service", ["voucher", "taxcredit", "fund", "oversight"])
+@pytest.mark.parametrize("service", SERVICES)
 def test_every_problem_answer_is_documented_as_problem_json(service: str) -> None:
     paths = document(service)["paths"]
     for path, operations in paths.items():
@@ -70,11 +65,7 @@ def test_what_a_request_may_hold_is_documented_as_it_is_checked() -> None:
 
 
 async def test_a_405_allows_every_method_of_the_path_and_a_repeated_parameter_is_refused() -> None:
-    module = __import__("services.voucher.main", fromlist=["create_app"])
-    settings = ServiceSettings(
-        service="voucher", jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
-    )
-    transport = httpx.ASGITransport(app=module.create_app(settings))
+    transport = httpx.ASGITransport(app=service_app("voucher"))
     async with httpx.AsyncClient(transport=transport, base_url="http://voucher") as client:
         refused = await client.put("/v1/applications")
         assert refused.status_code == 405
@@ -85,15 +76,11 @@ async def test_a_405_allows_every_method_of_the_path_and_a_repeated_parameter_is
     assert [e["field"] for e in twice.json()["errors"]] == ["query.after"]
 
 
-@pytest.mark.parametrize("service", ["voucher", "taxcredit", "fund", "oversight"])
+@pytest.mark.parametrize("service", SERVICES)
 def test_each_route_is_the_first_to_match_its_own_path(service: str) -> None:
     # a service's own routes are matched before the audit log's and the probes': none of
     # them may take a request meant for another route
-    module = __import__(f"services.{service}.main", fromlist=["create_app"])
-    settings = ServiceSettings(
-        service=service, jwt_secret="s" * 40, database_url="sqlite+aiosqlite:///:memory:"
-    )
-    routes = list(iter_route_contexts(module.create_app(settings).routes))
+    routes = list(iter_route_contexts(service_app(service).routes))
     checked = 0
     for route in routes:
         if not route.path_format:
