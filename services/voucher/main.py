@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from services.voucher.adapters import projection
@@ -19,14 +18,14 @@ from services.voucher.domain.errors import DuplicateProvider
 from services.voucher.domain.events import BUDGET_EVENTS, EVENTS, PROGRAMME
 from services.voucher.domain.programmes import load_catalogue
 from services.voucher.entrypoints.api import applications, router
-from services.voucher.entrypoints.consumers import expire_vouchers_periodically, pay_due_payouts
+from services.voucher.entrypoints.consumers import expire_vouchers_periodically
 from services.voucher.service_layer import VoucherService
 from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
-from shared.kit.payouts import LedgerPayouts, PayoutAttempts, PayoutGateway, TreasuryPayouts
+from shared.kit.payouts import PayoutAttempts, PayoutGateway, gateway_for, pay_due_periodically
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -67,7 +66,7 @@ def create_app(
             document=document,
             actor=SEEDER,
         )
-        gateway = payouts or _gateway(settings)
+        gateway = payouts or gateway_for(settings, ledger_entries)
         attempts = None
         if not gateway.in_database:
             attempts = PayoutAttempts(
@@ -88,19 +87,13 @@ def create_app(
         await _seed_providers(service, document.get("providers", []))
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
         if attempts is not None:
-            runtime.spawn(pay_due_payouts(service), name="voucher-payouts")
+            runtime.spawn(
+                pay_due_periodically(service.pay_due, service.payouts_due), name="voucher-payouts"
+            )
         return service
 
     routers = [applications, router]
     return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=support)
-
-
-def _gateway(settings: ServiceSettings) -> PayoutGateway:
-    """The treasury over HTTP when one is configured, else the service's own ledger."""
-    if settings.treasury_url is None:
-        return LedgerPayouts(ledger_entries)
-    client = httpx.AsyncClient(timeout=settings.treasury_timeout_seconds)
-    return TreasuryPayouts(client, settings.treasury_url, attempts=1)
 
 
 async def _seed_providers(service: VoucherService, seeds: list[dict[str, Any]]) -> None:

@@ -52,7 +52,13 @@ from shared.eventstore import (
     UnitOfWork,
 )
 from shared.kit.application import ApplicationService, Outcome, Stages, Step, caused_by, new_id
-from shared.kit.payouts import PayoutAttempts, PayoutGateway, PayoutOrder
+from shared.kit.payouts import (
+    PayoutAttempts,
+    PayoutGateway,
+    PayoutOrder,
+    PayoutUnknown,
+    TreasuryError,
+)
 from shared.kit.support import SupportBook
 
 VERIFIER = Actor(sub="voucher-verifier", role=Role.SYSTEM)
@@ -438,7 +444,13 @@ class VoucherService(ApplicationService[Application]):
         async with guard:
             made = None
             if not self.payouts.in_database:
-                made = await self.payouts.find(None, payout_id)
+                try:
+                    made = await self.payouts.find(None, payout_id)
+                except TreasuryError as error:
+                    raise PayoutUnknown(
+                        f"the treasury cannot say now whether it paid {payout_id}: {error};"
+                        " nothing was changed"
+                    ) from error
             command: Any = CancelRedemption(redemption_id, officer, reason)
             if made is not None:
                 command = PayRedemption(redemption_id, made.payout_id)

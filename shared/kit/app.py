@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from shared.clock import Clock
 from shared.domain import EventRegistry
 from shared.kit.application import ApplicationService
+from shared.kit.payouts import PayoutUnknown
 from shared.kit.stages import subscribe_stages
 from shared.kit.support import SupportBook, support_router
 from shared.service import ServiceRuntime, create_service_app
@@ -60,6 +61,7 @@ def programme_app(
         on_startup=[startup],
         events=events,
         routers=[*routers, *([support_router()] if support is not None else [])],
+        domain_errors={PayoutUnknown: (503, "Treasury unavailable")},
     )
     if support is not None:
         app.state.support = support

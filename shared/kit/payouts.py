@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.eventstore import UnitOfWork
 from shared.eventstore.schema import UTCDateTime
+from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class PayoutGateway(Protocol):
         ...
 
     async def find(self, uow: UnitOfWork | None, payout_id: str) -> PayoutReceipt | None:
-        """The payout ``payout_id`` if it was made, else None."""
+        """The payout ``payout_id`` if it was made, else None; :class:`TreasuryError` if
+        that cannot be learnt now."""
         ...
 
 
@@ -120,6 +122,13 @@ class TreasuryError(RuntimeError):
     pass
 
 
+class PayoutUnknown(RuntimeError):
+    """Whether a payout was made cannot be learnt now (the treasury does not answer): what
+    depends on the answer, such as a cancellation, must wait (HTTP 503)."""
+
+    code = "treasury_unavailable"
+
+
 def attempts_table(metadata: sa.MetaData) -> sa.Table:
     """``payout_attempts``: the failed attempts of each payout made over the network."""
     return sa.Table(
@@ -161,15 +170,22 @@ class PayoutAttempts:
         self.max_backoff = max_backoff
         self._local: dict[str, asyncio.Lock] = {}
 
-    async def attempt(self, order: PayoutOrder) -> Attempted | None:
+    async def attempt(
+        self, order: PayoutOrder, still_due: Callable[[], Awaitable[bool]] | None = None
+    ) -> Attempted | None:
         """One attempt at ``order`` if it is due and no other is under way (else None).
-        Back-off runs on the wall clock: it is about the treasury, not the programme."""
+        Back-off runs on the wall clock: it is about the treasury, not the programme.
+
+        ``still_due`` is asked under the payout's lock, before the treasury: what cancels
+        a payout takes the same lock, so a payout it cancelled is not paid after all."""
         now = datetime.now(UTC)
         async with self.lock(order.payout_id, wait=False) as held:
             if held is None:
                 return None
             failures, next_at = await self._read(held, order.payout_id)
             if next_at > now:
+                return None
+            if still_due is not None and not await still_due():
                 return None
             try:
                 receipt = await self.gateway.pay(None, order)
@@ -220,6 +236,31 @@ class PayoutAttempts:
             found = (await connection.execute(query)).first()
             yield _Held(connection) if found is not None else None
 
+    @contextlib.asynccontextmanager
+    async def lock_all(self, payout_ids: Sequence[str]) -> AsyncIterator[None]:
+        """Hold every one of the payouts for the block, as :meth:`lock` holds one (waiting for
+        an attempt under way), in payout id order and on one connection however many."""
+        ordered = sorted(set(payout_ids))
+        for payout_id in ordered:
+            await self._ensure(payout_id)
+        if self.engine.dialect.name != "postgresql":
+            async with contextlib.AsyncExitStack() as held:
+                for payout_id in ordered:
+                    await held.enter_async_context(
+                        self._local.setdefault(payout_id, asyncio.Lock())
+                    )
+                yield
+            return
+        async with self.engine.begin() as connection:
+            if ordered:
+                await connection.execute(
+                    sa.select(self.table.c.payout_id)
+                    .where(self.table.c.payout_id.in_(ordered))
+                    .order_by(self.table.c.payout_id)
+                    .with_for_update()
+                )
+            yield
+
     async def _ensure(self, payout_id: str) -> None:
         async with self.engine.begin() as connection:
             dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -258,6 +299,30 @@ class _Held:
 _LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def gateway_for(settings: ServiceSettings, ledger: sa.Table) -> PayoutGateway:
+    """The treasury over HTTP when one is configured, else the service's own ``ledger``."""
+    if settings.treasury_url is None:
+        return LedgerPayouts(ledger)
+    client = httpx.AsyncClient(timeout=settings.treasury_timeout_seconds)
+    return TreasuryPayouts(client, settings.treasury_url, attempts=1)
+
+
+async def pay_due_periodically(
+    pay_due: Callable[[], Awaitable[int]], due: asyncio.Event, every: float = 1.0
+) -> None:
+    """The payout worker, when a treasury pays: ``pay_due()`` (one attempt at each payout
+    that is due, outside any command's transaction) at once when ``due`` is set, and every
+    ``every`` s."""
+    while True:
+        due.clear()
+        try:
+            await pay_due()
+        except Exception:
+            log.exception("paying due payouts failed; trying again later")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(due.wait(), every)
+
+
 class TreasuryPayouts:
     """A treasury endpoint over HTTP; the payout id is its idempotency key.
 
@@ -281,7 +346,10 @@ class TreasuryPayouts:
         self._first_backoff = first_backoff
 
     async def find(self, uow: UnitOfWork | None, payout_id: str) -> PayoutReceipt | None:
-        response = await self._client.get(f"{self._url.rstrip('/')}/{payout_id}")
+        try:
+            response = await self._client.get(f"{self._url.rstrip('/')}/{payout_id}")
+        except httpx.TransportError as error:
+            raise TreasuryError(f"treasury unreachable about {payout_id}: {error!r}") from error
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -328,8 +396,11 @@ __all__ = [
     "PayoutGateway",
     "PayoutOrder",
     "PayoutReceipt",
+    "PayoutUnknown",
     "TreasuryError",
     "TreasuryPayouts",
     "attempts_table",
+    "gateway_for",
     "ledger_table",
+    "pay_due_periodically",
 ]

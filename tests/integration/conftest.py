@@ -1,5 +1,6 @@
 """Fixtures every integration test of a service may use."""
 
 from tests.integration.harness import start_service
+from tests.integration.treasury import treasury
 
-__all__ = ["start_service"]
+__all__ = ["start_service", "treasury"]

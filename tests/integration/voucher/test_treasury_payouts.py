@@ -11,91 +11,17 @@ unless the treasury paid it after all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from services.voucher.main import create_app
 from tests.integration.harness import running, service_settings
+from tests.integration.treasury import Treasury
 from tests.integration.voucher.conftest import VoucherHarness
 from tests.integration.voucher.test_decisions_and_redemptions import issued_voucher, redeem
-
-
-@dataclass
-class Treasury:
-    """A treasury that pays each Idempotency-Key once, and misbehaves as told."""
-
-    failing: int = 0
-    """The next so many payment requests answer 500 (nothing paid)."""
-    hanging: int = 0
-    """The next so many pay, then answer only after the client gave up."""
-    down: bool = False
-    """Every payment request answers 503 until this is False again."""
-    paid: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: int = 0
-
-    async def pay(self, request: Request) -> JSONResponse:
-        self.requests += 1
-        key = request.headers["Idempotency-Key"]
-        body = await request.json()
-        assert body["payout_id"] == key
-        if self.down:
-            return JSONResponse({"error": "maintenance"}, status_code=503)
-        if self.failing:
-            self.failing -= 1
-            return JSONResponse({"error": "try later"}, status_code=500)
-        first = self.paid.setdefault(key, {**body, "reference": f"TR-{len(self.paid) + 1}"})
-        if self.hanging:
-            self.hanging -= 1
-            await asyncio.sleep(2)  # paid, but the answer comes too late
-        return JSONResponse({"reference": first["reference"]}, status_code=201)
-
-    async def find(self, request: Request) -> JSONResponse:
-        found = self.paid.get(request.path_params["payout_id"])
-        if found is None:
-            return JSONResponse({"error": "no such payout"}, status_code=404)
-        return JSONResponse({"reference": found["reference"]})
-
-
-@contextlib.asynccontextmanager
-async def serving(treasury: Treasury) -> AsyncIterator[str]:
-    app = Starlette(
-        routes=[
-            Route("/payouts", treasury.pay, methods=["POST"]),
-            Route("/payouts/{payout_id}", treasury.find, methods=["GET"]),
-        ]
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):  # up within ten seconds
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/payouts"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def treasury() -> AsyncIterator[tuple[Treasury, str]]:
-    fake = Treasury()
-    async with serving(fake) as url:
-        yield fake, url
 
 
 @pytest.fixture
@@ -209,11 +135,15 @@ async def test_a_cancelled_failed_payout_goes_back_on_the_voucher_unless_it_was_
     fake.down = True
     assert (await redeem(voucher, voucher_id, "INV-1", 2_000_000)).status_code == 202
     failed = await until_status(voucher, voucher_id, "INV-1", "payout_failed")
-    cancelled = await voucher.client.post(
-        f"/v1/vouchers/{voucher_id}/redemptions/{failed['id']}/cancellation",
-        json={"reason": "invoice withdrawn by the provider"},
-        headers=voucher.officer(),
-    )
+    path = f"/v1/vouchers/{voucher_id}/redemptions/{failed['id']}/cancellation"
+    body = {"reason": "invoice withdrawn by the provider"}
+    fake.lookups_down = True  # whether it paid cannot be learnt: nothing is cancelled
+    unknown = await voucher.client.post(path, json=body, headers=voucher.officer())
+    assert unknown.status_code == 503, unknown.text
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert (await redemption(voucher, voucher_id, "INV-1"))["status"] == "payout_failed"
+    fake.lookups_down = False
+    cancelled = await voucher.client.post(path, json=body, headers=voucher.officer())
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
     document = (
