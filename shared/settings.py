@@ -137,7 +137,9 @@ class ServiceSettings(BaseSettings):
     own ledger pays, in the payout stage's transaction."""
     treasury_timeout_seconds: float = 5.0
     payout_max_attempts: int = 5
-    """Failed attempts at a payout over the network before it waits for an officer."""
+    """Failed attempts at a voucher redemption's payout over the network before it waits
+    for an officer (a fund's tranche has no failed status: it is asked for until paid, or
+    until an officer cancels the investment)."""
     payout_first_backoff_seconds: float = 1.0
     """The wait after a payout's first failure; it doubles with each (at most a minute)."""
     support_policy_path: Path | None = None

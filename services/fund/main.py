@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.fund.adapters.tables import capacity, ledger_entries, support_grants
+from services.fund.adapters.tables import capacity, ledger_entries, payout_attempts, support_grants
 from services.fund.domain.events import CAPACITY_EVENTS, EVENTS
 from services.fund.domain.funds import catalogue_version, load_funds
 from services.fund.entrypoints.api import applications, router
@@ -15,7 +15,7 @@ from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for
-from shared.kit.payouts import LedgerPayouts
+from shared.kit.payouts import PayoutAttempts, PayoutGateway, gateway_for, pay_due_periodically
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -33,9 +33,11 @@ def create_app(
     *,
     catalogue: dict[str, Any] | None = None,
     clock: Clock | None = None,
+    payouts: PayoutGateway | None = None,
 ) -> FastAPI:
     """The fund app: the packaged fund catalogue, or ``catalogue`` / ``settings.catalogue_path``;
-    tranches are paid into the service's own ledger."""
+    tranches are paid by the treasury at ``settings.treasury_url``, else into the service's
+    own ledger (or by ``payouts``)."""
     settings = settings or ServiceSettings(service="fund")
     package = "services.fund.catalogue"
     document = catalogue_for(settings.catalogue_path, package, "default.json", catalogue)
@@ -53,14 +55,29 @@ def create_app(
             document=document,
             actor=CATALOGUE,
         )
-        return FundService(
+        gateway = payouts or gateway_for(settings, ledger_entries)
+        attempts = None
+        if not gateway.in_database:
+            attempts = PayoutAttempts(
+                runtime.store.engine,
+                payout_attempts,
+                gateway,
+                first_backoff=settings.payout_first_backoff_seconds,
+            )
+        service = FundService(
             runtime.store,
             funds,
             catalogue_version(document),
             support,
-            LedgerPayouts(ledger_entries),
+            gateway,
             the_clock,
+            attempts=attempts,
         )
+        if attempts is not None:
+            runtime.spawn(
+                pay_due_periodically(service.pay_due, service.payouts_due), name="fund-payouts"
+            )
+        return service
 
     routers = [applications, router]
     return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=support)

@@ -5,10 +5,14 @@ HTTP routes and consumer stages end up here; neither holds a rule of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any
 
-from services.fund.adapters import projection
+from services.fund.adapters import projection, treasury
 from services.fund.adapters.tables import capacity
 from services.fund.domain.decider import (
     DECIDER,
@@ -23,15 +27,23 @@ from services.fund.domain.decider import (
 )
 from services.fund.domain.events import E, VoteChoice
 from services.fund.domain.funds import Fund
-from services.fund.domain.model import Application, Status
+from services.fund.domain.model import Application, Status, Tranche
 from shared.clock import Clock
 from shared.contracts import Actor, Envelope, Role
-from shared.domain import Unprocessable, today_in_korea
+from shared.domain import Conflict, Unprocessable, today_in_korea
 from shared.domain.support import RefuseGrant
 from shared.eventstore import EventContext, EventStore, UnitOfWork
 from shared.kit.application import ApplicationService, Outcome, Stages, caused_by
-from shared.kit.payouts import PayoutGateway, PayoutOrder
+from shared.kit.payouts import (
+    PayoutAttempts,
+    PayoutGateway,
+    PayoutOrder,
+    PayoutUnknown,
+    TreasuryError,
+)
 from shared.kit.support import SupportBook
+
+log = logging.getLogger(__name__)
 
 VERIFIER, COMMITMENT, PAYOUT = (
     Actor(sub=f"fund-{stage}", role=Role.SYSTEM) for stage in ("verifier", "commitment", "payout")
@@ -53,12 +65,19 @@ class FundService(ApplicationService[Application]):
         support: SupportBook,
         payouts: PayoutGateway,
         clock: Clock,
+        *,
+        attempts: PayoutAttempts | None = None,
     ) -> None:
+        """``attempts``: how a treasury is asked to pay, when one pays instead of the
+        ledger (None: the ledger pays, in the payout stage's transaction)."""
         super().__init__(store, DECIDER, projection.PROJECTION, clock)
         self.funds = dict(funds)
         self.catalogue_version = catalogue_version
         self.support = support
         self.payouts = payouts
+        self.attempts = attempts
+        self.payouts_due = asyncio.Event()
+        """Set when a tranche is noted due from the treasury: the payout worker looks at once."""
 
     def stages(self) -> Stages:
         """Verification, commitment and payout react to events on fund.events."""
@@ -103,15 +122,33 @@ class FundService(ApplicationService[Application]):
         return await self.execute(uow, application_id, command, context)
 
     async def cancel(
-        self, uow: UnitOfWork, application_id: str, *, reason: str, context: EventContext
+        self,
+        uow: UnitOfWork,
+        application_id: str,
+        *,
+        reason: str,
+        context: EventContext,
+        settled: Collection[str] = (),
     ) -> Outcome[Application]:
         """An officer cancels a committed investment: what was not disbursed goes back to the
-        fund and its parents, in the same transaction."""
+        fund and its parents, in the same transaction. Where a treasury pays, it runs inside
+        :meth:`payouts_settled`, whose payouts are ``settled``: the treasury is not to pay
+        them now. A tranche released for it since (not settled) makes this a conflict, to
+        be asked again, rather than a cancellation that crosses its payment."""
         command = CancelInvestment(officer=context.actor.sub, reason=reason)
         outcome = await self.execute(uow, application_id, command, context)
         returned = outcome.application.returned_amount
         if outcome.events and returned:
             await self._give_back(uow, outcome.application.fund_id, returned)
+        if outcome.events and self.attempts is not None:
+            for due in await treasury.due_of(uow.connection, application_id):
+                if due.payout_id not in settled:
+                    raise Conflict(
+                        f"tranche {due.number} was released for the treasury to pay while"
+                        " this cancellation was being made; nothing was cancelled, ask again",
+                        number=due.number,
+                    )
+            await treasury.drop(uow, application_id)
         return outcome
 
     # --- policies: what the service does on its own ------------------------------------
@@ -224,34 +261,136 @@ class FundService(ApplicationService[Application]):
             await capacity.release(uow, pool, amount)
 
     async def when_tranche_released_pay(self, uow: UnitOfWork, event: Envelope) -> None:
-        """Pay a released tranche through the payout gateway, exactly once: the ledger entry and
-        the event commit together, and a tranche paid (or cancelled) already is passed over."""
+        """Pay a released tranche through the payout gateway, exactly once. The ledger pays
+        here: its entry and the event commit together. A treasury is paid by the payout
+        worker (:meth:`pay_due`), outside any command's transaction: the tranche is noted
+        due here. A tranche paid (or cancelled) already is passed over."""
         number = int(event.payload["number"])
 
         async def pay(state: Application) -> PayTranche | None:
-            tranche = state.tranche(number)
-            if state.status is not Status.COMMITTED or tranche is None:
-                return None
-            if tranche.status != "released":
+            if _released(state, number) is None:
                 return None  # paid already, or cancelled with the investment
-            receipt = await self.payouts.pay(
-                uow,
-                PayoutOrder(
-                    payout_id=payout_id(state.id, number),
-                    reference=f"{state.id}:tranche:{number}",
-                    payer=f"fund:{state.fund_id}",
-                    payee=f"firm:{state.firm_id}",
-                    amount=tranche.amount,
-                ),
-            )
+            if not self.payouts.in_database:
+                due = treasury.Due(
+                    payout_id(state.id, number),
+                    state.id,
+                    number,
+                    release_event_id=event.event_id,
+                    correlation_id=event.correlation_id,
+                )
+                await treasury.note_due(uow, due, event.occurred_at)
+                self.payouts_due.set()
+                return None
+            receipt = await self.payouts.pay(uow, _order(state, number))
             return PayTranche(number=number, payout_id=receipt.payout_id)
 
         await self.execute(uow, event.aggregate_id, pay, caused_by(event, PAYOUT))
+
+    # --- tranches paid by a treasury -------------------------------------------------------
+
+    async def pay_due(self) -> int:
+        """One attempt at each tranche due from the treasury whose back-off is over and that
+        no other attempt holds, outside any command's transaction; each the treasury paid is
+        recorded paid. A tranche the treasury keeps refusing stays released and is asked for
+        again, longer apart each time (at most a minute apart); an officer may cancel the
+        investment meanwhile. Returns how many were paid."""
+        attempts = self.attempts
+        if attempts is None:
+            return 0
+        async with self.store.engine.connect() as connection:
+            due = await treasury.all_due(connection)
+        paid = 0
+        for tranche in due:
+            try:
+                paid += await self._pay_due(attempts, tranche)
+            except Exception:
+                log.exception("tranche payout %s could not be settled", tranche.payout_id)
+        return paid
+
+    async def _pay_due(self, attempts: PayoutAttempts, due: treasury.Due) -> int:
+        state = self.decider.fold(await self.store.read_stream(due.application_id))
+        if state is None or _released(state, due.number) is None:
+            # paid or cancelled: what records either drops the row too, so this is a guard
+            log.warning("tranche payout %s is not due any more; dropped", due.payout_id)
+            await self.in_transaction(
+                functools.partial(
+                    treasury.drop, application_id=due.application_id, number=due.number
+                )
+            )
+            return 0
+        still_due = functools.partial(treasury.is_due, self.store.engine, due.payout_id)
+        attempted = await attempts.attempt(_order(state, due.number), still_due)
+        if attempted is None or attempted.receipt is None:
+            return 0  # not due yet, held by another attempt, or failed: asked again later
+        await self._record_paid(due, attempted.receipt.payout_id)
+        return 1
+
+    async def _record_paid(self, due: treasury.Due, paid_as: str) -> None:
+        """The treasury paid the tranche: recorded once (again, it changes nothing)."""
+        context = EventContext(
+            actor=PAYOUT, correlation_id=due.correlation_id, causation_id=due.release_event_id
+        )
+
+        async def work(uow: UnitOfWork) -> None:
+            pay = PayTranche(number=due.number, payout_id=paid_as)
+            await self.execute(uow, due.application_id, pay, context)
+            await treasury.drop(uow, due.application_id, due.number)
+
+        await self.in_transaction(work)
+
+    @contextlib.asynccontextmanager
+    async def payouts_settled(self, application_id: str) -> AsyncIterator[frozenset[str]]:
+        """For the block, no attempt at the application's tranche payouts due is under way
+        or begins, and each the treasury made is recorded paid first: what the block decides
+        about the tranches (a cancellation) cannot cross a payment. Yields the payout ids
+        held. Raises :class:`PayoutUnknown`, changing nothing, if the treasury cannot say
+        what it paid."""
+        attempts = self.attempts
+        if attempts is None:  # the ledger pays in the payout stage's transaction
+            yield frozenset()
+            return
+        async with self.store.engine.connect() as connection:
+            due = await treasury.due_of(connection, application_id)
+        async with attempts.lock_all([d.payout_id for d in due]):
+            for tranche in due:
+                if not await treasury.is_due(self.store.engine, tranche.payout_id):
+                    continue  # recorded paid meanwhile
+                try:
+                    made = await self.payouts.find(None, tranche.payout_id)
+                except TreasuryError as error:
+                    raise PayoutUnknown(
+                        f"the treasury cannot say now whether it paid tranche {tranche.number}"
+                        f" ({tranche.payout_id}): {error}; nothing was changed"
+                    ) from error
+                if made is not None:  # paid after all: recorded paid, never given back
+                    await self._record_paid(tranche, made.payout_id)
+            yield frozenset(d.payout_id for d in due)
 
     # --- reads -------------------------------------------------------------------------
 
     async def fund_list(self) -> list[dict[str, Any]]:
         return await self.read(projection.fund_figures, self.funds)
+
+
+def _released(state: Application | None, number: int) -> Tranche | None:
+    """Tranche ``number`` of a committed investment if it is released (not yet paid)."""
+    if state is None or state.status is not Status.COMMITTED:
+        return None
+    tranche = state.tranche(number)
+    return tranche if tranche is not None and tranche.status == "released" else None
+
+
+def _order(state: Application, number: int) -> PayoutOrder:
+    """The payment of tranche ``number`` (released) from the fund to the investee."""
+    tranche = state.tranche(number)
+    assert tranche is not None
+    return PayoutOrder(
+        payout_id=payout_id(state.id, number),
+        reference=f"{state.id}:tranche:{number}",
+        payer=f"fund:{state.fund_id}",
+        payee=f"firm:{state.firm_id}",
+        amount=tranche.amount,
+    )
 
 
 __all__ = ["COMMITMENT", "PAYOUT", "VERIFIER", "FundService", "payout_id"]

@@ -211,7 +211,7 @@ async def test_a_database_of_another_service_is_not_at_this_ones_head(tmp_path: 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/fund.db")
     try:
         await upgrade(engine, migrations_of("fund"))
-        with pytest.raises(SchemaNotCurrent, match="the voucher database is at fund_0001"):
+        with pytest.raises(SchemaNotCurrent, match="the voucher database is at fund_0002"):
             await check_current(engine, migrations_of("voucher"), "voucher")
         await check_current(engine, migrations_of("fund"), "fund")
     finally:

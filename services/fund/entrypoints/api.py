@@ -108,13 +108,21 @@ async def cancel_investment(
     key: kit.IdempotencyKey = None,
 ) -> JSONResponse:
     """Cancel a committed investment (officers, with a reason): the tranches not yet paid are
-    cancelled and their amount goes back to the fund's capacity."""
+    cancelled and their amount goes back to the fund's capacity. Where a treasury pays, it
+    is asked first about each released tranche: one it paid after all is recorded paid and
+    is not given back (503 if it cannot say, and nothing is cancelled)."""
     service = kit.service_in(request, FundService)
 
-    async def work(uow: UnitOfWork) -> StoredResponse:
-        outcome = await service.cancel(
-            uow, application_id, reason=body.reason, context=kit.context_of(request, officer)
-        )
-        return StoredResponse(200, service.projection.resource(outcome.application))
+    async with service.payouts_settled(application_id) as settled:
 
-    return await kit.respond(request, service, officer, key, body, work)
+        async def work(uow: UnitOfWork) -> StoredResponse:
+            outcome = await service.cancel(
+                uow,
+                application_id,
+                reason=body.reason,
+                context=kit.context_of(request, officer),
+                settled=settled,
+            )
+            return StoredResponse(200, service.projection.resource(outcome.application))
+
+        return await kit.respond(request, service, officer, key, body, work)
