@@ -99,7 +99,7 @@ fails this test until the tables above (and the KafkaUsers) say what it reads.""
 EGRESS: dict[str, set[str]] = {
     "voucher": {"dns", "postgres", "kafka", "identity-provider", "treasury"},
     "taxcredit": {"dns", "postgres", "kafka", "identity-provider"},
-    "fund": {"dns", "postgres", "kafka", "identity-provider"},
+    "fund": {"dns", "postgres", "kafka", "identity-provider", "treasury"},
     "oversight": {"dns", "postgres", "kafka", "identity-provider", "programmes-http"},
     "migration": {"dns", "postgres"},
 }
@@ -565,7 +565,7 @@ def destination(policy: Obj, rule: Obj, objects: list[Obj]) -> str:
         return "postgres"
     if kind == "ip" and ports == {("TCP", 443)}:
         name = policy["metadata"]["name"]
-        if name == "incentives-voucher-treasury":
+        if name in ("incentives-voucher-treasury", "incentives-fund-treasury"):
             return "treasury"
         if name == "incentives-identity-provider":
             return "identity-provider"
@@ -808,7 +808,7 @@ def egress_anywhere(objects: list[Obj]) -> None:
 
 
 @breaks(network_problems)
-def fund_pays_the_treasury(objects: list[Obj]) -> None:
+def every_server_pays_the_treasury(objects: list[Obj]) -> None:
     policy = named(objects, "NetworkPolicy", "incentives-voucher-treasury")
     assert policy is not None
     policy["spec"]["podSelector"]["matchLabels"].pop("app.kubernetes.io/name")
