@@ -261,6 +261,19 @@ def create_ledger_0001() -> None:
     )
 
 
+def create_payout_attempts_0001() -> None:
+    """The failed attempts at each payout a service makes over the network (a treasury), as
+    voucher's first revision made them and fund's second."""
+    op.create_table(
+        "payout_attempts",
+        sa.Column("payout_id", sa.String(length=100), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(length=1000), nullable=True),
+        _moment("next_attempt_at"),
+        sa.PrimaryKeyConstraint("payout_id"),
+    )
+
+
 def drop_programme_0001() -> None:
     drop_application_indexes_0001()
     op.drop_table("applications")

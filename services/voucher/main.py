@@ -25,7 +25,7 @@ from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
-from shared.kit.payouts import PayoutAttempts, PayoutGateway, gateway_for, pay_due_periodically
+from shared.kit.payouts import PayoutGateway, pay_due_periodically, payouts_for
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -66,15 +66,9 @@ def create_app(
             document=document,
             actor=SEEDER,
         )
-        gateway = payouts or gateway_for(settings, ledger_entries)
-        attempts = None
-        if not gateway.in_database:
-            attempts = PayoutAttempts(
-                runtime.store.engine,
-                payout_attempts,
-                gateway,
-                first_backoff=settings.payout_first_backoff_seconds,
-            )
+        gateway, attempts = payouts_for(
+            settings, runtime.store.engine, ledger_entries, payout_attempts, payouts
+        )
         service = VoucherService(
             runtime.store,
             programmes,

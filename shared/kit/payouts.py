@@ -299,12 +299,28 @@ class _Held:
 _LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def gateway_for(settings: ServiceSettings, ledger: sa.Table) -> PayoutGateway:
-    """The treasury over HTTP when one is configured, else the service's own ``ledger``."""
-    if settings.treasury_url is None:
-        return LedgerPayouts(ledger)
-    client = httpx.AsyncClient(timeout=settings.treasury_timeout_seconds)
-    return TreasuryPayouts(client, settings.treasury_url, attempts=1)
+def payouts_for(
+    settings: ServiceSettings,
+    engine: AsyncEngine,
+    ledger: sa.Table,
+    attempts: sa.Table,
+    gateway: PayoutGateway | None = None,
+) -> tuple[PayoutGateway, PayoutAttempts | None]:
+    """What pays a service's payouts: ``gateway`` if given, else the treasury over HTTP
+    when one is configured, else its own ``ledger``; and, for one over the network, how
+    each payout is attempted (its failures in the ``attempts`` table; None for a ledger)."""
+    if gateway is None:
+        if settings.treasury_url is None:
+            gateway = LedgerPayouts(ledger)
+        else:
+            client = httpx.AsyncClient(timeout=settings.treasury_timeout_seconds)
+            gateway = TreasuryPayouts(client, settings.treasury_url, attempts=1)
+    if gateway.in_database:
+        return gateway, None
+    tried = PayoutAttempts(
+        engine, attempts, gateway, first_backoff=settings.payout_first_backoff_seconds
+    )
+    return gateway, tried
 
 
 async def pay_due_periodically(
@@ -400,7 +416,7 @@ __all__ = [
     "TreasuryError",
     "TreasuryPayouts",
     "attempts_table",
-    "gateway_for",
     "ledger_table",
     "pay_due_periodically",
+    "payouts_for",
 ]

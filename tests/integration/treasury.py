@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from shared.settings import ServiceSettings
+
 
 @dataclass
 class Treasury:
@@ -87,3 +89,15 @@ async def treasury() -> AsyncIterator[tuple[Treasury, str]]:
     fake = Treasury()
     async with serving(fake) as url:
         yield fake, url
+
+
+def paid_by(settings: ServiceSettings, url: str, **more: Any) -> ServiceSettings:
+    """``settings`` with the treasury at ``url`` paying, quick to give up on an answer and
+    to try again (and ``more``)."""
+    update = {
+        "treasury_url": url,
+        "treasury_timeout_seconds": 0.5,
+        "payout_first_backoff_seconds": 0.05,
+        **more,
+    }
+    return settings.model_copy(update=update)

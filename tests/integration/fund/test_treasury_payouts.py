@@ -33,7 +33,7 @@ from tests.integration.fund.conftest import (
     vote,
 )
 from tests.integration.harness import ServiceHarness, running, service_settings, wait_until
-from tests.integration.treasury import Treasury
+from tests.integration.treasury import Treasury, paid_by
 
 AMOUNT = 3_000_000_000
 TRANCHES = [1_000_000_000, 1_200_000_000, 800_000_000]
@@ -47,14 +47,9 @@ async def fund(
     tmp_path: Path,
     treasury: tuple[Treasury, str],
 ) -> AsyncIterator[ServiceHarness]:
-    settings = service_settings(
-        "fund", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
-    ).model_copy(
-        update={
-            "treasury_url": treasury[1],
-            "treasury_timeout_seconds": 0.5,
-            "payout_first_backoff_seconds": 0.05,
-        }
+    settings = paid_by(
+        service_settings("fund", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path),
+        treasury[1],
     )
     async with running(create_app, settings) as harness:
         yield harness

@@ -19,7 +19,7 @@ import pytest
 
 from services.voucher.main import create_app
 from tests.integration.harness import running, service_settings
-from tests.integration.treasury import Treasury
+from tests.integration.treasury import Treasury, paid_by
 from tests.integration.voucher.conftest import VoucherHarness
 from tests.integration.voucher.test_decisions_and_redemptions import issued_voucher, redeem
 
@@ -32,15 +32,12 @@ async def voucher(
     tmp_path: Path,
     treasury: tuple[Treasury, str],
 ) -> AsyncIterator[VoucherHarness]:
-    settings = service_settings(
-        "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
-    ).model_copy(
-        update={
-            "treasury_url": treasury[1],
-            "treasury_timeout_seconds": 0.5,
-            "payout_max_attempts": 3,
-            "payout_first_backoff_seconds": 0.05,
-        }
+    settings = paid_by(
+        service_settings(
+            "voucher", database_url, kafka_bootstrap, unique_name("t") + ".", tmp_path
+        ),
+        treasury[1],
+        payout_max_attempts=3,
     )
     async with running(create_app, settings) as harness:
         yield harness

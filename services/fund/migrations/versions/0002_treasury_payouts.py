@@ -30,14 +30,7 @@ def upgrade() -> None:
         ["application_id"],
         unique=False,
     )
-    op.create_table(
-        "payout_attempts",
-        sa.Column("payout_id", sa.String(length=100), nullable=False),
-        sa.Column("failures", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.String(length=1000), nullable=True),
-        schema_history.moment_0001("next_attempt_at"),
-        sa.PrimaryKeyConstraint("payout_id"),
-    )
+    schema_history.create_payout_attempts_0001()
 
 
 def downgrade() -> None:

@@ -31,14 +31,7 @@ def upgrade() -> None:
         ["verified", "approved", "issued"],
     )
     schema_history.create_ledger_0001()
-    op.create_table(
-        "payout_attempts",
-        sa.Column("payout_id", sa.String(length=100), nullable=False),
-        sa.Column("failures", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.String(length=1000), nullable=True),
-        schema_history.moment_0001("next_attempt_at"),
-        sa.PrimaryKeyConstraint("payout_id"),
-    )
+    schema_history.create_payout_attempts_0001()
     schema_history.create_pools_0001("programme_budgets")
     op.create_table(
         "providers",
