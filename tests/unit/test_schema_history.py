@@ -18,6 +18,7 @@ PINNED = {
     "create_checkpoints_0001": "a632659fe8be8c59",
     "create_ledger_0001": "ad0880540199f4fa",
     "create_log_0001": "d13d566144b80ce5",
+    "create_payout_attempts_0001": "6d00749cb43483d5",
     "create_pools_0001": "4faf0c9ec73cacc8",
     "create_programme_0001": "19bd99a9a81e3e31",
     "create_support_grants_0001": "01299f8add76e3f9",
