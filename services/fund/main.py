@@ -15,7 +15,7 @@ from shared.clock import Clock, SystemClock
 from shared.contracts import Actor, Role
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for
-from shared.kit.payouts import PayoutGateway, pay_due_periodically, payouts_for
+from shared.kit.payouts import PayoutGateway, payouts_for
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -58,7 +58,7 @@ def create_app(
         gateway, attempts = payouts_for(
             settings, runtime.store.engine, ledger_entries, payout_attempts, payouts
         )
-        service = FundService(
+        return FundService(
             runtime.store,
             funds,
             catalogue_version(document),
@@ -67,11 +67,6 @@ def create_app(
             the_clock,
             attempts=attempts,
         )
-        if attempts is not None:
-            runtime.spawn(
-                pay_due_periodically(service.pay_due, service.payouts_due), name="fund-payouts"
-            )
-        return service
 
     routers = [applications, router]
     return programme_app(settings, ABOUT, start, EVENTS, routers, the_clock, support=support)

@@ -25,7 +25,7 @@ from shared.contracts import Actor, Role
 from shared.eventstore import EventContext
 from shared.kit.app import programme_app
 from shared.kit.catalogue import catalogue_for, load_document
-from shared.kit.payouts import PayoutGateway, pay_due_periodically, payouts_for
+from shared.kit.payouts import PayoutGateway, payouts_for
 from shared.kit.support import SupportBook, default_policy
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -80,10 +80,6 @@ def create_app(
         )
         await _seed_providers(service, document.get("providers", []))
         runtime.spawn(expire_vouchers_periodically(service), name="voucher-expiry")
-        if attempts is not None:
-            runtime.spawn(
-                pay_due_periodically(service.pay_due, service.payouts_due), name="voucher-payouts"
-            )
         return service
 
     routers = [applications, router]

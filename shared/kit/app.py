@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from shared.clock import Clock
 from shared.domain import EventRegistry
 from shared.kit.application import ApplicationService
-from shared.kit.payouts import PayoutUnknown
+from shared.kit.payouts import PayoutUnknown, PaysOverTheNetwork, pay_due_periodically
 from shared.kit.stages import subscribe_stages
 from shared.kit.support import SupportBook, support_router
 from shared.service import ServiceRuntime, create_service_app
@@ -35,7 +35,8 @@ def programme_app(
     schema is migrated, see :mod:`shared.migrations`) ``start`` builds its service (kept in
     ``app.state.service``), and the service's stages consume its topic. ``support``: the
     programme's read model of every programme's grants, fed from their topics and
-    published at ``GET /v1/support-policy``.
+    published at ``GET /v1/support-policy``. A service whose payouts a treasury makes has
+    its payout worker run here too.
     """
     title, _, description = about.strip().partition("\n")
 
@@ -52,6 +53,9 @@ def programme_app(
             )
         if support is not None:
             support.subscribe(runtime)
+        if isinstance(service, PaysOverTheNetwork) and service.attempts is not None:
+            worker = pay_due_periodically(service.pay_due, service.payouts_due)
+            runtime.spawn(worker, name=f"{settings.service}-payouts")
 
     app = create_service_app(
         settings,

@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 import sqlalchemy as sa
@@ -323,6 +323,17 @@ def payouts_for(
     return gateway, tried
 
 
+@runtime_checkable
+class PaysOverTheNetwork(Protocol):
+    """A programme service whose payouts a treasury may make: when ``attempts`` is set, the
+    kit runs its payout worker (:func:`pay_due_periodically`) for the life of the process."""
+
+    attempts: PayoutAttempts | None
+    payouts_due: asyncio.Event
+
+    async def pay_due(self) -> int: ...
+
+
 async def pay_due_periodically(
     pay_due: Callable[[], Awaitable[int]], due: asyncio.Event, every: float = 1.0
 ) -> None:
@@ -413,6 +424,7 @@ __all__ = [
     "PayoutOrder",
     "PayoutReceipt",
     "PayoutUnknown",
+    "PaysOverTheNetwork",
     "TreasuryError",
     "TreasuryPayouts",
     "attempts_table",
