@@ -34,6 +34,7 @@ from shared.idempotency import (
 )
 from shared.kit.application import ApplicationService, CommandRequest, Step, new_id
 from shared.kit.cursors import decode_cursor
+from shared.kit.lean import LeanRoute
 from shared.kit.schemas import Body, DecisionIn, WithdrawalIn
 from shared.problems import Problem
 
@@ -242,7 +243,7 @@ class ApplicationsAPI:
 
 def applications_router(api: ApplicationsAPI) -> APIRouter:
     """The application endpoints of one programme service."""
-    router = APIRouter(prefix="/v1", tags=["applications"])
+    router = APIRouter(prefix="/v1", tags=["applications"], route_class=LeanRoute)
     SubmitBody = api.submit_body
     DecisionBody = api.decision_body
 

@@ -21,6 +21,7 @@ from shared.eventstore import UnitOfWork
 from shared.idempotency import StoredResponse
 from shared.kit import http as kit
 from shared.kit.application import Step
+from shared.kit.lean import LeanRoute
 
 Service = Annotated[FundService, Depends(kit.service_dependency(FundService))]
 
@@ -39,7 +40,7 @@ INVESTMENTS = kit.ApplicationsAPI(
 )
 applications = kit.applications_router(INVESTMENTS)
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=LeanRoute)
 
 
 @router.get("/funds", tags=["funds"])

@@ -22,6 +22,7 @@ from shared.domain import NotFound
 from shared.eventstore import UnitOfWork
 from shared.idempotency import StoredResponse
 from shared.kit import http as kit
+from shared.kit.lean import LeanRoute
 from shared.kit.schemas import DecisionIn
 
 Ministries = Annotated[Principal, Depends(require_role(Role.MINISTRY))]
@@ -48,7 +49,7 @@ def _decision(service: TaxCreditService, body: DecisionIn, officer: str) -> Any:
 CLAIMS = kit.ApplicationsAPI(SubmitClaimIn, _submission, _decision, WithdrawClaim)  # type: ignore[arg-type]
 applications = kit.applications_router(replace(CLAIMS, id_prefix="tc", what="a tax credit"))
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=LeanRoute)
 
 
 @router.get("/rate-tables", tags=["rate tables"])

@@ -33,6 +33,7 @@ from shared.kit.http import (
     service_dependency,
     visible_to,
 )
+from shared.kit.lean import LeanRoute
 
 Providers = Annotated[Principal, Depends(require_role(Role.PROVIDER))]
 
@@ -74,7 +75,7 @@ applications = applications_router(
     )
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=LeanRoute)
 
 
 @router.get("/programmes", tags=["programmes"])
