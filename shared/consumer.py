@@ -171,10 +171,21 @@ class ConsumerStats:
     left_to_broker: int = 0
     """Events committed here that were not applied here (a burst beyond the backlog, or a
     transaction here that failed): the broker's delivery applies them, later."""
+    waited_for_here: int = 0
+    """Batches that waited for :meth:`IdempotentConsumer.apply_here` to settle an event
+    the broker brought back before this process had applied it."""
 
 
 _Run = tuple[RecordHandler, list[tuple[Envelope, "Delivery"]]]
 """Events of a batch for one handler, in their order."""
+
+
+def _header(delivery: Delivery, name: str) -> str | None:
+    """The first header ``name`` of ``delivery``, as text."""
+    for key, value in delivery.headers:
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None
 
 
 def _apart(runs: Sequence[_Run]) -> bool:
@@ -292,6 +303,9 @@ class IdempotentConsumer:
         self._on_applied = on_applied
         self._applied_here: dict[str, None] = {}
         """Events :meth:`apply_here` applied, until the broker's delivery of each comes by."""
+        self._expected: dict[str, None] = {}
+        """Events :meth:`expect_here` announced that :meth:`apply_here` has not settled yet."""
+        self._settled = asyncio.Condition()
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -438,6 +452,8 @@ class IdempotentConsumer:
         the batch's offsets.
         """
         report = BatchReport()
+        if self._expected:
+            await self._until_settled(deliveries)
         good: list[tuple[Envelope, Delivery]] = []
         for delivery in deliveries:
             if self._applied_here and self._came_back(delivery):
@@ -490,9 +506,51 @@ class IdempotentConsumer:
     """Events applied by :meth:`apply_here` remembered until the broker brings them (a bound:
     one the broker never brings back, such as a lost log's, is not kept for ever)."""
 
+    EXPECTED_WAIT = 2.0
+    """Seconds a delivery waits for :meth:`apply_here` to settle an event it was told to
+    expect; then the delivery goes on as if it had not been (the inbox decides)."""
+
     def applies_here(self, event_type: str) -> bool:
         """Whether :meth:`apply_here` takes events of ``event_type``."""
         return event_type in self._batch_handlers
+
+    def expect_here(self, envelopes: Sequence[Envelope]) -> None:
+        """Announce events that :meth:`apply_here` is about to take (they have just committed).
+
+        The relay may publish them, and the broker bring them back, before this process has
+        applied them: a delivery of one waits until :meth:`apply_here` has settled it,
+        then is passed by if it was applied here, or applied as usual if it was not. Without
+        this, each such delivery was parsed and took a transaction of its own to find its
+        event already in the inbox, or took it first and left the work here for nothing.
+        """
+        for envelope in envelopes:
+            if envelope.type in self._batch_handlers:
+                self._expected[envelope.event_id] = None
+        while len(self._expected) > self.APPLIED_HERE_KEPT:  # announced, never settled
+            del self._expected[next(iter(self._expected))]
+
+    async def _until_settled(self, deliveries: Sequence[Delivery]) -> None:
+        """Wait (at most :attr:`EXPECTED_WAIT`) until none of ``deliveries`` is expected here."""
+        ids = [i for d in deliveries if (i := _header(d, "event_id")) is not None]
+        if not any(i in self._expected for i in ids):
+            return
+        self.stats.waited_for_here += 1
+        try:
+            async with self._settled:
+                await asyncio.wait_for(
+                    self._settled.wait_for(lambda: not any(i in self._expected for i in ids)),
+                    self.EXPECTED_WAIT,
+                )
+        except TimeoutError:
+            # apply_here is stuck or gone: these go the broker's way, and are not waited for again
+            for i in ids:
+                self._expected.pop(i, None)
+
+    async def _settle(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self._expected.pop(envelope.event_id, None)
+        async with self._settled:
+            self._settled.notify_all()
 
     async def apply_here(self, envelopes: Sequence[Envelope]) -> int:
         """Apply events this process itself has just committed, without waiting for the broker
@@ -504,6 +562,12 @@ class IdempotentConsumer:
         or dead-lettered here: if the transaction fails, nothing of it happened, and the
         broker's delivery applies the events as it would have without this.
         """
+        try:
+            return await self._apply_here(envelopes)
+        finally:
+            await self._settle(envelopes)
+
+    async def _apply_here(self, envelopes: Sequence[Envelope]) -> int:
         todo = list(
             {
                 e.event_id: e

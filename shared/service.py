@@ -152,6 +152,7 @@ class RuntimeCollector:
                     "applied",
                     "applied_here",
                     "left_to_broker",
+                    "waited_for_here",
                     "duplicates",
                     "dead_lettered",
                     "fallbacks",

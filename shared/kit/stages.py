@@ -39,6 +39,7 @@ class OnCommit:
         if len(self._waiting) + len(wanted) > self.backlog:
             self.stages.stats.left_to_broker += len(wanted)  # the broker's delivery applies them
             return
+        self.stages.expect_here(wanted)  # a delivery of one waits for it to be applied here
         self._waiting.extend(wanted)
         self._ready.set()
 

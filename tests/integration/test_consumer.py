@@ -649,6 +649,70 @@ async def test_a_burst_beyond_the_backlog_is_left_to_the_broker_and_counted(rig:
     assert consumer.stats.applied_here == len(first)
 
 
+async def test_a_delivery_that_overtakes_the_stage_here_waits_and_is_passed_by(rig: Rig) -> None:
+    """The relay published events that committed here, and the broker brought them back,
+    before the stage here applied them: the delivery waits for the stage, then passes them
+    by, without parsing them or asking the database."""
+    consumer = rig.consumer()
+    consumer.handles_batch(SUBMITTED)(record_all)
+    events = chain("app-a", 4)
+    consumer.expect_here(events)  # committed: OnCommit hands them to apply_here
+    deliveries = [delivery_of(e, rig.topic, i) for i, e in enumerate(events)]
+    delivered = asyncio.create_task(consumer.process(deliveries))
+    await asyncio.sleep(0.2)
+    assert not delivered.done()  # waiting for the stage here
+    assert await consumer.apply_here(events) == len(events)
+    report = await asyncio.wait_for(delivered, 10)
+    assert (report.applied, report.duplicates, report.transactions) == (0, len(events), 0)
+    assert consumer.stats.waited_for_here == 1
+    assert sorted(await rig.applied()) == sorted(e.event_id for e in events)
+    assert await rig.inbox_count() == len(events)
+
+
+async def test_a_waiting_delivery_applies_what_failed_here(rig: Rig) -> None:
+    failing = {"left": 1}
+
+    async def flaky(uow: UnitOfWork, envelopes: Sequence[Envelope]) -> None:
+        await record_all(uow, envelopes)
+        if failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("the database said no, this once")
+
+    consumer = rig.consumer()
+    consumer.handles_batch(SUBMITTED)(flaky)
+    events = chain("app-a", 3)
+    consumer.expect_here(events)
+    delivered = asyncio.create_task(
+        consumer.process([delivery_of(e, rig.topic, i) for i, e in enumerate(events)])
+    )
+    await asyncio.sleep(0.1)
+    assert await consumer.apply_here(events) == 0  # rolled back: nothing happened here
+    report = await asyncio.wait_for(delivered, 10)
+    assert report.applied == len(events)
+    assert await rig.applied() == [e.event_id for e in events]  # once each, by the delivery
+    assert consumer.stats.applied_here == 0
+
+
+async def test_an_event_expected_here_that_never_comes_is_applied_by_the_delivery(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the stage here never takes what it was told to expect (its task died), a delivery
+    waits :attr:`~IdempotentConsumer.EXPECTED_WAIT`, then applies the events as usual; a
+    redelivery of them does not wait again."""
+    monkeypatch.setattr(IdempotentConsumer, "EXPECTED_WAIT", 0.3)
+    consumer = rig.consumer()
+    consumer.handles_batch(SUBMITTED)(record_all)
+    events = chain("app-a", 3)
+    consumer.expect_here(events)
+    deliveries = [delivery_of(e, rig.topic, i) for i, e in enumerate(events)]
+    report = await asyncio.wait_for(consumer.process(deliveries), 10)
+    assert report.applied == len(events)
+    assert await rig.applied() == [e.event_id for e in events]
+    again = await asyncio.wait_for(consumer.process(deliveries), 10)
+    assert again.duplicates == len(events)
+    assert consumer.stats.waited_for_here == 1
+
+
 async def test_applied_here_and_delivered_at_the_same_moment_each_event_applies_once(
     rig: Rig,
 ) -> None:
