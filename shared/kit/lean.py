@@ -123,11 +123,16 @@ async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
     if plan.body is not None:
         if request.headers.get("content-type") != "application/json":
             return None  # FastAPI parses other content types (and refuses them) itself
-        if not await request.body():
+        try:
+            received = await request.body()  # kept on the request: FastAPI reads the same
+        except Exception as error:  # the client went away: FastAPI meets it, and answers
+            request.body = _raising(error)  # type: ignore[method-assign]
+            return None
+        if not received:
             return None
         try:
-            body = await request.json()  # kept on the request: FastAPI reads the same
-        except ValueError:
+            body = await request.json()  # kept on the request too
+        except Exception:  # not JSON, too deep...: FastAPI parses it again, and refuses it
             return None
     values: dict[str, Any] = {plan.request_name: request}
     for name, dependency in plan.dependencies:
@@ -147,6 +152,16 @@ async def _values(plan: _Plan, request: Request) -> dict[str, Any] | None:
             return None
         values[plan.body.name] = value
     return values
+
+
+def _raising(error: Exception) -> Callable[[], Coroutine[Any, Any, bytes]]:
+    """``Request.body`` for a request whose body could not be read: the stream is gone, and
+    FastAPI's handler, reading it again, meets the error that ended it."""
+
+    async def body() -> bytes:
+        raise error
+
+    return body
 
 
 __all__ = ["LeanRoute"]

@@ -94,6 +94,11 @@ REQUESTS: dict[str, tuple[str, bytes, dict[str, str]]] = {
     ),
     "NaN": (release_path(), b'{"milestone_evidence": "x", "pages": NaN}', {**OFFICER, **JSON}),
     "a list": (release_path(), b"[1, 2]", {**OFFICER, **JSON}),
+    "nested too deep to parse": (
+        release_path(),
+        b"[" * 100_000 + b"]" * 100_000,
+        {**OFFICER, **JSON},
+    ),
     "null": (release_path(), b"null", {**OFFICER, **JSON}),
     "an empty body": (release_path(), b"", {**OFFICER, **JSON}),
     "a member missing": (release_path(), b"{}", {**OFFICER, **JSON}),
@@ -150,6 +155,46 @@ async def test_answers_as_fastapi_does(case: str) -> None:
     lean = await answer(app_with(LeanRoute), path, body, headers)
     plain = await answer(app_with(APIRoute), path, body, headers)
     assert lean == plain
+
+
+async def gone_midway(app: FastAPI) -> list[dict[str, Any]]:
+    """What the app sends when the client goes away before the body is all there."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": release_path(),
+        "raw_path": release_path().encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in {**OFFICER, **JSON}.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    messages = iter(
+        [
+            {"type": "http.request", "body": GOOD[:5], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return [{k: v for k, v in m.items() if k != "headers"} for m in sent]
+
+
+async def test_a_client_gone_before_its_body_is_answered_as_fastapi_does() -> None:
+    lean, plain = await gone_midway(app_with(LeanRoute)), await gone_midway(app_with(APIRoute))
+    assert lean == plain
+    assert lean[0]["status"] == 400  # FastAPI's "There was an error parsing the body"
 
 
 async def test_the_usual_request_is_answered_without_fastapi_solving_it(
