@@ -92,3 +92,18 @@ def test_each_route_is_the_first_to_match_its_own_path(service: str) -> None:
             assert first.path_format == route.path_format, (method, path)
             checked += 1
     assert checked >= 10
+
+
+def test_the_documented_not_blank_pattern_is_exactly_what_stripping_keeps() -> None:
+    """A one-character string matches the pattern the schemas publish if and only if
+    stripping leaves it: U+0085 is white space to Python, not to ECMAScript's ``\\S``."""
+    import re
+    import sys
+
+    from shared.kit.schemas import NOT_BLANK
+
+    assert re.fullmatch(NOT_BLANK, "\u0085") is None
+    assert re.fullmatch(NOT_BLANK, "\ufeff") is not None
+    for code in range(sys.maxunicode + 1):
+        character = chr(code)
+        assert (re.fullmatch(NOT_BLANK, character) is not None) == bool(character.strip())
