@@ -48,12 +48,12 @@ Day = Annotated[date, BeforeValidator(_a_json_string)]
 which lax mode takes for 1970-01-01."""
 
 
-NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NOT_BLANK = r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 r"""Documents what stripping does to a string that must not be empty: one character that is
-not white space as ``str.strip`` sees it, spelled out. ``\S`` read by an ECMAScript client
-(JSON Schema's regex dialect) lets through U+0085 and U+001C-U+001F, which Python strips, and
-refuses U+FEFF, which it keeps: a client of the schema sent ``"\u0085"`` as a milestone and
-got 422."""
+not white space as pydantic strips it (Unicode's White_Space), spelled out. ``\S`` read by
+an ECMAScript client (JSON Schema's regex dialect) lets U+0085 through, which is stripped,
+and refuses U+FEFF, which is kept: a client of the schema sent ``"\u0085"`` as a milestone
+and got 422. Python's own ``str.strip`` would also strip U+001C-U+001F: pydantic does not."""
 
 
 def _not_blank_documented(schema: dict[str, Any], model: type[Any]) -> None:
